@@ -1,0 +1,234 @@
+"""Module-level session helpers: list, inspect, fork, rename, tag, delete, checkpoints, rewind.
+
+They work on the store under ``home`` (default ``$AGENT_MAGIC_HOME``) and need
+no running agent, kernel or API key: the ``agent-magic`` command line tool is
+built on them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ._checkpoints import CheckpointInfo, CheckpointLog, RewindResult
+from ._errors import ConfigurationError
+from ._sessions import SessionInfo, SessionMessage, SessionStore
+from ._store import JsonlFile
+
+Home = str | os.PathLike[str] | None
+
+
+def _store(home: Home) -> SessionStore:
+    return SessionStore.at(home)
+
+
+def list_sessions(
+    directory: str | os.PathLike[str] | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+    *,
+    scope: str | None = None,
+    home: Home = None,
+) -> list[SessionInfo]:
+    """Sessions, most recently active first.
+
+    Parameters
+    ----------
+    directory
+        Only sessions of this project directory (their cwd or scope is it).
+    limit, offset
+        Pagination.
+    scope
+        Only sessions of exactly this scope (a notebook path or directory).
+    home
+        The session store (default ``$AGENT_MAGIC_HOME``).
+    """
+    store = _store(home)
+    if scope is not None:
+        return store.index.select(scope=scope, limit=limit, offset=offset)
+    if directory is None:
+        return store.index.select(limit=limit, offset=offset)
+    d = str(Path(directory).expanduser().resolve())
+    rows = [i for i in store.index.select() if i.cwd == d or i.scope == d]
+    rows = rows[offset:]
+    return rows[:limit] if limit is not None else rows
+
+
+def get_session_info(session_id: str, *, home: Home = None) -> SessionInfo:
+    """Metadata of one session (id or unique prefix).
+
+    Raises
+    ------
+    SessionNotFoundError
+    """
+    store = _store(home)
+    return store.info(store.resolve(session_id))
+
+
+def get_session_messages(
+    session_id: str, limit: int | None = None, offset: int = 0, *, home: Home = None
+) -> list[SessionMessage]:
+    """The user and assistant messages of a session, oldest first."""
+    store = _store(home)
+    return store.messages(store.resolve(session_id), limit=limit, offset=offset)
+
+
+def fork_session(
+    session_id: str,
+    up_to_message_id: str | None = None,
+    title: str | None = None,
+    *,
+    new_session_id: str | None = None,
+    scope: str | None = None,
+    home: Home = None,
+) -> str:
+    """Copy a session (up to and including ``up_to_message_id``) into a new one; return its id.
+
+    The original is left byte-identical. Checkpoints of the copied turns stay
+    rewindable in the fork.
+    """
+    store = _store(home)
+    sid = store.resolve(session_id)
+    up_to = _resolve_message(store, sid, up_to_message_id) if up_to_message_id else None
+    return store.fork(sid, up_to_message_id=up_to, title=title, new_session_id=new_session_id, scope=scope)
+
+
+def _resolve_message(store: SessionStore, sid: str, mid: str) -> str:
+    ids = [str(e.get("uuid")) for e in store.read_entries(sid) if e.get("uuid")]
+    if mid in ids:
+        return mid
+    matches = [i for i in ids if len(mid) >= 4 and i.startswith(mid)]
+    if len(matches) == 1:
+        return matches[0]
+    from ._errors import AmbiguousIdError, CheckpointNotFoundError
+
+    if len(matches) > 1:
+        raise AmbiguousIdError(mid, matches, "message")
+    raise CheckpointNotFoundError(f"No message {mid!r} in session {sid[:8]}.")
+
+
+def rename_session(session_id: str, title: str, *, home: Home = None) -> None:
+    """Give a session a title (shown instead of its first prompt)."""
+    store = _store(home)
+    store.rename(store.resolve(session_id), title)
+
+
+def tag_session(session_id: str, tag: str | None, *, home: Home = None) -> None:
+    """Tag a session; ``None`` clears the tag."""
+    store = _store(home)
+    store.tag(store.resolve(session_id), tag)
+
+
+def delete_session(session_id: str, *, home: Home = None) -> None:
+    """Delete a session's transcript and checkpoint records (shared backups stay until pruned)."""
+    store = _store(home)
+    store.delete(store.resolve(session_id))
+
+
+def current_session(scope: str, *, home: Home = None) -> str | None:
+    """The session a notebook (or project directory) continues by default, if any."""
+    return _store(home).current(scope)
+
+
+def set_current_session(scope: str, session_id: str | None, *, home: Home = None) -> None:
+    """Make ``session_id`` the one ``scope`` continues (``None``: start fresh next time)."""
+    store = _store(home)
+    if session_id is None:
+        store.clear_current(scope)
+    else:
+        store.set_current(scope, store.resolve(session_id))
+
+
+def checkpoint_log(session_id: str, *, home: Home = None, cwd: str | os.PathLike[str] | None = None) -> CheckpointLog:
+    """The checkpoint log of a stored session (for listing and rewinding)."""
+    store = _store(home)
+    sid = store.resolve(session_id)
+    header = store.header(sid)
+    root = Path(cwd).resolve() if cwd is not None else Path(header.get("cwd") or os.getcwd())
+    return CheckpointLog(
+        session_id=sid,
+        cwd=root,
+        records=JsonlFile(store.checkpoints_path(sid)),
+        blobs=store.blobs,
+        exclude=[store.home],
+    )
+
+
+def list_checkpoints(session_id: str, *, home: Home = None) -> list[CheckpointInfo]:
+    """The session's checkpoints, oldest first: turn number, time, prompt, files and cells changed."""
+    log = checkpoint_log(session_id, home=home)
+    try:
+        return log.checkpoints()
+    finally:
+        log.records.close()
+
+
+def rewind_files(
+    session_id: str,
+    checkpoint_id: str,
+    dry_run: bool = False,
+    force: bool = False,
+    *,
+    home: Home = None,
+    bridge: Any = None,
+) -> RewindResult:
+    """Put the workspace back as it was just before ``checkpoint_id``; works with no kernel running.
+
+    Files created since are deleted, changed files restored, deleted files and
+    folders brought back, folders the agent created removed if empty, notebook
+    cells restored one by one. Paths and cells changed by someone else since the
+    agent are conflicts: left alone and reported, unless ``force``.
+
+    Raises
+    ------
+    SessionNotFoundError, CheckpointNotFoundError, SessionLockedError
+    """
+    store = _store(home)
+    sid = store.resolve(session_id)
+    log = checkpoint_log(sid, home=home)
+    try:
+        if dry_run:
+            return log.rewind(checkpoint_id, dry_run=True, force=force, bridge=bridge)
+        with store.lock(sid, timeout=10.0):
+            log.recover()
+            return log.rewind(checkpoint_id, dry_run=False, force=force, bridge=bridge)
+    finally:
+        log.records.close()
+
+
+def rewind(
+    session_id: str,
+    checkpoint_id: str,
+    *,
+    conversation: bool = False,
+    dry_run: bool = False,
+    force: bool = False,
+    home: Home = None,
+    bridge: Any = None,
+) -> RewindResult:
+    """Rewind files, and with ``conversation=True`` also the conversation.
+
+    The conversation is rewound by forking the session just before the
+    checkpoint's prompt (the original stays intact); the new session's id is
+    in ``result.new_session_id`` and it becomes its scope's current session.
+    """
+    store = _store(home)
+    sid = store.resolve(session_id)
+    result = rewind_files(sid, checkpoint_id, dry_run=dry_run, force=force, home=home, bridge=bridge)
+    if conversation and not dry_run:
+        cp = result.checkpoint_id
+        entries = store.read_entries(sid)
+        body = [e for e in entries if e.get("type") != "session"]
+        idx = next((i for i, e in enumerate(body) if e.get("uuid") == cp), None)
+        if idx is None:
+            raise ConfigurationError(f"Checkpoint {cp[:8]} is not a message of session {sid[:8]}.")
+        before = next((e.get("uuid") for e in reversed(body[:idx]) if e.get("uuid")), None)
+        info = store.info(sid)
+        if before is None:
+            new_id = store.fork(sid, up_to_message_id=None, title=None, empty=True)
+        else:
+            new_id = store.fork(sid, up_to_message_id=before)
+        store.set_current(info.scope, new_id)
+        result.new_session_id = new_id
+    return result

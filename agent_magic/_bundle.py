@@ -1,0 +1,251 @@
+"""Export a session to one portable file, and import it elsewhere with its checkpoints.
+
+A bundle is a zip file::
+
+    manifest.json         format, session id, what is inside
+    transcript.jsonl      the session's transcript
+    checkpoints.jsonl     its checkpoint records
+    meta.json             title, tag
+    blobs/<sha256>        every backup the records refer to (zlib, as stored)
+
+Import never trusts the file: entry names must be exactly of this shape (no
+absolute paths, ``..``, links or other files), sizes are capped, every blob is
+decompressed and checked against its hash, and nothing is written outside the
+store. A session id that already exists is an error unless a new id is asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+from ._errors import BundleError, SessionExistsError
+from ._options import validate_session_id
+from ._sessions import SessionStore
+from ._store import atomic_write_bytes, iso_now, make_private_dir, parse_lines, read_raw_lines
+
+BUNDLE_FORMAT = 1
+MAX_ENTRY_BYTES = 1 << 30  # 1 GiB per file, uncompressed
+MAX_TOTAL_BYTES = 4 << 30
+MAX_ENTRIES = 200_000
+_BLOB_NAME = re.compile(r"^blobs/([0-9a-f]{64})$")
+_FIXED = {"manifest.json", "transcript.jsonl", "checkpoints.jsonl", "meta.json"}
+
+
+def _referenced_blobs(records: list[dict[str, Any]], store: SessionStore) -> set[str]:
+    out: set[str] = set()
+    for r in records:
+        for key in ("before", "after", "base", "manifest"):
+            v = r.get(key)
+            if isinstance(v, str) and len(v) == 64 and store.blobs.has(v):
+                out.add(v)
+        for c in r.get("changes", []) or []:
+            for key in ("before", "after"):
+                v = c.get(key)
+                if isinstance(v, str) and len(v) == 64 and store.blobs.has(v):
+                    out.add(v)
+        for s in r.get("saved", []) or []:
+            v = s.get("blob")
+            if isinstance(v, str) and len(v) == 64 and store.blobs.has(v):
+                out.add(v)
+    # Bash manifests name more blobs than they need for a rewind; keep only what records use directly.
+    return out
+
+
+def export_session(session_id: str, path: str | os.PathLike[str], *, home: str | os.PathLike[str] | None = None) -> Path:
+    """Write ``session_id`` (transcript, checkpoints and their backups) to one file at ``path``.
+
+    Returns
+    -------
+    Path
+        The bundle written.
+    """
+    store = SessionStore.at(home)
+    sid = store.resolve(session_id)
+    d = store.session_dir(sid)
+    out = Path(path).expanduser()
+    if out.is_dir():
+        out = out / f"{sid}.agent-session.zip"
+    records_path = d / "checkpoints.jsonl"
+    records = parse_lines(read_raw_lines(records_path), records_path) if records_path.exists() else []
+    blobs = _referenced_blobs(records, store)
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "session_id": sid,
+        "exported_at": iso_now(),
+        "blobs": len(blobs),
+        "info": {k: v for k, v in vars(store.info(sid)).items()},
+    }
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+            z.writestr("manifest.json", json.dumps(manifest, indent=1))
+            z.write(d / "transcript.jsonl", "transcript.jsonl")
+            if records_path.exists():
+                z.write(records_path, "checkpoints.jsonl")
+            if (d / "meta.json").exists():
+                z.write(d / "meta.json", "meta.json")
+            assert store.blobs.root is not None
+            for digest in sorted(blobs):
+                # Already compressed: store without deflating again.
+                z.write(store.blobs.root / digest[:2] / digest[2:], f"blobs/{digest}", compress_type=zipfile.ZIP_STORED)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out
+
+
+def import_session(
+    path: str | os.PathLike[str],
+    *,
+    home: str | os.PathLike[str] | None = None,
+    new_session_id: str | None = None,
+    scope: str | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> str:
+    """Import a bundle made by :func:`export_session`; returns the session id.
+
+    Parameters
+    ----------
+    new_session_id
+        Import under this id instead of the original one (needed when the
+        original id exists in this store already).
+    scope, cwd
+        Re-home the session: the notebook/project it belongs to here, and the
+        directory its tools and checkpoints refer to.
+
+    Raises
+    ------
+    BundleError
+        The file is not a valid bundle, or is unsafe.
+    SessionExistsError
+        The session id exists already.
+    """
+    src = Path(path).expanduser()
+    if not src.is_file():
+        raise BundleError(f"No bundle at {src}. Export one with `%agent export ID PATH`.")
+    try:
+        z = zipfile.ZipFile(src)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise BundleError(f"{src} is not a session bundle ({e}).") from None
+    store = SessionStore.at(home)
+    with z:
+        infos = z.infolist()
+        if len(infos) > MAX_ENTRIES:
+            raise BundleError(f"{src} has {len(infos)} entries, more than a bundle can hold.")
+        total = 0
+        names: dict[str, zipfile.ZipInfo] = {}
+        for info in infos:
+            name = info.filename
+            if name in names:
+                raise BundleError(f"{src} lists {name!r} twice.")
+            if name not in _FIXED and not _BLOB_NAME.match(name):
+                raise BundleError(f"{src} has an unexpected entry {name!r}; refusing to import it.")
+            mode = (info.external_attr >> 16) & 0o170000
+            if mode and mode not in (0o100000,):
+                raise BundleError(f"{src} has a link or special file {name!r}; refusing to import it.")
+            if info.file_size > MAX_ENTRY_BYTES:
+                raise BundleError(f"{src}: entry {name!r} is too large ({info.file_size} bytes).")
+            total += info.file_size
+            if total > MAX_TOTAL_BYTES:
+                raise BundleError(f"{src} is too large to import ({total} bytes uncompressed).")
+            names[name] = info
+        for required in ("manifest.json", "transcript.jsonl"):
+            if required not in names:
+                raise BundleError(f"{src} has no {required}; it is not a session bundle.")
+
+        def read(name: str) -> bytes:
+            with z.open(names[name]) as f:
+                data = f.read(MAX_ENTRY_BYTES + 1)
+            if len(data) > MAX_ENTRY_BYTES:
+                raise BundleError(f"{src}: entry {name!r} is larger than it claims.")
+            return data
+
+        try:
+            manifest = json.loads(read("manifest.json"))
+        except ValueError:
+            raise BundleError(f"{src}: manifest.json is not JSON.") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+            raise BundleError(f"{src}: unsupported bundle format {manifest.get('format') if isinstance(manifest, dict) else None!r}.")
+        old_id = str(manifest.get("session_id") or "")
+        try:
+            validate_session_id(old_id)
+        except Exception:
+            raise BundleError(f"{src}: invalid session id in manifest.") from None
+        sid = validate_session_id(new_session_id) if new_session_id else old_id
+        if store.exists(sid):
+            raise SessionExistsError(
+                f"Session {sid[:8]} already exists in this store; import it under another id with new_session_id=... (`--as ID`)."
+            )
+
+        transcript = read("transcript.jsonl")
+        entries = parse_lines(transcript.splitlines(keepends=True), None)
+        if not entries or entries[0].get("type") != "session":
+            raise BundleError(f"{src}: the transcript has no session header.")
+        records_raw = read("checkpoints.jsonl") if "checkpoints.jsonl" in names else b""
+        meta_raw = read("meta.json") if "meta.json" in names else b""
+        if meta_raw:
+            try:
+                meta = json.loads(meta_raw)
+            except ValueError:
+                raise BundleError(f"{src}: meta.json is not JSON.") from None
+            if not isinstance(meta, dict):
+                raise BundleError(f"{src}: meta.json is not an object.")
+            meta_raw = json.dumps({k: meta.get(k) for k in ("title", "tag") if k in meta}).encode()
+
+        # Verify and store every blob before the session appears.
+        for name in names:
+            m = _BLOB_NAME.match(name)
+            if not m:
+                continue
+            digest = m.group(1)
+            packed = read(name)
+            try:
+                data = zlib.decompressobj().decompress(packed, MAX_ENTRY_BYTES + 1)
+            except zlib.error:
+                raise BundleError(f"{src}: backup {digest[:12]} is corrupt.") from None
+            if len(data) > MAX_ENTRY_BYTES:
+                raise BundleError(f"{src}: backup {digest[:12]} is too large.")
+            if store.blobs.hash(data) != digest:
+                raise BundleError(f"{src}: backup {digest[:12]} does not match its hash; the bundle is damaged.")
+            store.blobs.put_with_hash(digest, data)
+
+        # Rewrite ids and re-home, then publish the session folder atomically.
+        header = dict(entries[0])
+        header["session_id"] = sid
+        if cwd is not None:
+            header["cwd"] = str(Path(cwd).expanduser().resolve())
+        if scope is not None:
+            header["scope"] = scope
+        header["imported_at"] = iso_now()
+        lines = [header] + [dict(e, session_id=sid) for e in entries[1:]]
+        staging = store.sessions_root / f".import-{sid}"
+        if staging.exists():
+            shutil.rmtree(staging)
+        make_private_dir(staging)
+        try:
+            atomic_write_bytes(staging / "transcript.jsonl", b"".join(
+                (json.dumps(e, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8", "backslashreplace") for e in lines
+            ))
+            if records_raw:
+                recs = parse_lines(records_raw.splitlines(keepends=True), None)
+                atomic_write_bytes(staging / "checkpoints.jsonl", b"".join(
+                    (json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8", "backslashreplace") for r in recs
+                ))
+            if meta_raw:
+                atomic_write_bytes(staging / "meta.json", meta_raw)
+            os.rename(staging, store.session_dir(sid))
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    scanned = store.scan_info(sid)
+    if scanned is not None:
+        store.index.upsert(scanned)
+    return sid

@@ -1,0 +1,500 @@
+"""AgentClient and query(): the public way to run agent turns.
+
+``AgentClient`` keeps one session open across several ``query`` calls (each
+continues the same session); ``query()`` runs one prompt and yields its
+messages. Both follow the Claude Agent SDK's shapes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._checkpoints import CheckpointLog, RewindResult
+from ._errors import AgentMagicError, ConfigurationError, SessionExistsError, SessionLockedError
+from ._loop import Runtime, default_system_prompt, run_turn, subprocess_environment
+from ._messages import Message, ResultMessage, SystemMessage
+from ._options import AgentOptions
+from ._permissions import parse_rules
+from ._pricing import price_for
+from ._sessions import SessionState, SessionStore, is_prompt_entry
+from ._store import BlobStore, JsonlFile, new_uuid, now_ms
+from .providers import get_provider
+from .tools import builtin_tools
+from .tools.base import ChangeRecorder, NotebookBridge, NullRecorder, Tool
+
+
+class AgentClient:
+    """An agent session you can send several prompts to.
+
+    Use it as an async context manager::
+
+        async with AgentClient(AgentOptions(cwd="project")) as client:
+            await client.query("Load sales.csv and fix the date column")
+            async for message in client.receive_response():
+                print(message)
+            print(client.session_id)
+
+    Parameters
+    ----------
+    options
+        Settings; see :class:`AgentOptions`.
+    notebook_bridge
+        Optional front-end bridge (the JupyterLab extension) for live notebook edits.
+    """
+
+    def __init__(self, options: AgentOptions | None = None, *, notebook_bridge: NotebookBridge | None = None) -> None:
+        self.options = options or AgentOptions()
+        self.notebook_bridge = notebook_bridge
+        self._tg: TaskGroup | None = None
+        self._send: MemoryObjectSendStream[Message] | None = None
+        self._recv: MemoryObjectReceiveStream[Message] | None = None
+        self._rt: Runtime | None = None
+        self._store: SessionStore | None = None
+        self._session_id: str | None = None
+        self._pending_new: dict[str, Any] | None = None
+        self._turn_scope: anyio.CancelScope | None = None
+        self._running = False
+        self._turn_done = anyio.Event()
+        self._lock: Any = None
+        self._forked_from: str | None = None
+        self._resumed = False
+        self.last_result: ResultMessage | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+    async def __aenter__(self) -> AgentClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.disconnect()
+
+    async def connect(self) -> None:
+        """Open (or prepare) the session and check the provider's configuration."""
+        if self._tg is not None:
+            return
+        opts = self.options
+        provider = get_provider(opts.provider)
+        provider.check()
+        model = self._model_for(None)
+        if opts.max_budget_usd is not None and price_for(model, opts.prices) is None:
+            raise ConfigurationError(
+                f"max_budget_usd needs a price for the model {model!r}, which is unknown; "
+                "add one with AgentOptions(prices=...) or AGENT_MAGIC_PRICES."
+            )
+        self._store = SessionStore.at(opts.home) if (opts.persist_session or opts.resume or opts.continue_conversation) else None
+        self._open_session(provider)
+        send, recv = anyio.create_memory_object_stream[Message](max_buffer_size=math.inf)
+        self._send, self._recv = send, recv
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+
+    async def disconnect(self) -> None:
+        """Stop any running turn and close the client."""
+        tg, self._tg = self._tg, None
+        if tg is not None:
+            if self._turn_scope is not None:
+                self._turn_scope.cancel()
+            await tg.__aexit__(None, None, None)
+        if self._rt is not None:
+            await self._rt.provider.aclose()
+            self._rt.session.transcript.close()
+            rec = self._rt.recorder
+            if isinstance(rec, CheckpointLog):
+                rec.records.close()
+        if self._send is not None:
+            self._send.close()
+        if self._recv is not None:
+            self._recv.close()
+        self._release_lock()
+
+    # -- session -----------------------------------------------------------------
+    @property
+    def session_id(self) -> str | None:
+        """The session's id: known at once when resuming, after the first ``query`` otherwise."""
+        return self._session_id
+
+    @property
+    def scope(self) -> str:
+        return self.options.resolved_scope()
+
+    def _model_for(self, session_model: str | None) -> str:
+        o = self.options
+        return o.model or os.environ.get("AGENT_MAGIC_MODEL") or session_model or o.resolved_model()
+
+    def _open_session(self, provider: Any) -> None:
+        opts = self.options
+        store = self._store
+        scope = opts.resolved_scope()
+        sid: str | None = None
+        if opts.resume:
+            assert store is not None
+            sid = store.resolve(opts.resume)
+        elif opts.continue_conversation:
+            assert store is not None
+            sid = store.current(scope)
+        if sid is not None:
+            self._resumed = True
+            if opts.fork_session:
+                self._forked_from = sid
+                if opts.persist_session:
+                    assert store is not None
+                    if opts.session_id and store.exists(opts.session_id):
+                        raise SessionExistsError(f"A session with id {opts.session_id!r} already exists; choose another id for the fork.")
+                    cwd = str(opts.resolved_cwd()) if opts.cwd is not None else None
+                    sid = store.fork(sid, new_session_id=opts.session_id, scope=scope, cwd=cwd)
+                    self._build_runtime(provider, sid, store.read_entries(sid), persist=True)
+                else:
+                    assert store is not None
+                    entries = [dict(e) for e in store.read_entries(sid)]
+                    new_id = opts.session_id or new_uuid()
+                    for e in entries:
+                        e["session_id"] = new_id
+                    self._build_runtime(provider, new_id, entries, persist=False, parent=sid)
+            else:
+                assert store is not None
+                self._build_runtime(provider, sid, store.read_entries(sid), persist=opts.persist_session)
+        else:
+            if opts.session_id and store is not None and store.exists(opts.session_id):
+                raise SessionExistsError(
+                    f"A session with id {opts.session_id!r} already exists. Resume it with resume={opts.session_id!r}, or choose another id."
+                )
+            self._pending_new = {"provider": provider}
+
+    def _create_new(self) -> None:
+        assert self._pending_new is not None
+        opts = self.options
+        provider = self._pending_new["provider"]
+        self._pending_new = None
+        cwd = opts.resolved_cwd()
+        if opts.persist_session:
+            assert self._store is not None
+            sid = self._store.create(cwd=str(cwd), scope=opts.resolved_scope(), model=self._model_for(None), session_id=opts.session_id)
+            entries = self._store.read_entries(sid)
+        else:
+            sid = opts.session_id or new_uuid()
+            entries = [{"type": "session", "session_id": sid, "cwd": str(cwd), "scope": opts.resolved_scope(), "model": self._model_for(None)}]
+        self._build_runtime(provider, sid, entries, persist=opts.persist_session)
+
+    def _build_runtime(
+        self, provider: Any, sid: str, entries: list[dict[str, Any]], *, persist: bool, parent: str | None = None
+    ) -> None:
+        opts = self.options
+        store = self._store
+        header = next((e for e in entries if e.get("type") == "session"), {})
+        cwd = opts.resolved_cwd() if opts.cwd is not None else Path(header.get("cwd") or os.getcwd())
+        if not cwd.is_dir():
+            raise ConfigurationError(
+                f"The session's working directory {cwd} does not exist; pass cwd=... to resume it elsewhere."
+            )
+        model = self._model_for(header.get("model"))
+        scope = opts.scope or str(header.get("scope") or cwd)
+        if persist:
+            assert store is not None
+            transcript = JsonlFile(store.transcript_path(sid))
+            records = JsonlFile(store.checkpoints_path(sid))
+            blobs = store.blobs
+        else:
+            transcript = JsonlFile(None)
+            records = JsonlFile(None)
+            source = parent or (sid if store is not None and store.exists(sid) else None)
+            if store is not None and source is not None:
+                # Continue without writing: earlier checkpoints stay rewindable, new backups stay in memory.
+                records.append_many(_read_records(store.checkpoints_path(source)))
+            blobs = BlobStore(None, fallback=store.blobs) if store is not None else BlobStore(None)
+        state = SessionState(
+            session_id=sid,
+            cwd=cwd,
+            scope=scope,
+            model=model,
+            transcript=transcript,
+            store=store if persist else None,
+            entries=[e for e in entries if e.get("type") != "session"],
+            parent_session_id=parent or header.get("parent_session_id"),
+        )
+        state.num_turns = sum(1 for e in state.entries if is_prompt_entry(e))
+        for e in reversed(state.entries):
+            if e.get("type") in ("user", "assistant") and e.get("uuid"):
+                state.last_uuid = e["uuid"]
+                break
+        tools = self._tools()
+        recorder: ChangeRecorder
+        if opts.enable_file_checkpointing:
+            exclude = [store.home] if store is not None else []
+            log = CheckpointLog(
+                session_id=sid, cwd=cwd, records=records, blobs=blobs, ignore=opts.checkpoint_ignore,
+                max_file_bytes=opts.checkpoint_max_file_bytes, exclude=exclude,
+            )
+            if persist:
+                log.recover()
+            recorder = log
+        else:
+            recorder = NullRecorder()
+        workspace = [cwd] + [Path(d).expanduser().resolve() for d in opts.add_dirs]
+        system = opts.system_prompt if opts.system_prompt is not None else default_system_prompt(cwd, scope, tools)
+        if opts.append_system_prompt:
+            system = f"{system}\n\n{opts.append_system_prompt}"
+        deny = parse_rules(opts.disallowed_tools)
+        self._rt = Runtime(
+            options=opts,
+            session=state,
+            provider=provider,
+            tools={t.name: t for t in tools if not any(r.tool == t.name and r.content is None for r in deny)},
+            recorder=recorder,
+            model=model,
+            system_prompt=system,
+            env=subprocess_environment(opts),
+            workspace=workspace,
+            allow_rules=parse_rules(opts.allowed_tools),
+            deny_rules=deny,
+            read_files=_files_read(state.entries, cwd),
+            notebook_bridge=self.notebook_bridge,
+            transcript_path=str(store.transcript_path(sid)) if (persist and store is not None) else "",
+            on_index=self._on_index if persist else None,
+        )
+        self._session_id = sid
+
+    def _tools(self) -> list[Tool]:
+        opts = self.options
+        tools = builtin_tools(opts.tools)
+        names = {t.name for t in tools}
+        for t in opts.extra_tools:
+            if t.name not in names:
+                tools.append(t)
+                names.add(t.name)
+        return tools
+
+    def _on_index(self, what: str, data: dict[str, Any]) -> None:
+        store, rt = self._store, self._rt
+        if store is None or rt is None:
+            return
+        sid = rt.session.session_id
+        size = store.transcript_size(sid)
+        if what == "turn":
+            store.index.record_turn(sid, first_prompt=data.get("first_prompt"), modified_ms=now_ms(), file_size=size)
+        elif what == "result":
+            store.index.record_cost(sid, data.get("cost"), modified_ms=now_ms(), file_size=size)
+
+    # -- turns -----------------------------------------------------------------------
+    async def query(self, prompt: str | list[dict[str, Any]]) -> None:
+        """Start a turn with ``prompt``; read its messages with :meth:`receive_response`.
+
+        Raises
+        ------
+        SessionLockedError
+            Another process is running a turn in this session.
+        """
+        if self._tg is None:
+            raise AgentMagicError("The client is not connected; use `async with AgentClient(...)`.")
+        if self._running:
+            raise AgentMagicError("A turn is already running; read it to the end with receive_response() first.")
+        if isinstance(prompt, str) and not prompt.strip():
+            raise ConfigurationError("The prompt is empty.")
+        if self._pending_new is not None:
+            self._create_new()
+        rt = self._rt
+        assert rt is not None
+        store = self._store
+        if rt.session.store is not None and store is not None:
+            await self._acquire_lock(store, rt.session.session_id)
+            store.set_current(rt.session.scope, rt.session.session_id)
+            self._refresh_from_disk(store)
+        self._running = True
+        self._turn_done = anyio.Event()
+        self._tg.start_soon(self._turn, prompt)
+
+    async def _acquire_lock(self, store: SessionStore, sid: str) -> None:
+        import filelock
+
+        lock = filelock.FileLock(str(store.session_dir(sid) / ".lock"), timeout=self.options.lock_timeout, mode=0o600, thread_local=False)
+        try:
+            await anyio.to_thread.run_sync(lock.acquire)
+        except filelock.Timeout:
+            raise SessionLockedError(
+                f"Session {sid[:8]} is busy: another process is running a turn in it. "
+                "Wait for it to finish, or fork the session to work in parallel."
+            ) from None
+        self._lock = lock
+
+    def _release_lock(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
+
+    def _refresh_from_disk(self, store: SessionStore) -> None:
+        """Another process may have appended turns since we loaded; pick them up."""
+        rt = self._rt
+        assert rt is not None
+        path = store.transcript_path(rt.session.session_id)
+        n_known = len(rt.session.entries) + 1
+        entries = store.read_entries(rt.session.session_id)
+        if len(entries) != n_known:
+            st = rt.session
+            st.entries = [e for e in entries if e.get("type") != "session"]
+            st.num_turns = sum(1 for e in st.entries if is_prompt_entry(e))
+            for e in reversed(st.entries):
+                if e.get("type") in ("user", "assistant") and e.get("uuid"):
+                    st.last_uuid = e["uuid"]
+                    break
+            rec = rt.recorder
+            if isinstance(rec, CheckpointLog):
+                rec._loaded_records = None
+        _ = path
+
+    async def _turn(self, prompt: str | list[dict[str, Any]]) -> None:
+        rt = self._rt
+        assert rt is not None and self._send is not None
+        send = self._send
+
+        async def emit(msg: Message) -> None:
+            await send.send(msg)
+
+        try:
+            init = {
+                "session_id": rt.session.session_id,
+                "cwd": str(rt.session.cwd),
+                "model": rt.model,
+                "tools": list(rt.tools),
+                "permission_mode": rt.permission_mode,
+                "scope": rt.session.scope,
+                "resumed": self._resumed,
+                "forked_from": self._forked_from,
+                "persist_session": rt.session.store is not None,
+                "checkpointing": not isinstance(rt.recorder, NullRecorder),
+                "provider": rt.provider.name,
+                "turn": rt.session.num_turns + 1,
+            }
+            await emit(SystemMessage("init", init))
+            self.last_result = await run_turn(rt, prompt, emit, self._set_scope)
+            self._resumed = True
+        finally:
+            self._running = False
+            self._release_lock()
+            self._turn_done.set()
+
+    def _set_scope(self, scope: anyio.CancelScope | None) -> None:
+        self._turn_scope = scope
+
+    async def receive_messages(self) -> AsyncIterator[Message]:
+        """Every message, as it comes, until the client is closed."""
+        assert self._recv is not None
+        async for msg in self._recv:
+            yield msg
+
+    async def receive_response(self) -> AsyncIterator[Message]:
+        """Messages of the current turn, ending with (and including) its ResultMessage."""
+        assert self._recv is not None
+        async for msg in self._recv:
+            yield msg
+            if isinstance(msg, ResultMessage):
+                return
+
+    async def interrupt(self) -> None:
+        """Stop the running turn; it ends with a ``interrupted`` ResultMessage."""
+        if self._turn_scope is not None:
+            self._turn_scope.cancel()
+
+    async def wait_turn(self) -> None:
+        """Wait until the running turn (if any) has finished."""
+        if self._running:
+            await self._turn_done.wait()
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    # -- settings ----------------------------------------------------------------------
+    async def set_permission_mode(self, mode: str) -> None:
+        self.options = self.options.copy(permission_mode=mode)
+        if self._rt is not None:
+            self._rt.options = self.options
+
+    async def set_model(self, model: str | None) -> None:
+        self.options = self.options.copy(model=model)
+        if self._rt is not None:
+            self._rt.model = self._model_for(self._rt.session.model)
+            self._rt.options = self.options
+
+    # -- checkpoints ---------------------------------------------------------------------
+    @property
+    def checkpoint_log(self) -> CheckpointLog | None:
+        rec = self._rt.recorder if self._rt is not None else None
+        return rec if isinstance(rec, CheckpointLog) else None
+
+    async def rewind_files(self, checkpoint_id: str, dry_run: bool = False, force: bool = False) -> RewindResult:
+        """Put files and notebook cells back as they were just before ``checkpoint_id``.
+
+        Raises
+        ------
+        CheckpointNotFoundError
+            No such checkpoint in this session (or checkpointing was off).
+        """
+        if self._running:
+            raise AgentMagicError("Wait for the running turn to finish (or interrupt it) before rewinding.")
+        log = self.checkpoint_log
+        if log is None:
+            from ._errors import CheckpointError
+
+            raise CheckpointError("File checkpointing is off for this client (enable_file_checkpointing=False).")
+        store = self._store
+        if self._rt is not None and self._rt.session.store is not None and store is not None:
+            await self._acquire_lock(store, self._rt.session.session_id)
+            try:
+                log._loaded_records = None
+                return log.rewind(checkpoint_id, dry_run=dry_run, force=force, bridge=self.notebook_bridge)
+            finally:
+                self._release_lock()
+        return log.rewind(checkpoint_id, dry_run=dry_run, force=force, bridge=self.notebook_bridge)
+
+
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    import warnings
+
+    from ._store import TranscriptWarning, parse_lines, read_raw_lines
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TranscriptWarning)
+        return parse_lines(read_raw_lines(path), path)
+
+
+def _files_read(entries: list[dict[str, Any]], cwd: Path) -> dict[str, int]:
+    """Files the agent read (or wrote) earlier in the session, for tools that need a prior Read."""
+    out: dict[str, int] = {}
+    for e in entries:
+        if e.get("type") != "assistant":
+            continue
+        for b in (e.get("message") or {}).get("content") or []:
+            if not isinstance(b, dict) or b.get("type") != "tool_use" or b.get("name") not in ("Read", "Write", "Edit", "NotebookEdit"):
+                continue
+            inp = b.get("input") or {}
+            fp = inp.get("file_path") or inp.get("notebook_path")
+            if not isinstance(fp, str) or not fp or "\x00" in fp:
+                continue
+            p = Path(fp).expanduser()
+            p = (p if p.is_absolute() else cwd / p).resolve()
+            try:
+                out[str(p)] = p.stat().st_mtime_ns
+            except OSError:
+                continue
+    return out
+
+
+async def query(prompt: str | list[dict[str, Any]], options: AgentOptions | None = None) -> AsyncIterator[Message]:
+    """Run one prompt and yield its messages: init, the prompt, answers, tool results, the result.
+
+    Examples
+    --------
+    >>> async for message in query("What files are here?", options=AgentOptions(cwd=".")):  # doctest: +SKIP
+    ...     print(message)
+    """
+    async with AgentClient(options) as client:
+        await client.query(prompt)
+        async for msg in client.receive_response():
+            yield msg

@@ -1,0 +1,194 @@
+"""AgentOptions: every setting of a query or client, with the Agent SDK's field names."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from ._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ._hooks import HookMatcher
+    from ._permissions import PermissionResult, ToolPermissionContext
+    from .providers.base import Provider
+    from .tools.base import Tool
+
+PermissionMode = Literal["default", "acceptEdits", "bypassPermissions", "plan"]
+PERMISSION_MODES: tuple[str, ...] = ("default", "acceptEdits", "bypassPermissions", "plan")
+
+CanUseTool = Callable[[str, dict[str, Any], "ToolPermissionContext"], Awaitable["PermissionResult"]]
+
+DEFAULT_MODEL = "claude-sonnet-5-5"
+
+#: Folders never scanned for Bash changes (names matched at any depth).
+DEFAULT_CHECKPOINT_IGNORE: tuple[str, ...] = (
+    ".git",
+    ".hg",
+    ".svn",
+    ".venv",
+    "venv",
+    ".env",
+    "env",
+    "node_modules",
+    "__pycache__",
+    ".ipynb_checkpoints",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".tox",
+    ".nox",
+)
+
+_SESSION_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+def validate_session_id(session_id: str) -> str:
+    """Return ``session_id`` if it is a valid custom id, else raise ConfigurationError."""
+    if not isinstance(session_id, str) or not _SESSION_ID_RE.match(session_id) or session_id in (".", ".."):
+        raise ConfigurationError(
+            f"Invalid session id {session_id!r}: use 1-128 characters of letters, digits, '.', '_' and '-'."
+        )
+    return session_id
+
+
+@dataclass
+class AgentOptions:
+    """Settings for :func:`agent_magic.query` and :class:`agent_magic.AgentClient`.
+
+    Parameters
+    ----------
+    cwd
+        Working directory of the agent's tools. Defaults to the current directory.
+        A session remembers its cwd; resuming uses it unless ``cwd`` is given.
+    model
+        Model name. Defaults to ``$AGENT_MAGIC_MODEL``, else ``claude-sonnet-5-5``.
+    system_prompt
+        Replaces the built-in system prompt when given.
+    append_system_prompt
+        Text added to the end of the system prompt.
+    resume
+        Id of a session to continue (any unique prefix of 4+ characters).
+    continue_conversation
+        Continue the most recent session of this ``scope``.
+    fork_session
+        With ``resume`` or ``continue_conversation``: copy the history into a new
+        session instead of appending to the original.
+    session_id
+        Custom id for a new session (1-128 of ``[A-Za-z0-9._-]``).
+    persist_session
+        ``False`` keeps the session and its checkpoints in memory only.
+    max_turns
+        Maximum model responses in one query (``error_max_turns`` when hit).
+    max_budget_usd
+        Maximum cost of one query (``error_max_budget_usd`` when hit).
+    allowed_tools, disallowed_tools
+        Permission rules such as ``"Edit"``, ``"Bash(git status)"``, ``"Bash(pytest *)"``.
+        Deny wins.
+    permission_mode
+        ``default``, ``acceptEdits``, ``bypassPermissions`` or ``plan``.
+    can_use_tool
+        Async callback asked when a rule says "ask".
+    hooks
+        ``{"PreToolUse": [HookMatcher(...)], ...}``.
+    env
+        Extra environment variables for Bash and other subprocesses.
+    add_dirs
+        Extra directories the agent may edit in ``acceptEdits`` mode.
+    enable_file_checkpointing
+        Back up files and notebook cells before every change (default True).
+    include_partial_messages
+        Yield :class:`StreamEvent` partials (text deltas) while the model streams.
+    scope
+        What the session belongs to: a notebook path, else the project directory.
+        Defaults to ``cwd``.
+    home
+        Session store directory. Defaults to ``$AGENT_MAGIC_HOME`` or a per-user data dir.
+    provider
+        Provider name (``anthropic``, ``openai``, ``claude-code``) or instance.
+        Defaults to ``$AGENT_MAGIC_PROVIDER``, else ``anthropic``.
+    max_tokens
+        Maximum output tokens per model response.
+    prices
+        Price overrides in USD per million tokens:
+        ``{"model-prefix": {"input": 3, "output": 15, "cache_write": 3.75, "cache_read": 0.3}}``.
+    tools
+        Names of built-in tools to offer (default: all).
+    extra_tools
+        Additional :class:`agent_magic.tools.Tool` objects (the notebook layer adds
+        the kernel tools here).
+    checkpoint_ignore
+        Folder or file names skipped when tracking Bash changes.
+    checkpoint_max_file_bytes
+        Files larger than this are not backed up when Bash changes them.
+    lock_timeout
+        Seconds to wait for a session another process is using before
+        raising :class:`SessionLockedError`.
+    pass_secrets_to_subprocesses
+        Let Bash see ``*_API_KEY``/``*_TOKEN`` variables (removed by default).
+    """
+
+    cwd: str | os.PathLike[str] | None = None
+    model: str | None = None
+    system_prompt: str | None = None
+    append_system_prompt: str | None = None
+    resume: str | None = None
+    continue_conversation: bool = False
+    fork_session: bool = False
+    session_id: str | None = None
+    persist_session: bool = True
+    max_turns: int | None = None
+    max_budget_usd: float | None = None
+    allowed_tools: list[str] = field(default_factory=list)
+    disallowed_tools: list[str] = field(default_factory=list)
+    permission_mode: PermissionMode = "default"
+    can_use_tool: CanUseTool | None = None
+    hooks: dict[str, list[HookMatcher]] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    add_dirs: list[str | os.PathLike[str]] = field(default_factory=list)
+    enable_file_checkpointing: bool = True
+    include_partial_messages: bool = False
+    scope: str | None = None
+    home: str | os.PathLike[str] | None = None
+    provider: str | Provider | None = None
+    max_tokens: int = 16000
+    prices: dict[str, dict[str, float]] | None = None
+    tools: list[str] | None = None
+    extra_tools: list[Tool] = field(default_factory=list)
+    checkpoint_ignore: tuple[str, ...] = DEFAULT_CHECKPOINT_IGNORE
+    checkpoint_max_file_bytes: int = 50 * 1024 * 1024
+    lock_timeout: float = 10.0
+    pass_secrets_to_subprocesses: bool = False
+
+    def __post_init__(self) -> None:
+        if self.permission_mode not in PERMISSION_MODES:
+            raise ConfigurationError(
+                f"Unknown permission_mode {self.permission_mode!r}; use one of {', '.join(PERMISSION_MODES)}."
+            )
+        if self.max_turns is not None and self.max_turns < 1:
+            raise ConfigurationError("max_turns must be at least 1.")
+        if self.max_budget_usd is not None and self.max_budget_usd <= 0:
+            raise ConfigurationError("max_budget_usd must be greater than 0.")
+        if self.session_id is not None:
+            validate_session_id(self.session_id)
+        if self.session_id is not None and (self.resume or self.continue_conversation) and not self.fork_session:
+            raise ConfigurationError("session_id names a new session; it cannot be combined with resume unless fork_session=True.")
+        if self.fork_session and not (self.resume or self.continue_conversation):
+            raise ConfigurationError("fork_session needs resume=<session id> or continue_conversation=True.")
+
+    # -- resolved values -------------------------------------------------
+    def resolved_cwd(self) -> Path:
+        return Path(self.cwd if self.cwd is not None else os.getcwd()).resolve()
+
+    def resolved_model(self) -> str:
+        return self.model or os.environ.get("AGENT_MAGIC_MODEL") or DEFAULT_MODEL
+
+    def resolved_scope(self) -> str:
+        return self.scope or str(self.resolved_cwd())
+
+    def copy(self, **changes: Any) -> AgentOptions:
+        """Return a copy with some fields changed."""
+        return replace(self, **changes)

@@ -1,0 +1,896 @@
+"""The session store: one append-only JSONL transcript per session, a SQLite index.
+
+Layout under the store's home (``$AGENT_MAGIC_HOME``)::
+
+    sessions/<id>/transcript.jsonl   header line, then user/assistant/result lines
+    sessions/<id>/checkpoints.jsonl  checkpoint records (see _checkpoints.py)
+    sessions/<id>/meta.json          mutable metadata: title, tag
+    sessions/<id>/.lock              held by the process running a turn
+    blobs/ab/cdef...                 content-addressed, compressed backups
+    index.sqlite3                    a cache for fast listing; rebuilt from the above
+
+Transcript lines carry ``type``, ``uuid``, ``parent_uuid``, ``session_id``,
+``timestamp`` and, for messages, ``message`` (Messages API JSON). Each line
+holds only its own message, so a transcript grows linearly with the
+conversation. The transcripts are the truth; the index can always be rebuilt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._errors import (
+    AmbiguousIdError,
+    SessionExistsError,
+    SessionLockedError,
+    SessionNotFoundError,
+)
+from ._options import validate_session_id
+from ._store import (
+    BlobStore,
+    JsonlFile,
+    atomic_write_bytes,
+    default_home,
+    iso_now,
+    iso_to_ms,
+    make_private_dir,
+    new_uuid,
+    now_ms,
+    parse_lines,
+    read_raw_lines,
+)
+
+TRANSCRIPT_FORMAT = 1
+INDEX_SCHEMA = 2
+MIN_PREFIX = 4
+
+_INTERRUPTED_TOOL_TEXT = "The tool call did not finish (the turn was interrupted or the process stopped)."
+
+
+@dataclass
+class SessionInfo:
+    """Metadata of one stored session (what :func:`list_sessions` returns)."""
+
+    session_id: str
+    summary: str
+    created_at: int
+    last_modified: int
+    num_turns: int
+    cwd: str
+    scope: str
+    title: str | None = None
+    first_prompt: str | None = None
+    parent_session_id: str | None = None
+    forked_at: str | None = None
+    tag: str | None = None
+    model: str | None = None
+    total_cost_usd: float | None = None
+    cost_known: bool = True
+    file_size: int = 0
+
+    @property
+    def custom_title(self) -> str | None:
+        """The Agent SDK's name for :attr:`title`."""
+        return self.title
+
+
+@dataclass
+class SessionMessage:
+    """A user or assistant message read back from a transcript."""
+
+    type: str
+    uuid: str
+    session_id: str
+    message: dict[str, Any]
+    timestamp: str | None = None
+    parent_uuid: str | None = None
+    is_prompt: bool = False
+
+
+def _preview(text: str, n: int = 200) -> str:
+    one = " ".join(text.split())
+    return one if len(one) <= n else one[: n - 1] + "…"
+
+
+def prompt_text(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(str(b.get("text", "")) for b in content if isinstance(b, dict) and b.get("type") == "text")
+    return ""
+
+
+def is_prompt_entry(entry: dict[str, Any]) -> bool:
+    """True for a transcript line holding a person's prompt (a turn's start)."""
+    if entry.get("type") != "user":
+        return False
+    if "is_prompt" in entry:
+        return bool(entry["is_prompt"])
+    content = (entry.get("message") or {}).get("content")
+    if isinstance(content, str):
+        return True
+    return isinstance(content, list) and not any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
+
+
+# ---------------------------------------------------------------------------
+# Building the API conversation from transcript entries
+# ---------------------------------------------------------------------------
+
+
+def build_api_messages(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Messages API ``messages`` list for a transcript.
+
+    - prompts of turns that failed before the model said anything are dropped
+      (the person will send them again);
+    - consecutive messages of the same role are merged;
+    - a tool call without a result (interrupted, crashed) gets an error result,
+      so the conversation is always valid to send.
+    """
+    failed_prompts = {
+        e.get("checkpoint")
+        for e in entries
+        if e.get("type") == "result" and e.get("no_response")
+    }
+    msgs: list[dict[str, Any]] = []
+    for e in entries:
+        t = e.get("type")
+        if t not in ("user", "assistant"):
+            continue
+        if e.get("synthetic"):
+            continue
+        if t == "user" and e.get("uuid") in failed_prompts:
+            continue
+        m = e.get("message")
+        if not isinstance(m, dict):
+            continue
+        content = m.get("content")
+        if t == "assistant":
+            if not isinstance(content, list) or not content:
+                continue
+            blocks = [b for b in content if isinstance(b, dict)]
+            if not blocks:
+                continue
+            msgs.append({"role": "assistant", "content": blocks})
+        else:
+            if isinstance(content, str):
+                blocks = [{"type": "text", "text": content}]
+            elif isinstance(content, list):
+                blocks = [b for b in content if isinstance(b, dict)]
+            else:
+                continue
+            if not blocks:
+                continue
+            msgs.append({"role": "user", "content": blocks})
+    return _repair_conversation(msgs)
+
+
+def _repair_conversation(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for m in msgs:
+        if out and out[-1]["role"] == m["role"]:
+            out[-1] = {"role": m["role"], "content": list(out[-1]["content"]) + list(m["content"])}
+        else:
+            out.append({"role": m["role"], "content": list(m["content"])})
+    # Every tool_use needs a tool_result in the next user message, and tool_results
+    # must answer a tool_use of the previous assistant message.
+    fixed: list[dict[str, Any]] = []
+    i = 0
+    while i < len(out):
+        m = out[i]
+        if m["role"] == "assistant":
+            fixed.append(m)
+            ids = [b.get("id") for b in m["content"] if b.get("type") == "tool_use"]
+            nxt = out[i + 1] if i + 1 < len(out) and out[i + 1]["role"] == "user" else None
+            if ids:
+                have = set()
+                rest: list[dict[str, Any]] = []
+                results: list[dict[str, Any]] = []
+                if nxt is not None:
+                    for b in nxt["content"]:
+                        if b.get("type") == "tool_result" and b.get("tool_use_id") in ids:
+                            have.add(b.get("tool_use_id"))
+                            results.append(b)
+                        elif b.get("type") != "tool_result":
+                            rest.append(b)
+                for tid in ids:
+                    if tid not in have:
+                        results.append(
+                            {"type": "tool_result", "tool_use_id": tid, "content": _INTERRUPTED_TOOL_TEXT, "is_error": True}
+                        )
+                order = {tid: k for k, tid in enumerate(ids)}
+                results.sort(key=lambda b: order.get(b.get("tool_use_id"), 0))
+                fixed.append({"role": "user", "content": results + rest})
+                i += 2 if nxt is not None else 1
+                continue
+            i += 1
+            continue
+        # user message: drop orphan tool_results (their tool_use is gone)
+        prev_ids: set[Any] = set()
+        if fixed and fixed[-1]["role"] == "assistant":
+            prev_ids = {b.get("id") for b in fixed[-1]["content"] if b.get("type") == "tool_use"}
+        content = [b for b in m["content"] if b.get("type") != "tool_result" or b.get("tool_use_id") in prev_ids]
+        if content:
+            if fixed and fixed[-1]["role"] == "user":
+                fixed[-1] = {"role": "user", "content": fixed[-1]["content"] + content}
+            else:
+                fixed.append({"role": "user", "content": content})
+        i += 1
+    while fixed and fixed[0]["role"] != "user":
+        fixed.pop(0)
+    return fixed
+
+
+# ---------------------------------------------------------------------------
+# The index
+# ---------------------------------------------------------------------------
+
+_COLUMNS = (
+    "session_id, scope, cwd, title, first_prompt, created_ms, modified_ms, num_turns, "
+    "cost_usd, cost_unknown, parent_id, forked_at, tag, model, file_size"
+)
+
+
+class SessionIndex:
+    """SQLite index of sessions; a cache rebuilt from transcripts when missing or stale."""
+
+    def __init__(self, path: Path, store: SessionStore) -> None:
+        self.path = path
+        self._store = store
+        self._local = threading.local()
+        self._checked = False
+
+    def _connect(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        fresh = not self.path.exists()
+        try:
+            conn = self._open()
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version != INDEX_SCHEMA:
+                conn.close()
+                raise sqlite3.DatabaseError("index schema changed")
+        except sqlite3.DatabaseError:
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(str(self.path) + suffix)
+            conn = self._open()
+            fresh = True
+        self._local.conn = conn
+        if fresh:
+            self._create(conn)
+            self.rebuild()
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        if not self.path.exists():
+            fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
+            os.close(fd)
+        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    def _create(self, conn: sqlite3.Connection) -> None:
+        conn.executescript(
+            f"""
+            CREATE TABLE IF NOT EXISTS sessions(
+                session_id TEXT PRIMARY KEY, scope TEXT NOT NULL, cwd TEXT NOT NULL,
+                title TEXT, first_prompt TEXT, created_ms INTEGER NOT NULL, modified_ms INTEGER NOT NULL,
+                num_turns INTEGER NOT NULL DEFAULT 0, cost_usd REAL, cost_unknown INTEGER NOT NULL DEFAULT 0,
+                parent_id TEXT, forked_at TEXT, tag TEXT, model TEXT, file_size INTEGER NOT NULL DEFAULT 0);
+            CREATE INDEX IF NOT EXISTS sessions_scope ON sessions(scope, modified_ms);
+            CREATE INDEX IF NOT EXISTS sessions_modified ON sessions(modified_ms);
+            CREATE TABLE IF NOT EXISTS current(scope TEXT PRIMARY KEY, session_id TEXT NOT NULL, updated_ms INTEGER NOT NULL);
+            PRAGMA user_version={INDEX_SCHEMA};
+            """
+        )
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- writes --------------------------------------------------------
+    def upsert(self, info: SessionInfo) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                f"INSERT OR REPLACE INTO sessions({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    info.session_id, info.scope, info.cwd, info.title, info.first_prompt, info.created_at,
+                    info.last_modified, info.num_turns, info.total_cost_usd, 0 if info.cost_known else 1,
+                    info.parent_session_id, info.forked_at, info.tag, info.model, info.file_size,
+                ),
+            )
+
+    def update(self, session_id: str, **fields: Any) -> None:
+        if not fields:
+            return
+        cols = ", ".join(f"{k}=?" for k in fields)
+        with self._tx() as conn:
+            conn.execute(f"UPDATE sessions SET {cols} WHERE session_id=?", (*fields.values(), session_id))
+
+    def record_turn(self, session_id: str, *, first_prompt: str | None, modified_ms: int, file_size: int) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE sessions SET num_turns=num_turns+1, modified_ms=?, file_size=?, "
+                "first_prompt=COALESCE(first_prompt, ?) WHERE session_id=?",
+                (modified_ms, file_size, first_prompt, session_id),
+            )
+
+    def record_cost(self, session_id: str, cost: float | None, *, modified_ms: int, file_size: int) -> None:
+        with self._tx() as conn:
+            if cost is None:
+                conn.execute(
+                    "UPDATE sessions SET cost_unknown=1, modified_ms=?, file_size=? WHERE session_id=?",
+                    (modified_ms, file_size, session_id),
+                )
+            else:
+                conn.execute(
+                    "UPDATE sessions SET cost_usd=COALESCE(cost_usd,0)+?, modified_ms=?, file_size=? WHERE session_id=?",
+                    (cost, modified_ms, file_size, session_id),
+                )
+
+    def delete(self, session_id: str) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM sessions WHERE session_id=?", (session_id,))
+            conn.execute("DELETE FROM current WHERE session_id=?", (session_id,))
+
+    def set_current(self, scope: str, session_id: str) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO current(scope, session_id, updated_ms) VALUES (?,?,?)",
+                (scope, session_id, now_ms()),
+            )
+
+    def clear_current(self, scope: str) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM current WHERE scope=?", (scope,))
+
+    # -- reads ---------------------------------------------------------
+    @staticmethod
+    def _row_to_info(row: tuple[Any, ...]) -> SessionInfo:
+        (sid, scope, cwd, title, first_prompt, created, modified, turns, cost, unknown, parent, forked_at, tag, model, size) = row
+        summary = title or (first_prompt and _preview(first_prompt, 120)) or "(no prompt yet)"
+        return SessionInfo(
+            session_id=sid, summary=summary, created_at=created, last_modified=modified, num_turns=turns,
+            cwd=cwd, scope=scope, title=title, first_prompt=first_prompt, parent_session_id=parent,
+            forked_at=forked_at, tag=tag, model=model,
+            total_cost_usd=None if unknown else (cost if cost is not None else 0.0),
+            cost_known=not unknown, file_size=size,
+        )
+
+    def get(self, session_id: str) -> SessionInfo | None:
+        self.ensure_fresh()
+        row = self._connect().execute(f"SELECT {_COLUMNS} FROM sessions WHERE session_id=?", (session_id,)).fetchone()
+        return self._row_to_info(row) if row else None
+
+    def select(self, scope: str | None = None, limit: int | None = None, offset: int = 0) -> list[SessionInfo]:
+        self.ensure_fresh()
+        sql = f"SELECT {_COLUMNS} FROM sessions"
+        args: list[Any] = []
+        if scope is not None:
+            sql += " WHERE scope=?"
+            args.append(scope)
+        sql += " ORDER BY modified_ms DESC, session_id"
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            args += [int(limit), int(offset)]
+        elif offset:
+            sql += " LIMIT -1 OFFSET ?"
+            args.append(int(offset))
+        return [self._row_to_info(r) for r in self._connect().execute(sql, args).fetchall()]
+
+    def children(self, session_id: str) -> list[str]:
+        rows = self._connect().execute("SELECT session_id FROM sessions WHERE parent_id=?", (session_id,)).fetchall()
+        return [r[0] for r in rows]
+
+    def ids_with_prefix(self, prefix: str) -> list[str]:
+        self.ensure_fresh()
+        esc = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self._connect().execute(
+            "SELECT session_id FROM sessions WHERE session_id LIKE ? ESCAPE '\\' LIMIT 50", (esc + "%",)
+        ).fetchall()
+        return [r[0] for r in rows if r[0].startswith(prefix)]
+
+    def current(self, scope: str) -> str | None:
+        row = self._connect().execute("SELECT session_id FROM current WHERE scope=?", (scope,)).fetchone()
+        return row[0] if row else None
+
+    def latest(self, scope: str) -> str | None:
+        row = self._connect().execute(
+            "SELECT session_id FROM sessions WHERE scope=? ORDER BY modified_ms DESC LIMIT 1", (scope,)
+        ).fetchone()
+        return row[0] if row else None
+
+    def count(self) -> int:
+        return int(self._connect().execute("SELECT COUNT(*) FROM sessions").fetchone()[0])
+
+    # -- consistency -----------------------------------------------------
+    def ensure_fresh(self) -> None:
+        """Once per process: reconcile the index with the session folders on disk."""
+        if self._checked:
+            return
+        self._checked = True
+        conn = self._connect()
+        on_disk = set(self._store.session_dirs())
+        indexed = {r[0] for r in conn.execute("SELECT session_id FROM sessions").fetchall()}
+        missing = on_disk - indexed
+        gone = indexed - on_disk
+        for sid in gone:
+            self.delete(sid)
+        for sid in missing:
+            info = self._store.scan_info(sid)
+            if info is not None:
+                self.upsert(info)
+
+    def rebuild(self) -> None:
+        """Rebuild every row from the transcripts (after the index was lost or corrupted)."""
+        conn = self._connect()
+        conn.execute("DELETE FROM sessions")
+        for sid in self._store.session_dirs():
+            info = self._store.scan_info(sid)
+            if info is not None:
+                self.upsert(info)
+        self._checked = True
+
+
+# ---------------------------------------------------------------------------
+# The store
+# ---------------------------------------------------------------------------
+
+
+class SessionStore:
+    """Sessions on disk under ``home`` (``$AGENT_MAGIC_HOME`` by default).
+
+    Parameters
+    ----------
+    home
+        The store directory; created private to the user.
+    """
+
+    _instances: dict[Path, SessionStore] = {}
+    _instances_lock = threading.Lock()
+
+    def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
+        self.home = Path(home).expanduser().resolve() if home is not None else default_home().resolve()
+        make_private_dir(self.home)
+        self.sessions_root = make_private_dir(self.home / "sessions")
+        self.blobs = BlobStore(self.home / "blobs")
+        self.index = SessionIndex(self.home / "index.sqlite3", self)
+
+    @classmethod
+    def at(cls, home: str | os.PathLike[str] | None = None) -> SessionStore:
+        """A shared store object per home directory (cheap to call repeatedly)."""
+        path = Path(home).expanduser().resolve() if home is not None else default_home().resolve()
+        with cls._instances_lock:
+            store = cls._instances.get(path)
+            if store is None:
+                store = cls._instances[path] = cls(path)
+            return store
+
+    @classmethod
+    def forget_instances(cls) -> None:
+        with cls._instances_lock:
+            for store in cls._instances.values():
+                store.index.close()
+            cls._instances.clear()
+
+    # -- paths ----------------------------------------------------------
+    def session_dir(self, session_id: str) -> Path:
+        validate_session_id(session_id)
+        return self.sessions_root / session_id
+
+    def transcript_path(self, session_id: str) -> Path:
+        return self.session_dir(session_id) / "transcript.jsonl"
+
+    def checkpoints_path(self, session_id: str) -> Path:
+        return self.session_dir(session_id) / "checkpoints.jsonl"
+
+    def exists(self, session_id: str) -> bool:
+        try:
+            return self.transcript_path(session_id).exists()
+        except Exception:
+            return False
+
+    def session_dirs(self) -> list[str]:
+        try:
+            return [e.name for e in os.scandir(self.sessions_root) if e.is_dir() and not e.name.startswith(".")]
+        except FileNotFoundError:
+            return []
+
+    # -- ids --------------------------------------------------------------
+    def resolve(self, id_or_prefix: str, *, scope: str | None = None) -> str:
+        """Full session id for an id or a unique prefix (4+ characters).
+
+        Raises
+        ------
+        SessionNotFoundError, AmbiguousIdError
+        """
+        if not isinstance(id_or_prefix, str) or not id_or_prefix:
+            raise SessionNotFoundError(str(id_or_prefix))
+        if self.exists(id_or_prefix):
+            return id_or_prefix
+        if len(id_or_prefix) < MIN_PREFIX:
+            raise SessionNotFoundError(
+                id_or_prefix,
+                f"No session {id_or_prefix!r}; give at least {MIN_PREFIX} characters of its id.",
+            )
+        matches = self.index.ids_with_prefix(id_or_prefix)
+        if scope is not None and len(matches) > 1:
+            scoped = [m for m in matches if (i := self.index.get(m)) is not None and i.scope == scope]
+            if len(scoped) == 1:
+                return scoped[0]
+        if not matches:
+            raise SessionNotFoundError(id_or_prefix)
+        if len(matches) > 1:
+            raise AmbiguousIdError(id_or_prefix, matches, "session")
+        return matches[0]
+
+    # -- create -----------------------------------------------------------
+    def create(
+        self,
+        *,
+        cwd: str,
+        scope: str,
+        model: str | None,
+        session_id: str | None = None,
+        parent_session_id: str | None = None,
+        forked_at: str | None = None,
+        title: str | None = None,
+    ) -> str:
+        """Create an empty session and return its id."""
+        sid = session_id or new_uuid()
+        d = self.session_dir(sid)
+        make_private_dir(self.sessions_root)
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            raise SessionExistsError(
+                f"A session with id {sid!r} already exists. Resume it with resume={sid!r}, or choose another id."
+            ) from None
+        created = now_ms()
+        header = {
+            "type": "session",
+            "format": TRANSCRIPT_FORMAT,
+            "session_id": sid,
+            "cwd": cwd,
+            "scope": scope,
+            "model": model,
+            "timestamp": iso_now(),
+            "parent_session_id": parent_session_id,
+            "forked_at": forked_at,
+        }
+        jf = JsonlFile(d / "transcript.jsonl")
+        jf.append(header)
+        jf.close()
+        if title:
+            self._write_meta(sid, {"title": title})
+        self.index.upsert(
+            SessionInfo(
+                session_id=sid, summary=title or "(no prompt yet)", created_at=created, last_modified=created,
+                num_turns=0, cwd=cwd, scope=scope, title=title, parent_session_id=parent_session_id,
+                forked_at=forked_at, model=model, total_cost_usd=0.0, file_size=0,
+            )
+        )
+        return sid
+
+    # -- reading ------------------------------------------------------------
+    def read_entries(self, session_id: str) -> list[dict[str, Any]]:
+        path = self.transcript_path(session_id)
+        if not path.exists():
+            raise SessionNotFoundError(session_id)
+        return parse_lines(read_raw_lines(path), path)
+
+    def header(self, session_id: str) -> dict[str, Any]:
+        path = self.transcript_path(session_id)
+        try:
+            with open(path, "rb") as f:
+                first = f.readline()
+        except FileNotFoundError:
+            raise SessionNotFoundError(session_id) from None
+        try:
+            obj = json.loads(first)
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict) or obj.get("type") != "session":
+            # A transcript without a readable header: fall back to what the entries say.
+            return {"type": "session", "session_id": session_id, "cwd": str(Path.cwd()), "scope": str(Path.cwd())}
+        return obj
+
+    def info(self, session_id: str) -> SessionInfo:
+        info = self.index.get(session_id)
+        if info is None:
+            if not self.exists(session_id):
+                raise SessionNotFoundError(session_id)
+            scanned = self.scan_info(session_id)
+            if scanned is None:
+                raise SessionNotFoundError(session_id)
+            self.index.upsert(scanned)
+            return scanned
+        return info
+
+    def _read_meta(self, session_id: str) -> dict[str, Any]:
+        try:
+            with open(self.session_dir(session_id) / "meta.json", "rb") as f:
+                obj = json.load(f)
+            return obj if isinstance(obj, dict) else {}
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def _write_meta(self, session_id: str, changes: dict[str, Any]) -> None:
+        meta = self._read_meta(session_id)
+        meta.update(changes)
+        atomic_write_bytes(self.session_dir(session_id) / "meta.json", json.dumps(meta).encode())
+
+    def scan_info(self, session_id: str) -> SessionInfo | None:
+        """Compute a session's info from its files (for index rebuilds)."""
+        path = self.transcript_path(session_id)
+        if not path.exists():
+            return None
+        import warnings
+
+        from ._store import TranscriptWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TranscriptWarning)
+            entries = parse_lines(read_raw_lines(path), path)
+        header = next((e for e in entries if e.get("type") == "session"), {})
+        meta = self._read_meta(session_id)
+        st = path.stat()
+        first_prompt = None
+        turns = 0
+        cost = 0.0
+        unknown = False
+        last_ts = None
+        for e in entries:
+            if is_prompt_entry(e):
+                turns += 1
+                if first_prompt is None:
+                    first_prompt = prompt_text(e.get("message") or {})
+            elif e.get("type") == "result":
+                c = e.get("total_cost_usd")
+                if e.get("cost_unknown"):
+                    unknown = True
+                elif isinstance(c, (int, float)):
+                    cost += float(c)
+            if e.get("timestamp"):
+                last_ts = e["timestamp"]
+        created = iso_to_ms(header.get("timestamp")) or int(st.st_mtime * 1000)
+        title = meta.get("title")
+        return SessionInfo(
+            session_id=session_id,
+            summary=title or (first_prompt and _preview(first_prompt, 120)) or "(no prompt yet)",
+            created_at=created,
+            last_modified=iso_to_ms(last_ts) or int(st.st_mtime * 1000),
+            num_turns=turns,
+            cwd=str(header.get("cwd") or ""),
+            scope=str(header.get("scope") or header.get("cwd") or ""),
+            title=title,
+            first_prompt=first_prompt,
+            parent_session_id=header.get("parent_session_id"),
+            forked_at=header.get("forked_at"),
+            tag=meta.get("tag"),
+            model=header.get("model"),
+            total_cost_usd=None if unknown else cost,
+            cost_known=not unknown,
+            file_size=st.st_size,
+        )
+
+    def messages(self, session_id: str, limit: int | None = None, offset: int = 0) -> list[SessionMessage]:
+        out: list[SessionMessage] = []
+        for e in self.read_entries(session_id):
+            if e.get("type") in ("user", "assistant") and isinstance(e.get("message"), dict) and not e.get("synthetic"):
+                out.append(
+                    SessionMessage(
+                        type=e["type"], uuid=str(e.get("uuid")), session_id=session_id, message=e["message"],
+                        timestamp=e.get("timestamp"), parent_uuid=e.get("parent_uuid"), is_prompt=is_prompt_entry(e),
+                    )
+                )
+        out = out[offset:]
+        return out[:limit] if limit is not None else out
+
+    # -- scope pointers ------------------------------------------------------
+    def current(self, scope: str) -> str | None:
+        """The session a notebook/project continues by default: the explicit pointer, else the latest."""
+        sid = self.index.current(scope)
+        if sid is not None and self.exists(sid):
+            return sid
+        return self.index.latest(scope)
+
+    def set_current(self, scope: str, session_id: str) -> None:
+        self.index.set_current(scope, session_id)
+
+    def clear_current(self, scope: str) -> None:
+        self.index.clear_current(scope)
+
+    # -- mutations -------------------------------------------------------------
+    def rename(self, session_id: str, title: str) -> None:
+        title = " ".join(str(title).split())
+        if not title:
+            from ._errors import ConfigurationError
+
+            raise ConfigurationError("A session title must not be empty.")
+        self.info(session_id)
+        self._write_meta(session_id, {"title": title})
+        self.index.update(session_id, title=title)
+
+    def tag(self, session_id: str, tag: str | None) -> None:
+        self.info(session_id)
+        self._write_meta(session_id, {"tag": tag})
+        self.index.update(session_id, tag=tag)
+
+    def delete(self, session_id: str) -> None:
+        if not self.exists(session_id):
+            raise SessionNotFoundError(session_id)
+        d = self.session_dir(session_id)
+        # Rename first so a half-deleted folder is never mistaken for a session.
+        trash = self.sessions_root / f".deleted-{session_id}-{new_uuid()[:8]}"
+        os.replace(d, trash)
+        self.index.delete(session_id)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def fork(
+        self,
+        session_id: str,
+        *,
+        up_to_message_id: str | None = None,
+        title: str | None = None,
+        new_session_id: str | None = None,
+        cwd: str | None = None,
+        scope: str | None = None,
+        empty: bool = False,
+    ) -> str:
+        """Copy a session's history (up to and including ``up_to_message_id``) into a new session.
+
+        ``empty=True`` copies no messages at all (a fork before the first prompt).
+
+        The original is only read. Message uuids are kept, so checkpoint ids
+        taken before the fork are valid in the fork too; the checkpoint
+        records of the copied turns come along.
+        """
+        entries = self.read_entries(session_id)
+        header = next((e for e in entries if e.get("type") == "session"), self.header(session_id))
+        body = [e for e in entries if e.get("type") != "session"]
+        if up_to_message_id is not None:
+            idx = next((i for i, e in enumerate(body) if e.get("uuid") == up_to_message_id), None)
+            if idx is None:
+                from ._errors import CheckpointNotFoundError
+
+                raise CheckpointNotFoundError(
+                    f"No message {up_to_message_id!r} in session {session_id}. List them with `agent-magic history {session_id[:8]}`."
+                )
+            body = body[: idx + 1]
+        if empty:
+            body = []
+        forked_at = next((e.get("uuid") for e in reversed(body) if e.get("uuid")), None)
+        new_id = self.create(
+            cwd=cwd or str(header.get("cwd") or ""),
+            scope=scope or str(header.get("scope") or header.get("cwd") or ""),
+            model=header.get("model"),
+            session_id=new_session_id,
+            parent_session_id=session_id,
+            forked_at=forked_at,
+            title=title,
+        )
+        lines = []
+        prompts: set[str] = set()
+        for e in body:
+            e2 = dict(e)
+            e2["session_id"] = new_id
+            lines.append(e2)
+            if is_prompt_entry(e) and e.get("uuid"):
+                prompts.add(str(e["uuid"]))
+        jf = JsonlFile(self.transcript_path(new_id))
+        jf.append_many(lines)
+        jf.close()
+        # Checkpoint records of the copied turns (backups are shared blobs).
+        src_cp = self.checkpoints_path(session_id)
+        if src_cp.exists():
+            import warnings
+
+            from ._store import TranscriptWarning
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", TranscriptWarning)
+                records = parse_lines(read_raw_lines(src_cp), src_cp)
+            keep = [r for r in records if r.get("checkpoint") in prompts]
+            if keep:
+                cp = JsonlFile(self.checkpoints_path(new_id))
+                cp.append_many(keep)
+                cp.close()
+        info = self.scan_info(new_id)
+        if info is not None:
+            self.index.upsert(info)
+        return new_id
+
+    # -- locking ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, session_id: str, timeout: float) -> Iterator[None]:
+        """Hold the session's lock (one process runs a turn at a time).
+
+        Raises
+        ------
+        SessionLockedError
+            When another process holds it for longer than ``timeout`` seconds.
+        """
+        import filelock
+
+        path = self.session_dir(session_id) / ".lock"
+        lock = filelock.FileLock(str(path), timeout=timeout, mode=0o600)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise SessionLockedError(
+                f"Session {session_id[:8]} is busy: another process is running a turn in it. "
+                "Wait for it to finish, or fork it to work in parallel."
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def transcript_size(self, session_id: str) -> int:
+        try:
+            return self.transcript_path(session_id).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+
+@dataclass
+class SessionState:
+    """A session loaded for running turns (persistent or in memory)."""
+
+    session_id: str
+    cwd: Path
+    scope: str
+    model: str | None
+    transcript: JsonlFile
+    store: SessionStore | None
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    parent_session_id: str | None = None
+    num_turns: int = 0
+    last_uuid: str | None = None
+    total_cost_usd: float | None = 0.0
+
+    def append(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """Append one line to the transcript (durable in the OS before returning)."""
+        entry.setdefault("uuid", new_uuid())
+        entry.setdefault("parent_uuid", self.last_uuid)
+        entry["session_id"] = self.session_id
+        entry.setdefault("timestamp", iso_now())
+        self.transcript.append(entry)
+        self.entries.append(entry)
+        if entry.get("type") in ("user", "assistant"):
+            self.last_uuid = entry["uuid"]
+        return entry
+
+    def api_messages(self) -> list[dict[str, Any]]:
+        return build_api_messages(self.entries)
+
+    def prompts(self) -> list[dict[str, Any]]:
+        return [e for e in self.entries if is_prompt_entry(e)]

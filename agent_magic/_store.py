@@ -1,0 +1,362 @@
+"""Low-level storage primitives: the store's home, private files, append-only JSONL, blobs.
+
+Everything here is small and synchronous. Files are created private to the
+user (directories 0700, files 0600). JSONL appends are one ``os.write`` of a
+whole line on an ``O_APPEND`` descriptor; readers skip a torn last line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+import uuid
+import warnings
+import zlib
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ._errors import AgentMagicError
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+class TranscriptWarning(UserWarning):
+    """A transcript line could not be read (torn by a crash, or corrupted) and was skipped."""
+
+
+def default_home() -> Path:
+    """The session store directory: ``$AGENT_MAGIC_HOME`` or a per-user data directory."""
+    env = os.environ.get("AGENT_MAGIC_HOME")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("agent-magic", appauthor=False))
+
+
+def make_private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) with mode 0700 for the directories this call creates."""
+    if path.is_dir():
+        return path
+    parent = path.parent
+    if parent != path and not parent.exists():
+        make_private_dir(parent)
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=DIR_MODE)
+    return path
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def iso_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def iso_to_ms(value: str | None) -> int | None:
+    if not value:
+        return None
+    try:
+        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+    except ValueError:
+        return None
+
+
+_SECRET_NAME = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.IGNORECASE)
+
+
+def is_secret_name(name: str) -> bool:
+    """True for environment variable names that hold secrets (``*_API_KEY``, ``*_TOKEN``, ...)."""
+    return bool(_SECRET_NAME.search(name))
+
+
+def secret_values(environ: Any = None) -> dict[str, str]:
+    """Secret values in the environment (8+ characters), by variable name."""
+    env = os.environ if environ is None else environ
+    return {k: v for k, v in env.items() if len(v) >= 8 and is_secret_name(k)}
+
+
+def redact(text: str, secrets: dict[str, str] | None = None) -> str:
+    """Replace any secret value from the environment in ``text`` by ``[REDACTED:NAME]``."""
+    for name, value in (secret_values() if secrets is None else secrets).items():
+        if value in text:
+            text = text.replace(value, f"[REDACTED:{name}]")
+    return text
+
+
+def dumps_line(obj: Any) -> bytes:
+    """One JSONL line; compact, UTF-8, secrets redacted, lone surrogates escaped so it always encodes."""
+    text = redact(json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
+    return (text + "\n").encode("utf-8", "backslashreplace")
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, mode: int = FILE_MODE, fsync: bool = False) -> None:
+    """Write ``data`` to a temp file next to ``path`` and replace ``path`` with it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def want_fsync() -> bool:
+    """True when ``AGENT_MAGIC_FSYNC=1``: fsync backups and transcript lines (survives power loss)."""
+    return os.environ.get("AGENT_MAGIC_FSYNC", "") not in ("", "0", "false", "no")
+
+
+class JsonlFile:
+    """An append-only JSONL file, or an in-memory list when ``path`` is None.
+
+    ``append`` writes each line with a single ``os.write`` on an ``O_APPEND``
+    descriptor, so the line is in the OS before ``append`` returns (a SIGKILL
+    after that loses nothing). Before the first append, a torn last line left
+    by a crash is cut off (it was never acknowledged).
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._memory: list[bytes] = []
+        self._fd: int | None = None
+        self._fsync = want_fsync()
+
+    @property
+    def persistent(self) -> bool:
+        return self.path is not None
+
+    def _open(self) -> int:
+        if self._fd is None:
+            assert self.path is not None
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+            try:
+                self._repair_tail(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            self._fd = fd
+        return self._fd
+
+    def _repair_tail(self, fd: int) -> None:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return
+        assert self.path is not None
+        with open(self.path, "rb") as f:
+            back = min(size, 1 << 20)
+            f.seek(size - back)
+            tail = f.read(back)
+        if tail.endswith(b"\n"):
+            return
+        cut = tail.rfind(b"\n")
+        if cut == -1 and back < size:
+            # A single line longer than 1 MiB without an end: find its start the slow way.
+            with open(self.path, "rb") as f:
+                data = f.read()
+            keep = data.rfind(b"\n") + 1
+        else:
+            keep = size - back + cut + 1
+        os.ftruncate(fd, keep)
+
+    def append(self, obj: Any) -> None:
+        line = dumps_line(obj)
+        if self.path is None:
+            self._memory.append(line)
+            return
+        fd = self._open()
+        view = memoryview(line)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        if self._fsync:
+            os.fsync(fd)
+
+    def append_many(self, objs: list[Any]) -> None:
+        if not objs:
+            return
+        data = b"".join(dumps_line(o) for o in objs)
+        if self.path is None:
+            self._memory.extend(dumps_line(o) for o in objs)
+            return
+        fd = self._open()
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        if self._fsync:
+            os.fsync(fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def raw_lines(self) -> list[bytes]:
+        if self.path is None:
+            return list(self._memory)
+        return read_raw_lines(self.path)
+
+    def read(self) -> list[dict[str, Any]]:
+        return parse_lines(self.raw_lines(), self.path)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+def read_raw_lines(path: Path) -> list[bytes]:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    return data.splitlines(keepends=True)
+
+
+def parse_lines(lines: list[bytes], path: Path | None) -> list[dict[str, Any]]:
+    """Parse JSONL lines; skip (with a TranscriptWarning) a torn last line or corrupted lines."""
+    out: list[dict[str, Any]] = []
+    loads = json.loads
+    bad = 0
+    last = len(lines) - 1
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            obj = loads(line)
+        except ValueError:
+            bad += 1
+            if i == last and not line.endswith(b"\n"):
+                warnings.warn(
+                    f"Skipped a torn last line in {path or 'transcript'} (an interrupted write).",
+                    TranscriptWarning,
+                    stacklevel=3,
+                )
+                bad -= 1
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+        else:
+            bad += 1
+    if bad:
+        warnings.warn(
+            f"Skipped {bad} unreadable line(s) in {path or 'transcript'}.",
+            TranscriptWarning,
+            stacklevel=3,
+        )
+    return out
+
+
+class BlobStore:
+    """Content-addressed, zlib-compressed blobs (sha256 of the raw content).
+
+    The same content is stored once, whatever session or file it came from.
+    With ``root=None`` blobs live in memory (no-persist sessions).
+    """
+
+    def __init__(self, root: Path | None, *, fallback: BlobStore | None = None) -> None:
+        self.root = root
+        self.fallback = fallback
+        self._memory: dict[str, bytes] = {}
+        self._fsync = want_fsync()
+        self._known: set[str] = set()
+
+    @staticmethod
+    def hash(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    def _path(self, digest: str) -> Path:
+        assert self.root is not None
+        return self.root / digest[:2] / digest[2:]
+
+    def put(self, data: bytes) -> str:
+        """Store ``data`` (if new) and return its hash; durable before returning."""
+        digest = self.hash(data)
+        self.put_with_hash(digest, data)
+        return digest
+
+    def put_with_hash(self, digest: str, data: bytes) -> None:
+        if self.root is None:
+            self._memory.setdefault(digest, zlib.compress(data, 1))
+            return
+        if digest in self._known:
+            return
+        path = self._path(digest)
+        if path.exists():
+            self._known.add(digest)
+            return
+        make_private_dir(path.parent)
+        level = 1 if len(data) > (4 << 20) else 6
+        atomic_write_bytes(path, zlib.compress(data, level), fsync=self._fsync)
+        self._known.add(digest)
+
+    def has(self, digest: str) -> bool:
+        if self.root is None:
+            return digest in self._memory or (self.fallback is not None and self.fallback.has(digest))
+        return digest in self._known or self._path(digest).exists()
+
+    def get(self, digest: str) -> bytes:
+        if self.root is None:
+            try:
+                return zlib.decompress(self._memory[digest])
+            except KeyError:
+                if self.fallback is not None:
+                    return self.fallback.get(digest)
+                raise BlobMissingError(digest) from None
+        try:
+            with open(self._path(digest), "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            raise BlobMissingError(digest) from None
+        data = zlib.decompress(raw)
+        if self.hash(data) != digest:
+            raise BlobMissingError(digest, corrupt=True)
+        return data
+
+    def stored_size(self, digest: str) -> int:
+        if self.root is None:
+            return len(self._memory.get(digest, b""))
+        try:
+            return self._path(digest).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def iter_digests(self) -> Iterator[str]:
+        if self.root is None:
+            yield from self._memory
+            return
+        if not self.root.exists():
+            return
+        for sub in self.root.iterdir():
+            if sub.is_dir() and len(sub.name) == 2:
+                for f in sub.iterdir():
+                    if not f.name.startswith("."):
+                        yield sub.name + f.name
+
+
+class BlobMissingError(AgentMagicError):
+    """A backup the checkpoint log refers to is missing or corrupt."""
+
+    def __init__(self, digest: str, corrupt: bool = False) -> None:
+        self.digest = digest
+        what = "is corrupt" if corrupt else "is missing"
+        super().__init__(f"Backup {digest[:12]} {what} in the session store; that file cannot be restored.")

@@ -1,0 +1,253 @@
+"""The Anthropic Messages API through the official ``anthropic`` client.
+
+The client does the HTTP, SSE parsing, retries with backoff (429, 5xx, 529,
+connection errors; ``retry-after`` honoured) and credential lookup
+(``ANTHROPIC_API_KEY``, ``ANTHROPIC_AUTH_TOKEN``, profiles) and honours
+``ANTHROPIC_BASE_URL``. This module maps its errors to one-line
+:class:`~agent_magic.ProviderError` messages.
+
+``AGENT_MAGIC_MAX_RETRIES`` (default 3) and ``AGENT_MAGIC_TIMEOUT`` (seconds,
+default 600) tune the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import TYPE_CHECKING, Any
+
+from .._errors import ConfigurationError, MissingAPIKeyError, ProviderError
+from .base import EventCallback, ModelRequest, ModelResponse, PartialResponse, Provider
+
+if TYPE_CHECKING:
+    import anthropic
+
+_RAW_EVENTS = frozenset(
+    {"message_start", "content_block_start", "content_block_delta", "content_block_stop", "message_delta", "message_stop"}
+)
+
+
+_NO_KEY = (
+    "No Anthropic API key found: set ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN). "
+    "To try agent-magic without a key, run `agent-magic demo`."
+)
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a number.") from None
+
+
+class AnthropicProvider(Provider):
+    """Streams responses from the Anthropic Messages API."""
+
+    name = "anthropic"
+
+    def __init__(self) -> None:
+        self._client: anthropic.AsyncAnthropic | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def base_url(self) -> str:
+        return os.environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com"
+
+    def _get_client(self) -> anthropic.AsyncAnthropic:
+        loop = asyncio.get_running_loop()
+        if self._client is not None and self._loop is loop:
+            return self._client
+        import anthropic
+
+        try:
+            client = anthropic.AsyncAnthropic(
+                max_retries=int(_env_number("AGENT_MAGIC_MAX_RETRIES", 3)),
+                timeout=_env_number("AGENT_MAGIC_TIMEOUT", 600.0),
+            )
+        except anthropic.AnthropicError as e:
+            raise MissingAPIKeyError(f"{_NO_KEY} ({_one_line(str(e))[:160]})") from None
+        except ValueError as e:
+            raise ConfigurationError(f"The Anthropic client could not be set up: {e}") from None
+        if not (client.api_key or client.auth_token or client.credentials):
+            raise MissingAPIKeyError(_NO_KEY)
+        self._client = client
+        self._loop = loop
+        return client
+
+    def check(self) -> None:
+        if os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN"):
+            return
+        if any(os.environ.get(k) for k in ("ANTHROPIC_PROFILE", "ANTHROPIC_IDENTITY_TOKEN", "ANTHROPIC_IDENTITY_TOKEN_FILE")):
+            return
+        # A profile on disk may still provide credentials; the client knows how to find it.
+        import anthropic
+
+        try:
+            client = anthropic.AsyncAnthropic(max_retries=0)
+            found = bool(client.api_key or client.auth_token or client.credentials)
+        except Exception:
+            found = False
+        if not found:
+            raise MissingAPIKeyError(_NO_KEY)
+
+    async def stream(
+        self,
+        request: ModelRequest,
+        on_event: EventCallback | None,
+        partial: PartialResponse,
+    ) -> ModelResponse:
+        import anthropic
+
+        client = self._get_client()
+        kwargs: dict[str, Any] = {
+            "model": request.model,
+            "max_tokens": request.max_tokens,
+            "messages": request.messages,
+        }
+        if request.system:
+            kwargs["system"] = request.system
+        if request.tools:
+            kwargs["tools"] = request.tools
+        if request.metadata:
+            kwargs["metadata"] = request.metadata
+        try:
+            async with client.messages.stream(**kwargs) as stream:
+                async for event in stream:
+                    ev: Any = event
+                    etype = ev.type
+                    if etype == "content_block_delta" and ev.delta.type == "text_delta":
+                        partial.add_text(ev.index, ev.delta.text)
+                    if on_event is not None and etype in _RAW_EVENTS:
+                        await on_event(ev.model_dump(mode="json", exclude_none=True))
+                final = await stream.get_final_message()
+        except anthropic.APIStatusError as e:
+            raise self._status_error(e) from None
+        except anthropic.APITimeoutError:
+            raise ProviderError(
+                f"The API at {self.base_url} did not answer in time. Run the cell again, "
+                "or raise AGENT_MAGIC_TIMEOUT (seconds).",
+                kind="timeout",
+            ) from None
+        except anthropic.APIConnectionError as e:
+            cause = e.__cause__ or e
+            raise ProviderError(
+                f"Could not connect to the API at {self.base_url} ({type(cause).__name__}). "
+                "Check your network connection and ANTHROPIC_BASE_URL, then run it again.",
+                kind="connection",
+            ) from None
+        except anthropic.APIError as e:
+            raise ProviderError(
+                f"The API stream broke off ({_one_line(str(e))}). Run it again; the session is intact.",
+                kind="stream",
+            ) from None
+        except Exception as e:
+            if not _is_transport_or_parse_error(e):
+                raise
+            if type(e).__module__.startswith(("httpx", "httpcore", "h11")):
+                raise ProviderError(
+                    f"The connection to the API broke off mid-answer ({type(e).__name__}). "
+                    "Run it again; the session is intact.",
+                    kind="connection",
+                ) from None
+            raise ProviderError(
+                f"The API sent a response that could not be read ({type(e).__name__}: {_one_line(str(e))}). "
+                "Run it again; the session is intact.",
+                kind="stream",
+            ) from None
+        usage = final.usage.model_dump(mode="json", exclude_none=True) if final.usage else {}
+        content = [_block_json(b) for b in final.content]
+        return ModelResponse(
+            content=[c for c in content if c is not None],
+            stop_reason=final.stop_reason,
+            usage=usage,
+            model=final.model,
+            id=final.id,
+        )
+
+    def _status_error(self, e: anthropic.APIStatusError) -> ProviderError:
+        status = e.status_code
+        etype, emsg = _error_body(e)
+        if status < 400:
+            # An ``error`` event in the middle of a stream (the HTTP status was 200).
+            status = {"overloaded_error": 529, "rate_limit_error": 429, "api_error": 500}.get(etype, 500)
+            detail = f"{etype or 'error'} mid-stream" + (f": {_one_line(emsg)[:200]}" if emsg else "")
+            kind = {529: "overloaded", 429: "rate_limit"}.get(status, "server")
+            return ProviderError(
+                f"The API stopped the answer with an error ({detail}). Run it again; the session is intact.",
+                status=status,
+                kind=kind,
+            )
+        detail = f"{status} {etype}" if etype else str(status)
+        if emsg:
+            detail += f": {_one_line(emsg)[:200]}"
+        if status == 401:
+            msg = f"The API rejected the credentials ({detail}). Check ANTHROPIC_API_KEY."
+            kind = "auth"
+        elif status == 403:
+            msg = f"The API refused access ({detail}). Check the key's permissions."
+            kind = "auth"
+        elif status == 404:
+            msg = f"The API does not know this model or endpoint ({detail}). Check the model name and ANTHROPIC_BASE_URL."
+            kind = "bad_request"
+        elif status == 429:
+            msg = f"Rate limited by the API ({detail}) after retrying. Wait a minute and run it again."
+            kind = "rate_limit"
+        elif status == 529 or etype == "overloaded_error":
+            msg = f"The API is overloaded ({detail}) after retrying. Try again in a little while."
+            kind = "overloaded"
+        elif status >= 500:
+            msg = f"The API had a server error ({detail}) after retrying. Try again in a little while."
+            kind = "server"
+        elif status == 413:
+            msg = f"The request is too large for the API ({detail}). Start a new session with `--new` or shorten the prompt."
+            kind = "bad_request"
+        else:
+            msg = f"The API refused the request ({detail})."
+            kind = "bad_request"
+        return ProviderError(msg, status=status, kind=kind)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            try:
+                await self._client.close()
+            finally:
+                self._client = None
+
+
+def _error_body(e: Any) -> tuple[str, str]:
+    body = getattr(e, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            return str(err.get("type") or ""), str(err.get("message") or "")
+    return "", str(getattr(e, "message", "") or "")
+
+
+def _is_transport_or_parse_error(e: Exception) -> bool:
+    """Errors of the HTTP stack or of decoding a broken stream (not our bugs)."""
+    if isinstance(e, (ValueError, KeyError, TypeError, AttributeError)):
+        return True
+    mod = type(e).__module__
+    return mod.startswith(("httpx", "httpcore", "h11", "anyio"))
+
+
+def _one_line(s: str) -> str:
+    return " ".join(s.split())
+
+
+def _block_json(block: Any) -> dict[str, Any] | None:
+    t = getattr(block, "type", None)
+    if t == "text":
+        return {"type": "text", "text": block.text}
+    if t == "thinking":
+        return {"type": "thinking", "thinking": block.thinking, "signature": block.signature}
+    if t == "redacted_thinking":
+        return {"type": "redacted_thinking", "data": block.data}
+    if t == "tool_use":
+        inp = block.input if isinstance(block.input, dict) else {}
+        return {"type": "tool_use", "id": block.id, "name": block.name, "input": inp}
+    dumped = block.model_dump(mode="json", exclude_none=True) if hasattr(block, "model_dump") else None
+    return dumped if isinstance(dumped, dict) else None

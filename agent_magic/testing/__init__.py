@@ -1,0 +1,57 @@
+"""Test without an API key: a fake Anthropic Messages API server and scripted replies.
+
+In the spirit of ``httpx.MockTransport`` and moto: start a real HTTP server on
+127.0.0.1 that streams Server-Sent Events exactly like the Messages API, script
+what it answers, and point ``ANTHROPIC_BASE_URL`` at it::
+
+    from agent_magic.testing import FakeAnthropicServer, text, tool_use
+
+    with FakeAnthropicServer() as server, server.environ():
+        server.on_prompt("hello", text("Hi there!"))
+        ...  # run %%agent cells, agent_magic.query(...), or any Anthropic client
+
+Run one from the command line (prints its URL)::
+
+    python -m agent_magic.testing --port 0 [--script walkthrough]
+"""
+
+from __future__ import annotations
+
+from ._replies import (
+    Reply,
+    error,
+    hang,
+    message,
+    raw,
+    raw_tool_block,
+    stream_error,
+    text,
+    text_block,
+    thinking_block,
+    tool_block,
+    tool_use,
+    tool_uses,
+    truncated,
+)
+from ._server import FakeAnthropicServer, RecordedRequest, last_prompt, steps_since_prompt
+
+__all__ = [
+    "FakeAnthropicServer",
+    "RecordedRequest",
+    "Reply",
+    "error",
+    "hang",
+    "last_prompt",
+    "message",
+    "raw",
+    "raw_tool_block",
+    "steps_since_prompt",
+    "stream_error",
+    "text",
+    "text_block",
+    "thinking_block",
+    "tool_block",
+    "tool_use",
+    "tool_uses",
+    "truncated",
+]

@@ -1,0 +1,526 @@
+"""A fake Anthropic Messages API server on 127.0.0.1, for tests, demos and CI.
+
+It speaks real HTTP/1.1 and streams Server-Sent Events exactly as the API does
+(``message_start``, ``content_block_start``/``delta``/``stop`` with
+``text_delta``, ``input_json_delta`` and ``thinking_delta``, ``ping``,
+``message_delta`` with ``stop_reason`` and ``usage``, ``message_stop``), with
+chunked transfer encoding. Replies come from, in order:
+
+1. a FIFO queue (:meth:`FakeAnthropicServer.add`), one reply per request;
+2. prompt rules (:meth:`FakeAnthropicServer.on_prompt`): the last prompt in the
+   request is matched, and the number of assistant messages after it picks the
+   step, so a multi-step tool round works statelessly (across kernel restarts,
+   processes, or another agent implementation talking to the same server);
+3. a fallback that says no reply was scripted.
+
+Every request is recorded (API keys redacted) for assertions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from ._replies import Reply, text
+
+Responder = Callable[[dict[str, Any]], Reply]
+Step = "Reply | Responder"
+
+_REDACT = {"x-api-key", "authorization", "proxy-authorization"}
+
+
+@dataclass
+class RecordedRequest:
+    """One request the server received."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any] | None
+    time: float
+    reply_kind: str = ""
+
+    @property
+    def last_prompt(self) -> str:
+        return last_prompt(self.body or {})
+
+    @property
+    def tool_results(self) -> list[dict[str, Any]]:
+        """The tool_result blocks of the request's last user message."""
+        msgs = (self.body or {}).get("messages") or []
+        if not msgs:
+            return []
+        content = msgs[-1].get("content")
+        if not isinstance(content, list):
+            return []
+        return [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            str(b.get("text", "")) for b in content if isinstance(b, dict) and b.get("type") == "text"
+        )
+    return ""
+
+
+def _is_tool_result_message(m: dict[str, Any]) -> bool:
+    content = m.get("content")
+    return isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
+
+
+def last_prompt(body: dict[str, Any]) -> str:
+    """The text of the last user message that is a prompt (not tool results)."""
+    for m in reversed(body.get("messages") or []):
+        if m.get("role") == "user" and not _is_tool_result_message(m):
+            return _text_of(m.get("content"))
+    return ""
+
+
+def steps_since_prompt(body: dict[str, Any]) -> int:
+    """How many assistant messages follow the last prompt (which step of a rule to play)."""
+    n = 0
+    for m in reversed(body.get("messages") or []):
+        if m.get("role") == "assistant":
+            n += 1
+        elif m.get("role") == "user" and not _is_tool_result_message(m):
+            return n
+    return n
+
+
+@dataclass
+class _Rule:
+    match: str | re.Pattern[str] | Callable[[str], bool]
+    steps: list[Any]
+    after: Any = None
+
+    def matches(self, prompt: str) -> bool:
+        if isinstance(self.match, str):
+            return self.match.lower() in prompt.lower()
+        if isinstance(self.match, re.Pattern):
+            return bool(self.match.search(prompt))
+        return bool(self.match(prompt))
+
+
+@dataclass
+class _State:
+    queue: deque[Any] = field(default_factory=deque)
+    rules: list[_Rule] = field(default_factory=list)
+    requests: list[RecordedRequest] = field(default_factory=list)
+    default: Any = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    cond: threading.Condition = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cond = threading.Condition(self.lock)
+
+
+def _estimate_tokens(s: str) -> int:
+    return max(1, len(s) // 4)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "fake-anthropic/1"
+    sys_version = ""
+    state: _State  # set on the subclass made per server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+    # -- plumbing ------------------------------------------------------
+    def _read_body(self) -> bytes:
+        n = int(self.headers.get("content-length") or 0)
+        return self.rfile.read(n) if n else b""
+
+    def _send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.send_header("request-id", f"req_fake_{int(time.time() * 1000)}")
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+        self.wfile.flush()
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def _event(self, name: str, payload: dict[str, Any]) -> None:
+        self._chunk(f"event: {name}\ndata: {json.dumps(payload)}\n\n".encode())
+
+    def _start_stream(self) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream; charset=utf-8")
+        self.send_header("cache-control", "no-cache")
+        self.send_header("transfer-encoding", "chunked")
+        self.send_header("request-id", f"req_fake_{int(time.time() * 1000)}")
+        self.end_headers()
+
+    def _end_stream(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    # -- routes --------------------------------------------------------
+    def do_GET(self) -> None:
+        if self.path.rstrip("/") in ("", "/health"):
+            self._send_json(200, {"status": "ok"})
+        elif self.path.startswith("/v1/models"):
+            self._send_json(200, {"data": [{"type": "model", "id": "claude-sonnet-5-5", "display_name": "Claude Sonnet 5.5"}], "has_more": False})
+        else:
+            self._send_json(404, {"type": "error", "error": {"type": "not_found_error", "message": self.path}})
+
+    def do_HEAD(self) -> None:
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def do_POST(self) -> None:
+        raw_body = self._read_body()
+        try:
+            body = json.loads(raw_body) if raw_body else {}
+        except ValueError:
+            body = None
+        headers = {k.lower(): ("<redacted>" if k.lower() in _REDACT else v) for k, v in self.headers.items()}
+        rec = RecordedRequest(self.command, self.path, headers, body if isinstance(body, dict) else None, time.time())
+        path = self.path.split("?", 1)[0].rstrip("/")
+        if path.endswith("/v1/messages/count_tokens"):
+            self._record(rec, "count_tokens")
+            self._send_json(200, {"input_tokens": _estimate_tokens(json.dumps((body or {}).get("messages", [])))})
+            return
+        if not path.endswith("/v1/messages"):
+            self._record(rec, "not_found")
+            self._send_json(404, {"type": "error", "error": {"type": "not_found_error", "message": f"No route {self.path}"}})
+            return
+        if not isinstance(body, dict):
+            self._record(rec, "invalid")
+            self._send_json(400, {"type": "error", "error": {"type": "invalid_request_error", "message": "Body is not JSON"}})
+            return
+        reply = self._pick(body)
+        self._record(rec, str(reply.get("kind")))
+        try:
+            self._serve(reply, body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _record(self, rec: RecordedRequest, kind: str) -> None:
+        rec.reply_kind = kind
+        with self.state.cond:
+            self.state.requests.append(rec)
+            self.state.cond.notify_all()
+
+    def _pick(self, body: dict[str, Any]) -> Reply:
+        st = self.state
+        with st.lock:
+            item = st.queue.popleft() if st.queue else None
+            rules = list(st.rules)
+            default = st.default
+        if item is None:
+            prompt = last_prompt(body)
+            step = steps_since_prompt(body)
+            for rule in rules:
+                if rule.matches(prompt):
+                    if step < len(rule.steps):
+                        item = rule.steps[step]
+                    else:
+                        item = rule.after or text("Done.")
+                    break
+        if item is None:
+            item = default or text(f"[scripted] No reply is scripted for this prompt: {last_prompt(body)[:120]!r}")
+        if callable(item):
+            item = item(body)
+        if not isinstance(item, dict) or "kind" not in item:
+            raise TypeError(f"A scripted reply must be a reply dict, got {item!r}")
+        return item
+
+    def _serve(self, reply: Reply, body: dict[str, Any]) -> None:
+        kind = reply["kind"]
+        if kind == "error":
+            headers = dict(reply.get("headers") or {})
+            if reply["status"] in (408, 409, 429, 500, 502, 503, 504, 529) and not any(
+                k.lower().startswith("retry-after") for k in headers
+            ):
+                # The client honours retry-after-ms; keep scripted backoff short.
+                headers["retry-after-ms"] = "20"
+            self._send_json(
+                reply["status"],
+                {"type": "error", "error": {"type": reply["error_type"], "message": reply["message"]}},
+                headers,
+            )
+            return
+        if kind == "raw":
+            data = reply["body"].encode()
+            self.send_response(reply["status"])
+            self.send_header("content-type", reply["content_type"])
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            self.wfile.flush()
+            return
+        if kind == "hang":
+            time.sleep(reply["seconds"])
+            self.close_connection = True
+            return
+        if kind == "stream_error":
+            self._start_stream()
+            events = list(self._message_events(body, {"blocks": [{"type": "text", "text": "Partial answer " * 10}], "stop_reason": "end_turn", "chunk_size": 8}))
+            for name, payload in events[: reply["after"]]:
+                self._event(name, payload)
+            self._event("error", {"type": "error", "error": {"type": reply["error_type"], "message": reply["message"]}})
+            self._end_stream()
+            return
+        if kind == "truncated":
+            self._start_stream()
+            events = list(self._message_events(body, {"blocks": reply["blocks"], "stop_reason": "end_turn", "chunk_size": 8}))
+            for name, payload in events[: reply["after"]]:
+                self._event(name, payload)
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if kind != "message":
+            raise ValueError(f"Unknown reply kind {kind!r}")
+        if reply.get("first_delay"):
+            time.sleep(reply["first_delay"])
+        if not body.get("stream"):
+            self._send_json(200, self._message_json(body, reply))
+            return
+        self._start_stream()
+        delay = float(reply.get("delay") or 0.0)
+        for name, payload in self._message_events(body, reply):
+            self._event(name, payload)
+            if delay:
+                time.sleep(delay)
+        self._end_stream()
+
+    # -- message building ------------------------------------------------
+    def _usage(self, body: dict[str, Any], reply: Reply) -> tuple[int, int]:
+        given = reply.get("usage") or {}
+        out_chars = sum(len(b.get("text", "")) + len(json.dumps(b.get("input", b.get("raw_json", "")))) for b in reply["blocks"])
+        inp = given.get("input_tokens", _estimate_tokens(json.dumps(body.get("messages", [])) + str(body.get("system", ""))))
+        out = given.get("output_tokens", _estimate_tokens("x" * out_chars))
+        return int(inp), int(out)
+
+    def _message_json(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
+        inp, out = self._usage(body, reply)
+        content = []
+        for b in reply["blocks"]:
+            if "raw_json" in b:
+                b = {"type": "tool_use", "id": b["id"], "name": b["name"], "input": {}}
+            content.append(b)
+        return {
+            "id": f"msg_fake_{int(time.time() * 1e6)}",
+            "type": "message",
+            "role": "assistant",
+            "model": reply.get("model") or body.get("model", "claude-sonnet-5-5"),
+            "content": content,
+            "stop_reason": reply["stop_reason"],
+            "stop_sequence": None,
+            "usage": {"input_tokens": inp, "output_tokens": out, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+        }
+
+    def _message_events(self, body: dict[str, Any], reply: Reply) -> Iterator[tuple[str, dict[str, Any]]]:
+        inp, out = self._usage(body, reply)
+        size = int(reply.get("chunk_size") or 24)
+        yield "message_start", {
+            "type": "message_start",
+            "message": {
+                "id": f"msg_fake_{int(time.time() * 1e6)}",
+                "type": "message",
+                "role": "assistant",
+                "model": reply.get("model") or body.get("model", "claude-sonnet-5-5"),
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {"input_tokens": inp, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 1},
+            },
+        }
+        yield "ping", {"type": "ping"}
+        for i, b in enumerate(reply["blocks"]):
+            t = b["type"]
+            if t == "text":
+                yield "content_block_start", {"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}}
+                s = b["text"]
+                for k in range(0, max(len(s), 1), size):
+                    yield "content_block_delta", {"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": s[k : k + size]}}
+            elif t == "thinking":
+                yield "content_block_start", {"type": "content_block_start", "index": i, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}
+                s = b["thinking"]
+                for k in range(0, max(len(s), 1), size):
+                    yield "content_block_delta", {"type": "content_block_delta", "index": i, "delta": {"type": "thinking_delta", "thinking": s[k : k + size]}}
+                yield "content_block_delta", {"type": "content_block_delta", "index": i, "delta": {"type": "signature_delta", "signature": b.get("signature", "")}}
+            elif t == "tool_use":
+                yield "content_block_start", {
+                    "type": "content_block_start",
+                    "index": i,
+                    "content_block": {"type": "tool_use", "id": b["id"], "name": b["name"], "input": {}},
+                }
+                js = b["raw_json"] if "raw_json" in b else json.dumps(b["input"])
+                yield "content_block_delta", {"type": "content_block_delta", "index": i, "delta": {"type": "input_json_delta", "partial_json": ""}}
+                for k in range(0, len(js), size):
+                    yield "content_block_delta", {"type": "content_block_delta", "index": i, "delta": {"type": "input_json_delta", "partial_json": js[k : k + size]}}
+            else:
+                raise ValueError(f"Unknown block type {t!r}")
+            yield "content_block_stop", {"type": "content_block_stop", "index": i}
+        yield "message_delta", {
+            "type": "message_delta",
+            "delta": {"stop_reason": reply["stop_reason"], "stop_sequence": None},
+            "usage": {"output_tokens": out},
+        }
+        yield "message_stop", {"type": "message_stop"}
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+
+
+class FakeAnthropicServer:
+    """A scripted Messages API server on 127.0.0.1 (port 0 picks a free port).
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`::
+
+        with FakeAnthropicServer() as server:
+            server.add(tool_use("Write", {"file_path": "a.txt", "content": "hi"}), text("Done."))
+            with server.environ():
+                ...  # ANTHROPIC_BASE_URL and ANTHROPIC_API_KEY point here
+            assert server.requests[0].body["model"]
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._state = _State()
+        handler = type("Handler", (_Handler,), {"state": self._state})
+        self._httpd = _Server((host, port), handler)
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        if isinstance(host, bytes):
+            host = host.decode()
+        return f"http://{host}:{port}"
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    def start(self) -> FakeAnthropicServer:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-anthropic", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._httpd.server_close()
+
+    def __enter__(self) -> FakeAnthropicServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- scripting -----------------------------------------------------------
+    def add(self, *replies: Reply | Responder) -> FakeAnthropicServer:
+        """Queue replies, one per request, in order (they take precedence over rules)."""
+        with self._state.lock:
+            self._state.queue.extend(replies)
+        return self
+
+    def on_prompt(
+        self,
+        match: str | re.Pattern[str] | Callable[[str], bool],
+        *steps: Reply | Responder,
+        after: Reply | None = None,
+    ) -> FakeAnthropicServer:
+        """Answer prompts matching ``match`` (substring, case-insensitive; regex; or predicate).
+
+        ``steps[k]`` answers the request that follows ``k`` assistant messages
+        since the prompt, so ``on_prompt("plot", tool_use(...), text("Done"))``
+        plays a tool round. ``after`` answers further steps (default "Done.").
+        The first matching rule wins.
+        """
+        with self._state.lock:
+            self._state.rules.append(_Rule(match, list(steps), after))
+        return self
+
+    def set_default(self, reply: Reply | Responder | None) -> None:
+        """The reply for requests no queue item or rule answers."""
+        with self._state.lock:
+            self._state.default = reply
+
+    def reset(self) -> None:
+        """Forget queued replies, rules and recorded requests."""
+        with self._state.lock:
+            self._state.queue.clear()
+            self._state.rules.clear()
+            self._state.requests.clear()
+            self._state.default = None
+
+    @property
+    def pending(self) -> int:
+        """Queued replies not yet used."""
+        with self._state.lock:
+            return len(self._state.queue)
+
+    # -- inspection ------------------------------------------------------------
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Requests received so far (a copy)."""
+        with self._state.lock:
+            return list(self._state.requests)
+
+    @property
+    def message_requests(self) -> list[RecordedRequest]:
+        """Only the ``POST /v1/messages`` requests."""
+        return [r for r in self.requests if r.reply_kind not in ("count_tokens", "not_found", "invalid")]
+
+    def wait_for_requests(self, n: int, timeout: float = 10.0) -> list[RecordedRequest]:
+        """Block until at least ``n`` requests arrived (TimeoutError otherwise)."""
+        deadline = time.monotonic() + timeout
+        with self._state.cond:
+            while len(self._state.requests) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"Only {len(self._state.requests)} of {n} requests arrived in {timeout}s")
+                self._state.cond.wait(left)
+            return list(self._state.requests)
+
+    def env(self, api_key: str = "sk-ant-test-fake-key") -> dict[str, str]:
+        """Environment variables that point the ``anthropic`` client here."""
+        return {"ANTHROPIC_BASE_URL": self.url, "ANTHROPIC_API_KEY": api_key}
+
+    @contextlib.contextmanager
+    def environ(self, api_key: str = "sk-ant-test-fake-key") -> Iterator[dict[str, str]]:
+        """Set :meth:`env` in ``os.environ`` for the duration of the block."""
+        new = self.env(api_key)
+        old = {k: os.environ.get(k) for k in new}
+        os.environ.update(new)
+        try:
+            yield new
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
