@@ -113,6 +113,8 @@ class RewindResult:
     unrestorable: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     new_session_id: str | None = None
+    #: When the checkpoint's turn began (ISO 8601, UTC).
+    checkpoint_timestamp: str | None = None
 
     @property
     def restored_cells(self) -> list[tuple[str, str]]:
@@ -593,6 +595,7 @@ class CheckpointLog:
         later = set(order[k:])
         changes = [r for r in records if r.get("checkpoint") in later and r.get("r") in ("file", "cells", "bash")]
         result = RewindResult(cp, dry_run)
+        result.checkpoint_timestamp = next((r.get("ts") for r in records if r.get("r") == "turn" and r.get("checkpoint") == cp), None)
 
         # Flatten into per-path ordered steps.
         steps: dict[str, list[dict[str, Any]]] = {}

@@ -65,6 +65,7 @@ class AgentClient:
         self._turn_done = anyio.Event()
         self._lock: Any = None
         self._forked_from: str | None = None
+        self._provider: Any = None
         self._resumed = False
         self.last_result: ResultMessage | None = None
 
@@ -83,8 +84,8 @@ class AgentClient:
         opts = self.options
         provider = get_provider(opts.provider)
         provider.check()
-        model = self._model_for(None)
-        if opts.max_budget_usd is not None and price_for(model, opts.prices) is None:
+        self._provider = provider
+        if opts.max_budget_usd is not None and price_for(model := self._model_for(None), opts.prices) is None:
             raise ConfigurationError(
                 f"max_budget_usd needs a price for the model {model!r}, which is unknown; "
                 "add one with AgentOptions(prices=...) or AGENT_MAGIC_PRICES."
@@ -127,7 +128,10 @@ class AgentClient:
 
     def _model_for(self, session_model: str | None) -> str:
         o = self.options
-        return o.model or os.environ.get("AGENT_MAGIC_MODEL") or session_model or o.resolved_model()
+        chosen = o.model or os.environ.get("AGENT_MAGIC_MODEL") or session_model
+        # A provider may know its own default (or raise ConfigurationError: it has none).
+        default = getattr(self._provider, "default_model", None)
+        return chosen or (str(default()) if callable(default) else o.resolved_model())
 
     def _open_session(self, provider: Any) -> None:
         opts = self.options
@@ -411,6 +415,38 @@ class AgentClient:
         return self._running
 
     # -- settings ----------------------------------------------------------------------
+    def update_options(self, **changes: Any) -> None:
+        """Change settings for the next turns: model, permission_mode, max_turns, max_budget_usd,
+        allowed_tools, disallowed_tools, can_use_tool, hooks, max_tokens, append_system_prompt.
+
+        Raises
+        ------
+        ConfigurationError
+            For invalid values (the current settings stay).
+        """
+        allowed = {
+            "model", "permission_mode", "max_turns", "max_budget_usd", "allowed_tools", "disallowed_tools",
+            "can_use_tool", "hooks", "max_tokens", "prices", "include_partial_messages",
+        }
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ConfigurationError(f"These options cannot change on an open client: {', '.join(sorted(unknown))}.")
+        if not changes:
+            return
+        new = self.options.copy(**changes)
+        rt = self._rt
+        if rt is not None:
+            model = new.model or os.environ.get("AGENT_MAGIC_MODEL") or rt.session.model or new.resolved_model()
+            if new.max_budget_usd is not None and price_for(model, new.prices) is None:
+                raise ConfigurationError(
+                    f"max_budget_usd needs a price for the model {model!r}, which is unknown; add one with prices=..."
+                )
+            rt.options = new
+            rt.model = model
+            rt.allow_rules = parse_rules(new.allowed_tools) + [r for r in rt.granted_rules if r not in parse_rules(new.allowed_tools)]
+            rt.deny_rules = parse_rules(new.disallowed_tools)
+        self.options = new
+
     async def set_permission_mode(self, mode: str) -> None:
         self.options = self.options.copy(permission_mode=mode)
         if self._rt is not None:

@@ -57,6 +57,8 @@ log = logging.getLogger("agent_magic")
 Emit = Callable[[Message], Awaitable[None]]
 
 MAX_TOOL_RESULT_CHARS = 100_000
+#: A provider puts this key in a tool call's input when the model's arguments were not valid JSON.
+INVALID_JSON_KEY = "__agent_magic_invalid_json__"
 _INTERRUPTED = "Interrupted by the user before the tool finished."
 
 
@@ -100,6 +102,8 @@ class Runtime:
     allow_rules: list[Rule] = field(default_factory=list)
     deny_rules: list[Rule] = field(default_factory=list)
     read_files: dict[str, int] = field(default_factory=dict)
+    #: Rules granted during the session ("Always allow"); they survive option changes.
+    granted_rules: list[Rule] = field(default_factory=list)
     notebook_bridge: NotebookBridge | None = None
     transcript_path: str = ""
     on_index: Callable[[str, dict[str, Any]], None] | None = None
@@ -437,6 +441,15 @@ async def _run_tool(
         return ToolResultBlock(tu.id, msg, True), meta
     tool_input: dict[str, Any] = dict(tu.input) if isinstance(tu.input, dict) else {}
     opts = rt.options
+    if INVALID_JSON_KEY in tool_input:
+        # The provider could not parse the arguments the model sent; let the model fix them.
+        meta["summary"] = "invalid arguments"
+        return ToolResultBlock(
+            tu.id,
+            f"The arguments of this {tu.name} call were not valid JSON ({tool_input.get(INVALID_JSON_KEY)}). "
+            "Send the call again with valid JSON arguments.",
+            True,
+        ), meta
 
     pre = await run_hooks(
         opts.hooks,
@@ -505,6 +518,8 @@ async def _run_tool(
                 rule = Rule.parse(r)
                 if rule not in target:
                     target.append(rule)
+                if upd.behavior == "allow" and rule not in rt.granted_rules:
+                    rt.granted_rules.append(rule)
 
     try:
         result = await tool.run(tool_input, ctx)

@@ -29,7 +29,9 @@ class FakeRecorder:
         on_disk = path.read_bytes() if path.exists() else None
         self.calls.append((path, on_disk, new_content, tool))
 
-    def before_cell_edit(self, path: Path, notebook_bytes: bytes, edit: CellEdit, new_notebook_bytes: bytes) -> None:
+    def before_cell_edit(
+        self, path: Path, notebook_bytes: bytes, edit: CellEdit, new_notebook_bytes: bytes
+    ) -> None:
         raise AssertionError("file tools must not record cell edits")
 
     def before_command(self) -> object:
@@ -55,16 +57,27 @@ def recorder(ctx: ToolContext) -> FakeRecorder:
 
 def png_bytes(width: int, height: int) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     raw = b"".join(b"\x00" + b"\x00\x00\x00" * width for _ in range(height))
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 def jpeg_bytes(width: int, height: int) -> bytes:
     app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
-    sof0 = b"\xff\xc0" + struct.pack(">HBHHB", 17, 8, height, width, 3) + b"\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+    sof0 = (
+        b"\xff\xc0"
+        + struct.pack(">HBHHB", 17, 8, height, width, 3)
+        + b"\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+    )
     return b"\xff\xd8" + app0 + sof0 + b"\xff\xd9"
 
 
@@ -203,14 +216,21 @@ def test_read_page_deep_in_a_large_file(ctx: ToolContext, tmp_path: Path) -> Non
         (jpeg_bytes(640, 480), "image/jpeg", (640, 480)),
         (b"GIF89a" + struct.pack("<HH", 10, 20) + b"\x00" * 20, "image/gif", (10, 20)),
         (
-            b"RIFF" + struct.pack("<I", 30) + b"WEBPVP8X" + struct.pack("<I", 10) + b"\x00" * 4
-            + (99).to_bytes(3, "little") + (49).to_bytes(3, "little"),
+            b"RIFF"
+            + struct.pack("<I", 30)
+            + b"WEBPVP8X"
+            + struct.pack("<I", 10)
+            + b"\x00" * 4
+            + (99).to_bytes(3, "little")
+            + (49).to_bytes(3, "little"),
             "image/webp",
             (100, 50),
         ),
     ],
 )
-def test_read_describes_images(ctx: ToolContext, tmp_path: Path, data: bytes, mime: str, size: tuple[int, int]) -> None:
+def test_read_describes_images(
+    ctx: ToolContext, tmp_path: Path, data: bytes, mime: str, size: tuple[int, int]
+) -> None:
     f = tmp_path / "picture.bin"  # sniffed by content, not by name
     f.write_bytes(data)
     res = run(ReadTool(), {"file_path": str(f)}, ctx)
@@ -227,7 +247,11 @@ def test_read_describes_binary_files_without_dumping(ctx: ToolContext, tmp_path:
     f.write_bytes(payload)
     res = run(ReadTool(), {"file_path": str(f)}, ctx)
     assert isinstance(res.content, str)
-    assert "binary file" in res.content and "ZIP" in res.content and f"{len(payload)} bytes" in res.content
+    assert (
+        "binary file" in res.content
+        and "ZIP" in res.content
+        and f"{len(payload)} bytes" in res.content
+    )
     assert "\x00" not in res.content and res.summary == f"binary file, {len(payload)} bytes"
 
 
@@ -344,7 +368,10 @@ def test_write_errors(ctx: ToolContext, tmp_path: Path) -> None:
         ({"file_path": str(tmp_path / "f.txt"), "content": 3}, "content"),
         ({"file_path": str(tmp_path / "f.txt")}, "content"),
         ({"content": "x"}, "file_path"),
-        ({"file_path": str(tmp_path / "f.txt"), "content": "bad \ud800 surrogate"}, "cannot be encoded"),
+        (
+            {"file_path": str(tmp_path / "f.txt"), "content": "bad \ud800 surrogate"},
+            "cannot be encoded",
+        ),
         ({"file_path": str(tmp_path / "afile" / "child.txt"), "content": "x"}, "parent"),
     ]
     for input, fragment in cases:
@@ -364,11 +391,20 @@ def test_edit_replaces_unique_string_with_backup_first(ctx: ToolContext, tmp_pat
     f = tmp_path / "m.py"
     f.write_text("def f():\n    return 1\n\ndef g():\n    return 2\n")
     read_then(ctx, f)
-    res = run(EditTool(), {"file_path": str(f), "old_string": "return 2", "new_string": "return 3"}, ctx)
+    res = run(
+        EditTool(), {"file_path": str(f), "old_string": "return 2", "new_string": "return 3"}, ctx
+    )
     assert f.read_text() == "def f():\n    return 1\n\ndef g():\n    return 3\n"
-    assert recorder(ctx).calls == [(f, b"def f():\n    return 1\n\ndef g():\n    return 2\n", f.read_bytes(), "Edit")]
+    assert recorder(ctx).calls == [
+        (f, b"def f():\n    return 1\n\ndef g():\n    return 2\n", f.read_bytes(), "Edit")
+    ]
     assert res.data["diff"].splitlines()[2:] == [
-        "@@ -2,4 +2,4 @@", "     return 1", " ", " def g():", "-    return 2", "+    return 3"
+        "@@ -2,4 +2,4 @@",
+        "     return 1",
+        " ",
+        " def g():",
+        "-    return 2",
+        "+    return 3",
     ]
     assert "     5\t    return 3" in str(res.content)
     assert res.summary == "edited (+1 -1)"
@@ -382,7 +418,11 @@ def test_edit_non_unique_needs_replace_all(ctx: ToolContext, tmp_path: Path) -> 
     with pytest.raises(ToolError, match="Found 3 matches"):
         run(EditTool(), {"file_path": str(f), "old_string": "x = 1", "new_string": "x = 2"}, ctx)
     assert f.read_text() == "x = 1\nx = 1\nx = 1\n" and recorder(ctx).calls == []
-    res = run(EditTool(), {"file_path": str(f), "old_string": "x = 1", "new_string": "x = 2", "replace_all": True}, ctx)
+    res = run(
+        EditTool(),
+        {"file_path": str(f), "old_string": "x = 1", "new_string": "x = 2", "replace_all": True},
+        ctx,
+    )
     assert f.read_text() == "x = 2\nx = 2\nx = 2\n"
     assert res.data["replacements"] == 3 and res.summary == "replaced 3 occurrences (+3 -3)"
 
@@ -397,10 +437,20 @@ def test_edit_refusals(ctx: ToolContext, tmp_path: Path) -> None:
         ({"file_path": str(f), "old_string": "absent", "new_string": "x"}, "not found"),
         ({"file_path": str(f), "old_string": "hello", "new_string": "hello"}, "exactly the same"),
         ({"file_path": str(f), "old_string": "", "new_string": "x"}, "old_string is empty"),
-        ({"file_path": str(f), "old_string": "hello", "new_string": "x", "replace_all": "yes"}, "replace_all"),
+        (
+            {"file_path": str(f), "old_string": "hello", "new_string": "x", "replace_all": "yes"},
+            "replace_all",
+        ),
         ({"file_path": str(f), "old_string": "hello"}, "new_string"),
-        ({"file_path": str(tmp_path / "nope.txt"), "old_string": "a", "new_string": "b"}, "does not exist"),
+        (
+            {"file_path": str(tmp_path / "nope.txt"), "old_string": "a", "new_string": "b"},
+            "does not exist",
+        ),
         ({"file_path": str(tmp_path), "old_string": "a", "new_string": "b"}, "is a directory"),
+        (
+            {"file_path": str(tmp_path / "n.ipynb"), "old_string": "a", "new_string": "b"},
+            "NotebookEdit",
+        ),
     ]
     for input, fragment in cases:
         with pytest.raises(ToolError, match=fragment):
@@ -416,7 +466,11 @@ def test_edit_keeps_crlf_line_endings(ctx: ToolContext, tmp_path: Path) -> None:
     f = tmp_path / "win.txt"
     f.write_bytes(b"first\r\nsecond\r\nthird\r\n")
     read_then(ctx, f)
-    run(EditTool(), {"file_path": str(f), "old_string": "first\nsecond", "new_string": "one\ntwo\nthree"}, ctx)
+    run(
+        EditTool(),
+        {"file_path": str(f), "old_string": "first\nsecond", "new_string": "one\ntwo\nthree"},
+        ctx,
+    )
     assert f.read_bytes() == b"one\r\ntwo\r\nthree\r\nthird\r\n"
 
 

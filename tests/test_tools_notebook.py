@@ -33,11 +33,18 @@ CELL_ID = re.compile(r"^[a-zA-Z0-9-_]{1,64}$")
 
 def png_b64(width: int, height: int) -> str:
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     raw = b"".join(b"\x00" + b"\xff\xff\xff" * width for _ in range(height))
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
     return base64.b64encode(png).decode()
 
 
@@ -54,7 +61,9 @@ class FakeRecorder:
     def before_file_change(self, path: Path, new_content: bytes | None, tool: str) -> None:
         raise AssertionError("NotebookEdit records cell edits, not whole-file changes")
 
-    def before_cell_edit(self, path: Path, notebook_bytes: bytes, edit: CellEdit, new_notebook_bytes: bytes) -> None:
+    def before_cell_edit(
+        self, path: Path, notebook_bytes: bytes, edit: CellEdit, new_notebook_bytes: bytes
+    ) -> None:
         self.cell_edits.append(
             {
                 "path": path,
@@ -103,7 +112,11 @@ def make_notebook() -> Any:
         "language_info": {"name": "python"},
     }
     nb.cells = [
-        new_markdown_cell("# Title\n![dot](attachment:dot.png)", id="intro", attachments={"dot.png": {"image/png": PNG}}),
+        new_markdown_cell(
+            "# Title\n![dot](attachment:dot.png)",
+            id="intro",
+            attachments={"dot.png": {"image/png": PNG}},
+        ),
         new_code_cell(
             "print('hi')\n1 + 1",
             id="calc",
@@ -119,7 +132,9 @@ def make_notebook() -> Any:
             id="plot",
             execution_count=2,
             outputs=[
-                new_output("display_data", data={"image/png": PNG, "text/plain": "<Figure size 640x480>"}),
+                new_output(
+                    "display_data", data={"image/png": PNG, "text/plain": "<Figure size 640x480>"}
+                ),
                 new_output("display_data", data={"text/html": HTML, "text/plain": "   a\n0  1"}),
             ],
         ),
@@ -186,8 +201,14 @@ def read(ctx: ToolContext, path: Path, **input: Any) -> str:
 
 def test_read_renders_cells_and_compact_outputs(ctx: ToolContext, nb_path: Path) -> None:
     text = read(ctx, nb_path)
-    assert text.splitlines()[0] == "Jupyter notebook: 5 cells, nbformat 4.5, kernel Python 3, language python."
-    assert '<cell id="intro" cell_type="markdown">\n# Title\n![dot](attachment:dot.png)\n[attachments: dot.png (image/png)]\n</cell>' in text
+    assert (
+        text.splitlines()[0]
+        == "Jupyter notebook: 5 cells, nbformat 4.5, kernel Python 3, language python."
+    )
+    assert (
+        '<cell id="intro" cell_type="markdown">\n# Title\n![dot](attachment:dot.png)\n[attachments: dot.png (image/png)]\n</cell>'
+        in text
+    )
     assert (
         '<cell id="calc" cell_type="code" execution_count="1">\nprint(\'hi\')\n1 + 1\n'
         '<output type="stream" name="stdout">\nhi\n</output>\n'
@@ -213,16 +234,21 @@ def test_render_caps_output_and_collapses_progress_bars() -> None:
     nb = make_notebook()
     nb.cells[1].outputs = [
         new_output("stream", name="stderr", text="10%\r50%\r100%\n"),
-        new_output("stream", name="stdout", text="y" * 100_000),
+        new_output("stream", name="stdout", text="y" * 50 + "\n" + "z" * 100_000),
+        new_output("execute_result", data={"text/plain": "row\n" * 10_000}, execution_count=1),
     ]
     text = render_notebook(nb)
     assert '<output type="stream" name="stderr">\n100%\n</output>' in text
-    assert "characters cut" in text and "y" * 3001 not in text
+    assert "y" * 50 + "\n" + "z" * 2000 + "… [line truncated]" in text and "z" * 2001 not in text
+    assert "characters cut" in text and "row\n" * 800 not in text
 
 
 def test_render_merges_consecutive_stream_outputs() -> None:
     nb = make_notebook()
-    nb.cells[1].outputs = [new_output("stream", name="stdout", text="a\n"), new_output("stream", name="stdout", text="b\n")]
+    nb.cells[1].outputs = [
+        new_output("stream", name="stdout", text="a\n"),
+        new_output("stream", name="stdout", text="b\n"),
+    ]
     assert '<output type="stream" name="stdout">\na\nb\n</output>' in render_notebook(nb)
 
 
@@ -265,7 +291,9 @@ def test_edit_requires_a_read_first(ctx: ToolContext, nb_path: Path) -> None:
     assert nb_path.read_bytes() == original and recorded(ctx) == []
 
 
-def test_replace_code_cell_clears_outputs_and_keeps_the_rest(ctx: ToolContext, nb_path: Path) -> None:
+def test_replace_code_cell_clears_outputs_and_keeps_the_rest(
+    ctx: ToolContext, nb_path: Path
+) -> None:
     before = load(nb_path)
     original_bytes = nb_path.read_bytes()
     read(ctx, nb_path)
@@ -273,7 +301,9 @@ def test_replace_code_cell_clears_outputs_and_keeps_the_rest(ctx: ToolContext, n
     after = load(nb_path)
     cell = after.cells[1]
     assert cell.id == "calc" and cell.source == "print('bye')" and cell.cell_type == "code"
-    assert cell.outputs == [] and cell.execution_count is None and cell.metadata == {"tags": ["keep"]}
+    assert (
+        cell.outputs == [] and cell.execution_count is None and cell.metadata == {"tags": ["keep"]}
+    )
     assert_untouched(before, after, [(0, 0), (2, 2), (3, 3), (4, 4)])
     assert after.metadata == before.metadata
     (rec,) = recorded(ctx)
@@ -298,14 +328,26 @@ def test_replace_with_other_type_converts_the_cell(ctx: ToolContext, nb_path: Pa
     edit(ctx, nb_path, cell_id="intro", new_source="x = 1", cell_type="code")
     after = load(nb_path)
     md = after.cells[2]
-    assert md.cell_type == "markdown" and md.id == "plot" and "outputs" not in md and "execution_count" not in md
+    assert (
+        md.cell_type == "markdown"
+        and md.id == "plot"
+        and "outputs" not in md
+        and "execution_count" not in md
+    )
     code = after.cells[0]
-    assert code.cell_type == "code" and code.id == "intro" and code.outputs == [] and code.execution_count is None
+    assert (
+        code.cell_type == "code"
+        and code.id == "intro"
+        and code.outputs == []
+        and code.execution_count is None
+    )
     assert "attachments" not in code
     assert_untouched(before, after, [(1, 1), (3, 3), (4, 4)])
 
 
-def test_replace_markdown_keeps_attachments_and_raw_stays_raw(ctx: ToolContext, nb_path: Path) -> None:
+def test_replace_markdown_keeps_attachments_and_raw_stays_raw(
+    ctx: ToolContext, nb_path: Path
+) -> None:
     before = load(nb_path)
     read(ctx, nb_path)
     edit(ctx, nb_path, cell_id="intro", new_source="# New title\n![dot](attachment:dot.png)")
@@ -319,7 +361,14 @@ def test_replace_markdown_keeps_attachments_and_raw_stays_raw(ctx: ToolContext, 
 def test_insert_after_a_cell_and_at_the_start(ctx: ToolContext, nb_path: Path) -> None:
     before = load(nb_path)
     read(ctx, nb_path)
-    res = edit(ctx, nb_path, cell_id="plot", new_source="df.describe()", cell_type="code", edit_mode="insert")
+    res = edit(
+        ctx,
+        nb_path,
+        cell_id="plot",
+        new_source="df.describe()",
+        cell_type="code",
+        edit_mode="insert",
+    )
     after = load(nb_path)
     new = after.cells[3]
     assert new.source == "df.describe()" and new.cell_type == "code" and new.outputs == []
@@ -333,7 +382,9 @@ def test_insert_after_a_cell_and_at_the_start(ctx: ToolContext, nb_path: Path) -
 
     edit(ctx, nb_path, new_source="Intro text", cell_type="markdown", edit_mode="insert")
     first = load(nb_path).cells[0]
-    assert first.cell_type == "markdown" and first.source == "Intro text" and CELL_ID.match(first.id)
+    assert (
+        first.cell_type == "markdown" and first.source == "Intro text" and CELL_ID.match(first.id)
+    )
     assert recorded(ctx)[1]["edit"].prev_cell_id is None and recorded(ctx)[1]["edit"].index == 0
     assert len({c.id for c in load(nb_path).cells}) == 7
 
@@ -352,28 +403,64 @@ def test_delete_cell(ctx: ToolContext, nb_path: Path) -> None:
     assert [c.id for c in after.cells] == ["intro", "calc", "plot", "rawc"]
     assert_untouched(before, after, [(0, 0), (1, 1), (2, 2), (4, 3)])
     e = recorded(ctx)[0]["edit"]
-    assert (e.op, e.cell_id, e.index, e.prev_cell_id, e.after_cell) == ("delete", "boom", 3, "plot", None)
+    assert (e.op, e.cell_id, e.index, e.prev_cell_id, e.after_cell) == (
+        "delete",
+        "boom",
+        3,
+        "plot",
+        None,
+    )
     assert e.before_cell == json.loads(json.dumps(before.cells[3]))
     assert res.summary == "deleted cell boom"
 
 
-def test_edit_errors_leave_the_notebook_alone(ctx: ToolContext, nb_path: Path, tmp_path: Path) -> None:
+def test_edit_errors_leave_the_notebook_alone(
+    ctx: ToolContext, nb_path: Path, tmp_path: Path
+) -> None:
     read(ctx, nb_path)
     original = nb_path.read_bytes()
     (tmp_path / "notes.txt").write_text("x")
     (tmp_path / "bad.ipynb").write_text("not json")
     ctx.read_files[str(tmp_path / "bad.ipynb")] = (tmp_path / "bad.ipynb").stat().st_mtime_ns
     cases: list[tuple[dict[str, Any], str]] = [
-        ({"notebook_path": str(nb_path), "cell_id": "nope", "new_source": "x"}, "'nope' was not found"),
+        (
+            {"notebook_path": str(nb_path), "cell_id": "nope", "new_source": "x"},
+            "'nope' was not found",
+        ),
         ({"notebook_path": str(nb_path), "new_source": "x"}, "cell_id is required"),
-        ({"notebook_path": str(nb_path), "cell_id": "calc", "new_source": "x", "edit_mode": "move"}, "edit_mode"),
-        ({"notebook_path": str(nb_path), "cell_id": "calc", "new_source": "x", "cell_type": "raw"}, "cell_type"),
+        (
+            {
+                "notebook_path": str(nb_path),
+                "cell_id": "calc",
+                "new_source": "x",
+                "edit_mode": "move",
+            },
+            "edit_mode",
+        ),
+        (
+            {
+                "notebook_path": str(nb_path),
+                "cell_id": "calc",
+                "new_source": "x",
+                "cell_type": "raw",
+            },
+            "cell_type",
+        ),
         ({"notebook_path": str(nb_path), "cell_id": "calc"}, "new_source"),
         ({"notebook_path": str(nb_path), "cell_id": "calc", "new_source": ["x"]}, "new_source"),
         ({"notebook_path": str(nb_path), "cell_id": 3, "new_source": "x"}, "cell_id"),
-        ({"notebook_path": str(tmp_path / "notes.txt"), "cell_id": "a", "new_source": "x"}, "not a Jupyter notebook"),
-        ({"notebook_path": str(tmp_path / "missing.ipynb"), "cell_id": "a", "new_source": "x"}, "does not exist"),
-        ({"notebook_path": str(tmp_path / "bad.ipynb"), "cell_id": "a", "new_source": "x"}, "not a valid Jupyter notebook"),
+        (
+            {"notebook_path": str(tmp_path / "notes.txt"), "cell_id": "a", "new_source": "x"},
+            "not a Jupyter notebook",
+        ),
+        (
+            {"notebook_path": str(tmp_path / "missing.ipynb"), "cell_id": "a", "new_source": "x"},
+            "does not exist",
+        ),
+        (
+            {"notebook_path": str(tmp_path / "bad.ipynb"), "cell_id": "a", "new_source": "x"},
+            "not a valid Jupyter notebook",
+        ),
         ({"new_source": "x"}, "notebook_path"),
     ]
     for input, fragment in cases:
@@ -393,7 +480,9 @@ def test_edit_refuses_notebook_changed_since_read(ctx: ToolContext, nb_path: Pat
     assert load(nb_path).cells[0].source == "# Changed by a person"
 
 
-def test_old_notebook_is_edited_by_position_without_adding_ids(ctx: ToolContext, tmp_path: Path) -> None:
+def test_old_notebook_is_edited_by_position_without_adding_ids(
+    ctx: ToolContext, tmp_path: Path
+) -> None:
     path = old_notebook(tmp_path)
     before = load(path)
     read(ctx, path)
@@ -402,12 +491,22 @@ def test_old_notebook_is_edited_by_position_without_adding_ids(ctx: ToolContext,
     res = edit(ctx, path, cell_id="cell-3", edit_mode="delete")  # 'plot' after the insert
     after = load(path)
     assert after.nbformat_minor == 4 and all("id" not in c for c in after.cells)
-    assert [c.source for c in after.cells] == [before.cells[0].source, "z = 3", "y = 2", "1/0", "raw text"]
+    assert [c.source for c in after.cells] == [
+        before.cells[0].source,
+        "z = 3",
+        "y = 2",
+        "1/0",
+        "raw text",
+    ]
     assert after.cells[2].outputs == [] and after.cells[2].execution_count is None
     assert_untouched(before, after, [(0, 0), (3, 3), (4, 4)])
     assert "shifted" in str(res.content)
     inserted = recorded(ctx)[1]["edit"]
-    assert inserted.cell_id == "cell-1" and inserted.prev_cell_id == "cell-0" and "id" not in inserted.after_cell
+    assert (
+        inserted.cell_id == "cell-1"
+        and inserted.prev_cell_id == "cell-0"
+        and "id" not in inserted.after_cell
+    )
 
 
 def test_already_invalid_notebook_can_still_be_edited(ctx: ToolContext, tmp_path: Path) -> None:
@@ -419,7 +518,13 @@ def test_already_invalid_notebook_can_still_be_edited(ctx: ToolContext, tmp_path
     res = edit(ctx, path, cell_id="plot", new_source="fixed")
     assert "already not valid" in str(res.content)
     written = json.loads(path.read_text(encoding="utf-8"))
-    assert [c["id"] for c in written["cells"]] == ["intro", "calc", "plot", "boom", "calc"]  # ids never regenerated
+    assert [c["id"] for c in written["cells"]] == [
+        "intro",
+        "calc",
+        "plot",
+        "boom",
+        "calc",
+    ]  # ids never regenerated
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -463,8 +568,8 @@ def test_open_notebook_is_edited_through_the_bridge(ctx: ToolContext, nb_path: P
     assert applied.after_cell["source"] == "print('live')" and applied.after_cell["outputs"] == []
     (rec,) = recorded(ctx)
     assert rec["edit"] == applied
-    assert json.loads(rec["old"])["cells"][0]["source"] == "# Unsaved title"
-    assert json.loads(rec["new"])["cells"][1]["source"] == "print('live')"
+    assert nbformat.reads(rec["old"].decode(), as_version=4).cells[0].source == "# Unsaved title"
+    assert nbformat.reads(rec["new"].decode(), as_version=4).cells[1].source == "print('live')"
     assert res.data["applied_to"] == "editor"
 
 
@@ -478,7 +583,9 @@ def test_bridge_refusal_falls_back_to_the_file(ctx: ToolContext, nb_path: Path) 
     assert res.data["applied_to"] == "file"
 
 
-def test_bridge_for_other_notebooks_is_not_used(ctx: ToolContext, nb_path: Path, tmp_path: Path) -> None:
+def test_bridge_for_other_notebooks_is_not_used(
+    ctx: ToolContext, nb_path: Path, tmp_path: Path
+) -> None:
     bridge = FakeBridge(tmp_path / "other.ipynb", {})
     ctx.notebook_bridge = bridge
     read(ctx, nb_path)

@@ -1,4 +1,4 @@
-"""Test without an API key: a fake Anthropic Messages API server and scripted replies.
+"""Test without an API key: fake model API servers and scripted replies.
 
 In the spirit of ``httpx.MockTransport`` and moto: start a real HTTP server on
 127.0.0.1 that streams Server-Sent Events exactly like the Messages API, script
@@ -10,6 +10,9 @@ what it answers, and point ``ANTHROPIC_BASE_URL`` at it::
         server.on_prompt("hello", text("Hi there!"))
         ...  # run %%agent cells, agent_magic.query(...), or any Anthropic client
 
+:class:`FakeOpenAIServer` serves the same scripts as an OpenAI-compatible
+chat-completions API (``OPENAI_BASE_URL``), for the ``openai`` provider.
+
 Run one from the command line (prints its URL)::
 
     python -m agent_magic.testing --port 0 [--script walkthrough]
@@ -17,6 +20,7 @@ Run one from the command line (prints its URL)::
 
 from __future__ import annotations
 
+from ._openai_server import FakeOpenAIServer
 from ._replies import (
     Reply,
     error,
@@ -37,6 +41,7 @@ from ._server import FakeAnthropicServer, RecordedRequest, last_prompt, steps_si
 
 __all__ = [
     "FakeAnthropicServer",
+    "FakeOpenAIServer",
     "RecordedRequest",
     "Reply",
     "error",

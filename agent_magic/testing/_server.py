@@ -14,6 +14,10 @@ chunked transfer encoding. Replies come from, in order:
 3. a fallback that says no reply was scripted.
 
 Every request is recorded (API keys redacted) for assertions.
+
+The scripting, recording and HTTP plumbing live in ``_ScriptedServer`` and
+``_ScriptedHandler``, shared with the fake OpenAI-compatible server in
+``_openai_server.py``; only the wire format differs.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from ._replies import Reply, text
 
@@ -131,11 +135,28 @@ def _estimate_tokens(s: str) -> int:
     return max(1, len(s) // 4)
 
 
-class _Handler(BaseHTTPRequestHandler):
+def reply_usage(body: dict[str, Any], reply: Reply) -> tuple[int, int]:
+    """Input and output token counts for ``reply``: as scripted, else estimated from the text."""
+    given = reply.get("usage") or {}
+    out_chars = sum(len(b.get("text", "")) + len(json.dumps(b.get("input", b.get("raw_json", "")))) for b in reply["blocks"])
+    inp = given.get("input_tokens", _estimate_tokens(json.dumps(body.get("messages", [])) + str(body.get("system", ""))))
+    out = given.get("output_tokens", _estimate_tokens("x" * out_chars))
+    return int(inp), int(out)
+
+
+#: Statuses the official clients retry; the fake answers them with a short ``retry-after-ms``.
+RETRIED_STATUSES = (408, 409, 429, 500, 502, 503, 504, 529)
+
+
+class _ScriptedHandler(BaseHTTPRequestHandler):
+    """HTTP plumbing and reply picking shared by the fake servers."""
+
     protocol_version = "HTTP/1.1"
-    server_version = "fake-anthropic/1"
     sys_version = ""
+    request_id_header = "request-id"
+    record_cls: ClassVar[type[RecordedRequest]] = RecordedRequest
     state: _State  # set on the subclass made per server
+    owner: Any  # the server object, set on the subclass made per server
 
     def log_message(self, format: str, *args: Any) -> None:
         return None
@@ -145,12 +166,23 @@ class _Handler(BaseHTTPRequestHandler):
         n = int(self.headers.get("content-length") or 0)
         return self.rfile.read(n) if n else b""
 
+    def _read_request(self) -> tuple[RecordedRequest, Any]:
+        """Read a POST body; return its record (keys redacted) and the parsed JSON (None if not JSON)."""
+        raw_body = self._read_body()
+        try:
+            body = json.loads(raw_body) if raw_body else {}
+        except ValueError:
+            body = None
+        headers = {k.lower(): ("<redacted>" if k.lower() in _REDACT else v) for k, v in self.headers.items()}
+        rec = self.record_cls(self.command, self.path, headers, body if isinstance(body, dict) else None, time.time())
+        return rec, body
+
     def _send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(obj).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(data)))
-        self.send_header("request-id", f"req_fake_{int(time.time() * 1000)}")
+        self.send_header(self.request_id_header, f"req_fake_{int(time.time() * 1000)}")
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
@@ -161,20 +193,92 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
 
-    def _event(self, name: str, payload: dict[str, Any]) -> None:
-        self._chunk(f"event: {name}\ndata: {json.dumps(payload)}\n\n".encode())
-
     def _start_stream(self) -> None:
         self.send_response(200)
         self.send_header("content-type", "text/event-stream; charset=utf-8")
         self.send_header("cache-control", "no-cache")
         self.send_header("transfer-encoding", "chunked")
-        self.send_header("request-id", f"req_fake_{int(time.time() * 1000)}")
+        self.send_header(self.request_id_header, f"req_fake_{int(time.time() * 1000)}")
         self.end_headers()
 
     def _end_stream(self) -> None:
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
+
+    def _cut_connection(self) -> None:
+        """Close the socket mid-response, as a dropped connection does."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _error_headers(self, reply: Reply) -> dict[str, str]:
+        headers = dict(reply.get("headers") or {})
+        if reply["status"] in RETRIED_STATUSES and not any(k.lower().startswith("retry-after") for k in headers):
+            # The clients honour retry-after-ms; keep scripted backoff short.
+            headers["retry-after-ms"] = "20"
+        return headers
+
+    def _serve_common(self, reply: Reply) -> bool:
+        """Serve the reply kinds whose wire form is the same for every API; False if not one."""
+        kind = reply["kind"]
+        if kind == "raw":
+            data = reply["body"].encode()
+            self.send_response(reply["status"])
+            self.send_header("content-type", reply["content_type"])
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            self.wfile.flush()
+            return True
+        if kind == "hang":
+            time.sleep(reply["seconds"])
+            self.close_connection = True
+            return True
+        return False
+
+    def _record(self, rec: RecordedRequest, kind: str) -> None:
+        rec.reply_kind = kind
+        with self.state.cond:
+            self.state.requests.append(rec)
+            self.state.cond.notify_all()
+
+    # -- scripting --------------------------------------------------------
+    def _prompt_of(self, body: dict[str, Any]) -> str:
+        return last_prompt(body)
+
+    def _step_of(self, body: dict[str, Any]) -> int:
+        return steps_since_prompt(body)
+
+    def _pick(self, body: dict[str, Any]) -> Reply:
+        st = self.state
+        with st.lock:
+            item = st.queue.popleft() if st.queue else None
+            rules = list(st.rules)
+            default = st.default
+        if item is None:
+            prompt = self._prompt_of(body)
+            step = self._step_of(body)
+            for rule in rules:
+                if rule.matches(prompt):
+                    if step < len(rule.steps):
+                        item = rule.steps[step]
+                    else:
+                        item = rule.after or text("Done.")
+                    break
+        if item is None:
+            item = default or text(f"[scripted] No reply is scripted for this prompt: {self._prompt_of(body)[:120]!r}")
+        if callable(item):
+            item = item(body)
+        if not isinstance(item, dict) or "kind" not in item:
+            raise TypeError(f"A scripted reply must be a reply dict, got {item!r}")
+        return item
+
+
+class _AnthropicHandler(_ScriptedHandler):
+    server_version = "fake-anthropic/1"
+
+    def _event(self, name: str, payload: dict[str, Any]) -> None:
+        self._chunk(f"event: {name}\ndata: {json.dumps(payload)}\n\n".encode())
 
     # -- routes --------------------------------------------------------
     def do_GET(self) -> None:
@@ -191,13 +295,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def do_POST(self) -> None:
-        raw_body = self._read_body()
-        try:
-            body = json.loads(raw_body) if raw_body else {}
-        except ValueError:
-            body = None
-        headers = {k.lower(): ("<redacted>" if k.lower() in _REDACT else v) for k, v in self.headers.items()}
-        rec = RecordedRequest(self.command, self.path, headers, body if isinstance(body, dict) else None, time.time())
+        rec, body = self._read_request()
         path = self.path.split("?", 1)[0].rstrip("/")
         if path.endswith("/v1/messages/count_tokens"):
             self._record(rec, "count_tokens")
@@ -218,63 +316,16 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass
 
-    def _record(self, rec: RecordedRequest, kind: str) -> None:
-        rec.reply_kind = kind
-        with self.state.cond:
-            self.state.requests.append(rec)
-            self.state.cond.notify_all()
-
-    def _pick(self, body: dict[str, Any]) -> Reply:
-        st = self.state
-        with st.lock:
-            item = st.queue.popleft() if st.queue else None
-            rules = list(st.rules)
-            default = st.default
-        if item is None:
-            prompt = last_prompt(body)
-            step = steps_since_prompt(body)
-            for rule in rules:
-                if rule.matches(prompt):
-                    if step < len(rule.steps):
-                        item = rule.steps[step]
-                    else:
-                        item = rule.after or text("Done.")
-                    break
-        if item is None:
-            item = default or text(f"[scripted] No reply is scripted for this prompt: {last_prompt(body)[:120]!r}")
-        if callable(item):
-            item = item(body)
-        if not isinstance(item, dict) or "kind" not in item:
-            raise TypeError(f"A scripted reply must be a reply dict, got {item!r}")
-        return item
-
     def _serve(self, reply: Reply, body: dict[str, Any]) -> None:
         kind = reply["kind"]
         if kind == "error":
-            headers = dict(reply.get("headers") or {})
-            if reply["status"] in (408, 409, 429, 500, 502, 503, 504, 529) and not any(
-                k.lower().startswith("retry-after") for k in headers
-            ):
-                # The client honours retry-after-ms; keep scripted backoff short.
-                headers["retry-after-ms"] = "20"
             self._send_json(
                 reply["status"],
                 {"type": "error", "error": {"type": reply["error_type"], "message": reply["message"]}},
-                headers,
+                self._error_headers(reply),
             )
             return
-        if kind == "raw":
-            data = reply["body"].encode()
-            self.send_response(reply["status"])
-            self.send_header("content-type", reply["content_type"])
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-            self.wfile.flush()
-            return
-        if kind == "hang":
-            time.sleep(reply["seconds"])
-            self.close_connection = True
+        if self._serve_common(reply):
             return
         if kind == "stream_error":
             self._start_stream()
@@ -289,9 +340,7 @@ class _Handler(BaseHTTPRequestHandler):
             events = list(self._message_events(body, {"blocks": reply["blocks"], "stop_reason": "end_turn", "chunk_size": 8}))
             for name, payload in events[: reply["after"]]:
                 self._event(name, payload)
-            self.close_connection = True
-            with contextlib.suppress(OSError):
-                self.connection.shutdown(socket.SHUT_RDWR)
+            self._cut_connection()
             return
         if kind != "message":
             raise ValueError(f"Unknown reply kind {kind!r}")
@@ -309,15 +358,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._end_stream()
 
     # -- message building ------------------------------------------------
-    def _usage(self, body: dict[str, Any], reply: Reply) -> tuple[int, int]:
-        given = reply.get("usage") or {}
-        out_chars = sum(len(b.get("text", "")) + len(json.dumps(b.get("input", b.get("raw_json", "")))) for b in reply["blocks"])
-        inp = given.get("input_tokens", _estimate_tokens(json.dumps(body.get("messages", [])) + str(body.get("system", ""))))
-        out = given.get("output_tokens", _estimate_tokens("x" * out_chars))
-        return int(inp), int(out)
-
     def _message_json(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
-        inp, out = self._usage(body, reply)
+        inp, out = reply_usage(body, reply)
         content = []
         for b in reply["blocks"]:
             if "raw_json" in b:
@@ -335,7 +377,7 @@ class _Handler(BaseHTTPRequestHandler):
         }
 
     def _message_events(self, body: dict[str, Any], reply: Reply) -> Iterator[tuple[str, dict[str, Any]]]:
-        inp, out = self._usage(body, reply)
+        inp, out = reply_usage(body, reply)
         size = int(reply.get("chunk_size") or 24)
         yield "message_start", {
             "type": "message_start",
@@ -391,21 +433,19 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
-class FakeAnthropicServer:
-    """A scripted Messages API server on 127.0.0.1 (port 0 picks a free port).
+_S = TypeVar("_S", bound="_ScriptedServer")
 
-    Use as a context manager, or call :meth:`start` and :meth:`stop`::
 
-        with FakeAnthropicServer() as server:
-            server.add(tool_use("Write", {"file_path": "a.txt", "content": "hi"}), text("Done."))
-            with server.environ():
-                ...  # ANTHROPIC_BASE_URL and ANTHROPIC_API_KEY point here
-            assert server.requests[0].body["model"]
-    """
+class _ScriptedServer:
+    """What every fake server shares: lifecycle, scripting and recorded requests."""
+
+    _handler_cls: ClassVar[type[_ScriptedHandler]]
+    _thread_name: ClassVar[str] = "fake-api"
+    _not_message_kinds: ClassVar[frozenset[str]] = frozenset({"count_tokens", "not_found", "invalid"})
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._state = _State()
-        handler = type("Handler", (_Handler,), {"state": self._state})
+        handler = type("Handler", (self._handler_cls,), {"state": self._state, "owner": self})
         self._httpd = _Server((host, port), handler)
         self._thread: threading.Thread | None = None
 
@@ -421,9 +461,9 @@ class FakeAnthropicServer:
     def port(self) -> int:
         return int(self._httpd.server_address[1])
 
-    def start(self) -> FakeAnthropicServer:
+    def start(self: _S) -> _S:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-anthropic", daemon=True)
+            self._thread = threading.Thread(target=self._httpd.serve_forever, name=self._thread_name, daemon=True)
             self._thread.start()
         return self
 
@@ -434,25 +474,25 @@ class FakeAnthropicServer:
             self._thread = None
         self._httpd.server_close()
 
-    def __enter__(self) -> FakeAnthropicServer:
+    def __enter__(self: _S) -> _S:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # -- scripting -----------------------------------------------------------
-    def add(self, *replies: Reply | Responder) -> FakeAnthropicServer:
+    def add(self: _S, *replies: Reply | Responder) -> _S:
         """Queue replies, one per request, in order (they take precedence over rules)."""
         with self._state.lock:
             self._state.queue.extend(replies)
         return self
 
     def on_prompt(
-        self,
+        self: _S,
         match: str | re.Pattern[str] | Callable[[str], bool],
         *steps: Reply | Responder,
         after: Reply | None = None,
-    ) -> FakeAnthropicServer:
+    ) -> _S:
         """Answer prompts matching ``match`` (substring, case-insensitive; regex; or predicate).
 
         ``steps[k]`` answers the request that follows ``k`` assistant messages
@@ -492,8 +532,8 @@ class FakeAnthropicServer:
 
     @property
     def message_requests(self) -> list[RecordedRequest]:
-        """Only the ``POST /v1/messages`` requests."""
-        return [r for r in self.requests if r.reply_kind not in ("count_tokens", "not_found", "invalid")]
+        """Only the requests for a model response (``POST /v1/messages`` here)."""
+        return [r for r in self.requests if r.reply_kind not in self._not_message_kinds]
 
     def wait_for_requests(self, n: int, timeout: float = 10.0) -> list[RecordedRequest]:
         """Block until at least ``n`` requests arrived (TimeoutError otherwise)."""
@@ -506,14 +546,14 @@ class FakeAnthropicServer:
                 self._state.cond.wait(left)
             return list(self._state.requests)
 
-    def env(self, api_key: str = "sk-ant-test-fake-key") -> dict[str, str]:
-        """Environment variables that point the ``anthropic`` client here."""
-        return {"ANTHROPIC_BASE_URL": self.url, "ANTHROPIC_API_KEY": api_key}
+    def env(self, api_key: str = "") -> dict[str, str]:
+        """Environment variables that point the API's official client here."""
+        raise NotImplementedError
 
     @contextlib.contextmanager
-    def environ(self, api_key: str = "sk-ant-test-fake-key") -> Iterator[dict[str, str]]:
+    def environ(self, api_key: str | None = None) -> Iterator[dict[str, str]]:
         """Set :meth:`env` in ``os.environ`` for the duration of the block."""
-        new = self.env(api_key)
+        new = self.env() if api_key is None else self.env(api_key)
         old = {k: os.environ.get(k) for k in new}
         os.environ.update(new)
         try:
@@ -524,3 +564,23 @@ class FakeAnthropicServer:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+
+
+class FakeAnthropicServer(_ScriptedServer):
+    """A scripted Messages API server on 127.0.0.1 (port 0 picks a free port).
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`::
+
+        with FakeAnthropicServer() as server:
+            server.add(tool_use("Write", {"file_path": "a.txt", "content": "hi"}), text("Done."))
+            with server.environ():
+                ...  # ANTHROPIC_BASE_URL and ANTHROPIC_API_KEY point here
+            assert server.requests[0].body["model"]
+    """
+
+    _handler_cls = _AnthropicHandler
+    _thread_name = "fake-anthropic"
+
+    def env(self, api_key: str = "sk-ant-test-fake-key") -> dict[str, str]:
+        """Environment variables that point the ``anthropic`` client here."""
+        return {"ANTHROPIC_BASE_URL": self.url, "ANTHROPIC_API_KEY": api_key}

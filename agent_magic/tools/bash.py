@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -142,8 +143,31 @@ def _signal_group(pgid: int, sig: int) -> bool:
     return True
 
 
-def _group_exists(pgid: int) -> bool:
-    return _signal_group(pgid, 0)
+_PROC = Path("/proc")
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while a process of the group is still running.
+
+    Killed children that were orphaned stay zombies until init reaps them, and
+    ``killpg(pgid, 0)`` still finds zombies; on Linux, /proc tells them apart.
+    """
+    if not _signal_group(pgid, 0):
+        return False
+    if not _PROC.is_dir():
+        return True
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Fields after "pid (comm) ": state ppid pgrp ...; comm may contain spaces and parentheses.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 async def _kill_group(proc: anyio.abc.Process, pgid: int) -> None:
@@ -154,7 +178,7 @@ async def _kill_group(proc: anyio.abc.Process, pgid: int) -> None:
         with anyio.move_on_after(KILL_GRACE_SECONDS):
             await proc.wait()
             # Nothing signals when the last member of a group exits; poll for it.
-            while _group_exists(pgid):  # noqa: ASYNC110
+            while _group_alive(pgid):  # noqa: ASYNC110
                 await anyio.sleep(0.02)
             return
         _signal_group(pgid, signal.SIGKILL)
@@ -328,9 +352,9 @@ class BashTool(Tool):
             await _kill_group(proc, pgid)
             raise
         finally:
-            with anyio.CancelScope(shield=True):
-                if proc.stdout is not None:
-                    await proc.stdout.aclose()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(1):
+                # Closes the pipe (background children keep running) and the transport.
+                await proc.aclose()
         returncode = proc.returncode
         if returncode is None:  # only if the shell survived SIGKILL's wait
             returncode = -signal.SIGKILL

@@ -790,6 +790,8 @@ class EditTool(Tool):
         if old == new:
             raise ToolError("No changes to make: old_string and new_string are exactly the same.")
 
+        if path.suffix.lower() == ".ipynb":
+            raise ToolError(f"{path} is a Jupyter notebook. Use NotebookEdit to change its cells.")
         st = _stat_existing(path)
         if st is None:
             raise ToolError(f"File does not exist: {path}. Use Write to create a new file.")

@@ -65,7 +65,6 @@ MAX_TRACEBACK_LINES = 15
 
 _PSEUDO_ID = re.compile(r"cell-(\d+)")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
-_OVERWRITTEN = re.compile(r"[^\n]*\r(?!\n)")
 _IMAGE_MIMES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 
 
@@ -332,6 +331,14 @@ def _strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
 
 
+def _collapse_carriage_returns(text: str) -> str:
+    """What a terminal would show of progress bars: each line's text after its last carriage return."""
+    if "\r" not in text:
+        return text
+    lines = text.replace("\r\n", "\n").split("\n")
+    return "\n".join(line.rstrip("\r").rsplit("\r", 1)[-1] for line in lines)
+
+
 def _b64_image_info(mime: str, value: Any) -> tuple[int | None, int | None]:
     encoded = _text(value)
     # JPEG size markers may sit after EXIF data anywhere in the header; PNG/GIF/WebP sizes are near the start.
@@ -386,7 +393,7 @@ def _render_output(out: Mapping[str, Any]) -> str:
     attr = html.escape(str(kind), quote=True)
     if kind == "stream":
         name = html.escape(str(out.get("name", "stdout")), quote=True)
-        text = _OVERWRITTEN.sub("", _strip_ansi(_text(out.get("text"))))
+        text = _collapse_carriage_returns(_strip_ansi(_text(out.get("text"))))
         return f'<output type="stream" name="{name}">\n{_cap(text.rstrip(chr(10)))}\n</output>'
     if kind == "error":
         head = f"{out.get('ename', 'Error')}: {out.get('evalue', '')}"

@@ -1,0 +1,355 @@
+"""Rendering a turn into a cell: one display region, updated in place, coalesced.
+
+The region is a raw mime bundle: ``text/markdown`` (what JupyterLab shows),
+``text/plain`` (terminals, nbconvert) and ``application/vnd.agent-magic.turn+json``
+(provenance: session, turn, checkpoint, cost — so a saved notebook knows which
+session and turn each cell belongs to, and the session bar can be rebuilt).
+Updates are throttled by size so a 20,000-token answer streams smoothly
+without flooding the front end.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .._messages import (
+    AssistantMessage,
+    Message,
+    ResultMessage,
+    StreamEvent,
+    SystemMessage,
+    TextBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+    UserMessage,
+)
+
+TURN_MIME = "application/vnd.agent-magic.turn+json"
+PROVENANCE_VERSION = 1
+
+
+def _tick(s: str) -> str:
+    """Inline code that survives backticks in the text."""
+    s = " ".join(s.split())
+    fence = "``" if "`" in s else "`"
+    pad = " " if s.startswith("`") or s.endswith("`") else ""
+    return f"{fence}{pad}{s}{pad}{fence}"
+
+
+def _target(name: str, inp: dict[str, Any]) -> str:
+    for key in ("file_path", "notebook_path", "command", "pattern", "code", "path"):
+        v = inp.get(key)
+        if isinstance(v, str) and v.strip():
+            first = v.strip().splitlines()[0]
+            extra = ""
+            if key == "notebook_path" and inp.get("cell_id"):
+                extra = f" #{inp['cell_id']}"
+            if key == "notebook_path" and inp.get("edit_mode") in ("insert", "delete"):
+                extra += f" ({inp['edit_mode']})"
+            return (first[:100] + ("…" if len(first) > 100 else "")) + extra
+    return ""
+
+
+@dataclass
+class _ToolCall:
+    id: str
+    name: str
+    target: str
+    status: str = "running"  # running | ok | error
+    summary: str | None = None
+    details: str | None = None
+    details_lang: str = ""
+
+
+@dataclass
+class _Segment:
+    kind: str  # "text" | "tool" | "note"
+    text: str = ""
+    tool: _ToolCall | None = None
+
+
+@dataclass
+class TurnView:
+    """The state of one turn's output and how to render it.
+
+    Parameters
+    ----------
+    rich
+        Render Markdown into a display region (notebooks); False prints plain text (terminals).
+    quiet
+        Show only the final answer and the closing line.
+    publish
+        ``publish(bundle, first)``: show or update the region (injected for tests).
+    """
+
+    rich: bool = True
+    quiet: bool = False
+    publish: Callable[[dict[str, Any], bool], None] | None = None
+    min_interval: float = 0.05
+    segments: list[_Segment] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    footer: str = ""
+    _tools: dict[str, _ToolCall] = field(default_factory=dict)
+    _live_text: list[str] = field(default_factory=list)
+    _dirty: bool = False
+    _last_flush: float = 0.0
+    _shown: bool = False
+    updates: int = 0
+    bytes_sent: int = 0
+    _plain_printed: int = 0
+
+    # -- input ---------------------------------------------------------
+    def on_message(self, msg: Message) -> None:
+        if isinstance(msg, SystemMessage):
+            if msg.subtype == "init":
+                self.provenance.update(
+                    version=PROVENANCE_VERSION,
+                    session_id=msg.data.get("session_id"),
+                    turn=msg.data.get("turn"),
+                    model=msg.data.get("model"),
+                    status="running",
+                    forked_from=msg.data.get("forked_from"),
+                )
+            elif msg.subtype in ("hook_error", "hook", "warning"):
+                self._note(f"⚠ {msg.data.get('message', '')}")
+            elif msg.subtype == "checkpoint":
+                self.provenance["changes"] = {"files": msg.data.get("files", []), "cells": msg.data.get("cells", [])}
+        elif isinstance(msg, StreamEvent):
+            delta = msg.text_delta
+            if delta:
+                if not self.segments or self.segments[-1].kind != "text" or not self._live_text:
+                    self.segments.append(_Segment("text"))
+                    self._live_text = [""]
+                self.segments[-1].text += delta
+                self._print_plain_delta(delta)
+                self._dirty = True
+        elif isinstance(msg, AssistantMessage):
+            # The complete message replaces what streamed (and covers providers that do not stream).
+            if self._live_text and self.segments and self.segments[-1].kind == "text":
+                self.segments.pop()
+                self._live_text = []
+                self._plain_printed_reset()
+            text = "".join(b.text for b in msg.content if isinstance(b, TextBlock))
+            if text.strip():
+                self.segments.append(_Segment("text", text))
+                self._print_plain_block(text)
+            for b in msg.content:
+                if isinstance(b, ToolUseBlock):
+                    call = _ToolCall(b.id, b.name, _target(b.name, b.input))
+                    self._tools[b.id] = call
+                    self.segments.append(_Segment("tool", tool=call))
+                    self._print_plain_tool(call)
+            self._dirty = True
+        elif isinstance(msg, UserMessage) and not msg.is_prompt:
+            meta = msg.tool_use_result or {}
+            for b in msg.content if isinstance(msg.content, list) else []:
+                if isinstance(b, ToolResultBlock):
+                    call = self._tools.get(b.tool_use_id)
+                    if call is None:
+                        continue
+                    call.status = "error" if b.is_error else "ok"
+                    call.summary = meta.get("summary") or (b.text.strip().splitlines()[0][:120] if b.text.strip() else None)
+                    data = meta.get("data") or {}
+                    if isinstance(data.get("diff"), str) and data["diff"]:
+                        call.details, call.details_lang = data["diff"], "diff"
+                    elif b.text:
+                        call.details = b.text
+                    self._print_plain_result(call)
+            self._dirty = True
+        elif isinstance(msg, ResultMessage):
+            self.finish(msg)
+
+    def _note(self, text: str) -> None:
+        self.segments.append(_Segment("note", text))
+        self._dirty = True
+        if not self.rich:
+            print(text, flush=True)
+
+    # -- results -----------------------------------------------------------
+    def finish(self, result: ResultMessage) -> None:
+        tokens = result.usage or {}
+        self.provenance.update(
+            session_id=result.session_id,
+            checkpoint_id=result.checkpoint_id,
+            status=result.subtype,
+            cost_usd=result.total_cost_usd,
+            input_tokens=tokens.get("input_tokens"),
+            output_tokens=tokens.get("output_tokens"),
+            duration_ms=result.duration_ms,
+        )
+        if result.is_error and result.result and result.subtype != "interrupted":
+            self._note(f"**{_label(result.subtype)}:** {result.result}")
+        elif result.subtype == "interrupted":
+            self._note("**Interrupted.** The session is intact; run another `%%agent` cell to continue.")
+        self.footer = self._footer()
+        self._dirty = True
+        if not self.rich:
+            if self.quiet:
+                texts = [s.text for s in self.segments if s.kind == "text"]
+                if texts:
+                    print(texts[-1].strip("\n"), flush=True)
+            print(self._plain_footer(), flush=True)
+
+    def _footer(self) -> str:
+        p = self.provenance
+        sid = str(p.get("session_id") or "")
+        cp = str(p.get("checkpoint_id") or "")
+        bits = [f"session `{sid[:8]}`", f"turn {p.get('turn', '?')}"]
+        if cp:
+            bits.append(f"checkpoint `{cp[:8]}`")
+        if p.get("input_tokens") is not None:
+            bits.append(f"{p['input_tokens']:,} in / {p.get('output_tokens') or 0:,} out tokens")
+        cost = p.get("cost_usd")
+        bits.append("cost unknown" if cost is None else f"${cost:.4f}")
+        if p.get("forked_from"):
+            bits.append(f"fork of `{str(p['forked_from'])[:8]}`")
+        return " · ".join(bits) + f" · resume with `%agent resume {sid[:8]}`"
+
+    def _plain_footer(self) -> str:
+        return "-- " + self._footer().replace("`", "")
+
+    # -- rendering -----------------------------------------------------------
+    def markdown(self) -> str:
+        parts: list[str] = []
+        segments = self.segments
+        if self.quiet:
+            texts = [s for s in segments if s.kind == "text"]
+            segments = [texts[-1]] if texts else []
+            segments += [s for s in self.segments if s.kind == "note"]
+        for s in segments:
+            if s.kind == "text":
+                parts.append(s.text.strip("\n"))
+            elif s.kind == "note":
+                parts.append(s.text)
+            elif s.tool is not None:
+                parts.append(_tool_markdown(s.tool))
+        if self.footer:
+            parts.append(f"<sub>{self.footer}</sub>")
+        elif not parts:
+            parts.append("*Working…*")
+        return "\n\n".join(parts)
+
+    def plain(self) -> str:
+        out: list[str] = []
+        for s in self.segments:
+            if s.kind in ("text", "note"):
+                out.append(s.text.strip("\n"))
+            elif s.tool is not None:
+                out.append(_tool_plain(s.tool))
+        if self.footer:
+            out.append(self._plain_footer())
+        return "\n\n".join(out)
+
+    def bundle(self) -> dict[str, Any]:
+        return {"text/markdown": self.markdown(), "text/plain": self.plain(), TURN_MIME: dict(self.provenance)}
+
+    def interval(self) -> float:
+        size = sum(len(s.text) + (len(s.tool.details or "") if s.tool else 0) for s in self.segments)
+        return min(1.0, self.min_interval + size / 400_000)
+
+    def flush(self, force: bool = False) -> None:
+        if not self.rich or self.publish is None:
+            return
+        if not self._dirty and self._shown:
+            return
+        now = time.monotonic()
+        if not force and self._shown and now - self._last_flush < self.interval():
+            return
+        bundle = self.bundle()
+        self.publish(bundle, not self._shown)
+        self._shown = True
+        self._dirty = False
+        self._last_flush = now
+        self.updates += 1
+        self.bytes_sent += len(json.dumps(bundle))
+
+    # -- plain text (terminal IPython) ----------------------------------------
+    def _print_plain_delta(self, delta: str) -> None:
+        if not self.rich and not self.quiet:
+            sys.stdout.write(delta)
+            sys.stdout.flush()
+            self._plain_printed += len(delta)
+
+    def _plain_printed_reset(self) -> None:
+        if not self.rich and self._plain_printed:
+            sys.stdout.write("\n")
+        self._plain_printed = -1  # the complete text was already shown as it streamed
+
+    def _print_plain_block(self, text: str) -> None:
+        if self.rich:
+            return
+        if self._plain_printed == -1:
+            self._plain_printed = 0
+            return
+        if not self.quiet:
+            print(text, flush=True)
+
+    def _print_plain_tool(self, call: _ToolCall) -> None:
+        if not self.rich and not self.quiet:
+            print(f"> {call.name} {call.target}", flush=True)
+
+    def _print_plain_result(self, call: _ToolCall) -> None:
+        if not self.rich and not self.quiet:
+            print(f"  {'ok' if call.status == 'ok' else 'error'}: {call.summary or ''}", flush=True)
+
+
+def _label(subtype: str) -> str:
+    return {
+        "error_max_turns": "Stopped at the turn limit",
+        "error_max_budget_usd": "Stopped at the budget",
+        "error_during_execution": "Error",
+        "interrupted": "Interrupted",
+    }.get(subtype, subtype)
+
+
+def _tool_markdown(call: _ToolCall) -> str:
+    icon = {"running": "⏳", "ok": "✓", "error": "✗"}[call.status]
+    head = f"{icon} **{call.name}**" + (f" {_tick(call.target)}" if call.target else "")
+    if call.summary:
+        head += f" — {html.escape(call.summary)}"
+    if not call.details:
+        return head
+    body = call.details
+    if len(body) > 4000:
+        body = body[:4000] + "\n[… cut …]"
+    fence = "````" if "```" in body else "```"
+    return (
+        f"<details><summary>{_html_inline(head)}</summary>\n\n{fence}{call.details_lang}\n{body}\n{fence}\n\n</details>"
+    )
+
+
+def _html_inline(md: str) -> str:
+    """The summary line of a <details> is HTML: convert our tiny bit of Markdown."""
+    import re
+
+    s = html.escape(md, quote=False)
+    s = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", s)
+    s = re.sub(r"``? ?(.+?) ?``?(?=\s|$| —)", r"<code>\1</code>", s)
+    return s
+
+
+def _tool_plain(call: _ToolCall) -> str:
+    status = {"running": "...", "ok": "ok", "error": "error"}[call.status]
+    return f"> {call.name} {call.target} [{status}]" + (f" {call.summary}" if call.summary else "")
+
+
+def ipython_publisher() -> Callable[[dict[str, Any], bool], None]:
+    """A publish function that shows a bundle once and then updates it in place."""
+    from IPython.display import display, update_display
+
+    from .._store import new_uuid
+
+    display_id = new_uuid()
+
+    def publish(bundle: dict[str, Any], first: bool) -> None:
+        if first:
+            display(bundle, raw=True, display_id=display_id)
+        else:
+            update_display(bundle, raw=True, display_id=display_id)
+
+    return publish

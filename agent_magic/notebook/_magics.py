@@ -1,0 +1,569 @@
+"""The ``%agent`` line magic and ``%%agent`` cell magic.
+
+Parse, dispatch, render: the work itself is done by the public API
+(:class:`agent_magic.AgentClient`, :func:`agent_magic.rewind`, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
+from traitlets import Bool, CFloat, CInt, List, Unicode
+
+from .. import _api
+from .._errors import (
+    AgentMagicError,
+    AmbiguousIdError,
+    BundleError,
+    CheckpointError,
+    ConfigurationError,
+    SessionError,
+)
+from .._messages import ResultMessage
+from .._options import PERMISSION_MODES, AgentOptions
+from ._display import TurnView, ipython_publisher
+
+if TYPE_CHECKING:
+    from ._runner import ClientHost, Runner
+
+
+class AgentTurnError(AgentMagicError):
+    """A ``%%agent`` turn that did not succeed; fails the cell with one readable line."""
+
+    def __init__(self, message: str, subtype: str = "error_during_execution") -> None:
+        super().__init__(message)
+        self.subtype = subtype
+
+    def _render_traceback_(self) -> list[str]:
+        # IPython shows this instead of a traceback: the person needs the message, not our stack.
+        return [f"\x1b[31mAgentTurnError\x1b[0m: {self}"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError (one line plus usage) instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message}\n{self.format_usage().strip()}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        raise UsageError(message or "")
+
+
+def _cell_parser() -> _Parser:
+    p = _Parser(prog="%%agent", add_help=False, description="Run the cell body as a prompt in this notebook's session.")
+    p.add_argument("--new", action="store_true", help="start a new session (it becomes this notebook's current one)")
+    p.add_argument("--resume", metavar="ID", help="continue session ID (any unique prefix of 4+ characters)")
+    p.add_argument("--fork", action="store_true", help="fork the current (or --resume) session and continue the fork")
+    p.add_argument("--session-id", metavar="ID", help="custom id for a new session")
+    p.add_argument("--model", metavar="NAME", help="model for this turn")
+    p.add_argument("--max-turns", metavar="N", type=int, help="stop after N model responses")
+    p.add_argument("--max-budget-usd", metavar="X", type=float, help="stop when this turn costs X dollars")
+    p.add_argument("--permission-mode", metavar="MODE", choices=PERMISSION_MODES, help="default, acceptEdits, bypassPermissions or plan")
+    p.add_argument("--allow", metavar="RULE", action="append", default=[], help="allow a tool, e.g. 'Bash(pytest *)' (repeatable)")
+    p.add_argument("--deny", metavar="RULE", action="append", default=[], help="deny a tool (repeatable)")
+    p.add_argument("--with", dest="with_vars", metavar="VAR", action="append", default=[], help="describe kernel variable VAR to the agent (repeatable)")
+    p.add_argument("--no-persist", action="store_true", help="keep this turn in memory only")
+    p.add_argument("--quiet", action="store_true", help="show only the final answer")
+    return p
+
+
+def _line_parser() -> _Parser:
+    p = _Parser(prog="%agent", add_help=False, description="Sessions and checkpoints of this notebook.")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    s = sub.add_parser("sessions", add_help=False, help="this notebook's sessions (--all: every scope)")
+    s.add_argument("--all", action="store_true")
+    s = sub.add_parser("resume", add_help=False, help="make session ID this notebook's current one")
+    s.add_argument("id")
+    sub.add_parser("continue", add_help=False, help="continue this notebook's most recent session")
+    sub.add_parser("new", add_help=False, help="start a new session with the next %%agent cell")
+    s = sub.add_parser("fork", add_help=False, help="fork the current session (or ID), optionally after a checkpoint's turn")
+    s.add_argument("id", nargs="?")
+    s.add_argument("--at", metavar="CHECKPOINT", help="keep the conversation up to the end of this checkpoint's turn")
+    s = sub.add_parser("history", add_help=False, help="the conversation of the current session (or ID)")
+    s.add_argument("id", nargs="?")
+    s = sub.add_parser("info", add_help=False, help="details of the current session (or ID)")
+    s.add_argument("id", nargs="?")
+    s = sub.add_parser("checkpoints", add_help=False, help="checkpoints of the current session (or ID)")
+    s.add_argument("id", nargs="?")
+    s = sub.add_parser("rewind", add_help=False, help="put files and cells back as before CHECKPOINT")
+    s.add_argument("checkpoint")
+    s.add_argument("--dry-run", action="store_true", help="show what would change")
+    s.add_argument("--force", action="store_true", help="also overwrite what someone else changed since")
+    s.add_argument("--conversation", action="store_true", help="also rewind the conversation (forks the session)")
+    s.add_argument("--session", metavar="ID", help="a session other than the current one")
+    s = sub.add_parser("model", add_help=False, help="show or set this notebook's model")
+    s.add_argument("name", nargs="?")
+    s = sub.add_parser("permissions", add_help=False, help="show or set the permission mode")
+    s.add_argument("mode", nargs="?", choices=PERMISSION_MODES)
+    s = sub.add_parser("export", add_help=False, help="write session ID with its checkpoints to PATH")
+    s.add_argument("id")
+    s.add_argument("path")
+    s = sub.add_parser("import", add_help=False, help="import a session file into this notebook")
+    s.add_argument("path")
+    s.add_argument("--as", dest="as_id", metavar="ID")
+    s = sub.add_parser("rename", add_help=False, help="give the current session (or --session ID) a title")
+    s.add_argument("title", nargs="+")
+    s.add_argument("--session", metavar="ID")
+    s = sub.add_parser("delete", add_help=False, help="delete session ID")
+    s.add_argument("id")
+    sub.add_parser("stop", add_help=False, help="stop the running turn")
+    sub.add_parser("help", add_help=False, help="this help")
+    return p
+
+
+CELL_PARSER = _cell_parser()
+LINE_PARSER = _line_parser()
+
+HELP = f"""Agent sessions in this notebook.
+
+Cell magic -- the body is the prompt, sent literally (no $var or {{var}} expansion):
+
+{CELL_PARSER.format_help()}
+Line magic -- sessions and checkpoints:
+
+{LINE_PARSER.format_help()}
+Session and checkpoint ids may be given by any unique prefix of 4+ characters.
+Configure defaults with %config AgentMagics.model = "...", permission_mode, max_turns,
+max_budget_usd, allowed_tools; or AGENT_MAGIC_MODEL / AGENT_MAGIC_PROVIDER / AGENT_MAGIC_HOME.
+"""
+
+
+def _split(line: str) -> list[str]:
+    try:
+        return shlex.split(line, posix=True)
+    except ValueError as e:
+        raise UsageError(f"Cannot parse the arguments ({e}); check the quotes.") from None
+
+
+def notebook_scope(user_ns: dict[str, Any]) -> str:
+    """The notebook this kernel belongs to, from what Jupyter tells the kernel; else the cwd."""
+    for value in (user_ns.get("__vsc_ipynb_file__"), user_ns.get("__session__"), os.environ.get("JPY_SESSION_NAME")):
+        if isinstance(value, str) and value.endswith(".ipynb"):
+            p = Path(value).expanduser()
+            if not p.is_absolute():
+                # A relative API path: the kernel starts in the notebook's folder.
+                p = Path.cwd() / p.name
+            return str(p.resolve())
+    return str(Path.cwd().resolve())
+
+
+@magics_class
+class AgentMagics(Magics):
+    """``%agent`` and ``%%agent``. Defaults are configurable: ``%config AgentMagics.model = "..."``."""
+
+    model = Unicode("", help="Model for %%agent turns (default: $AGENT_MAGIC_MODEL or the provider's default).").tag(config=True)
+    permission_mode = Unicode("default", help="default, acceptEdits, bypassPermissions or plan.").tag(config=True)
+    max_turns = CInt(0, help="Stop a turn after this many model responses (0: no limit).").tag(config=True)
+    max_budget_usd = CFloat(0.0, help="Stop a turn when it costs this many dollars (0: no limit).").tag(config=True)
+    allowed_tools = List(Unicode(), help="Permission rules always allowed, e.g. ['Bash(pytest *)'].").tag(config=True)
+    disallowed_tools = List(Unicode(), help="Permission rules always denied.").tag(config=True)
+    provider = Unicode("", help="Provider name (default: $AGENT_MAGIC_PROVIDER or anthropic).").tag(config=True)
+    home = Unicode("", help="Session store (default: $AGENT_MAGIC_HOME or the per-user data directory).").tag(config=True)
+    scope = Unicode("", help="Override the notebook path sessions belong to.").tag(config=True)
+    quiet = Bool(False, help="Show only final answers.").tag(config=True)
+    kernel_tools = Bool(True, help="Offer the Python and Variables tools that work in this kernel.").tag(config=True)
+    approval_timeout = CFloat(5.0, help="Seconds to wait for an approval prompt to appear before treating the run as headless.").tag(config=True)
+    min_update_interval = CFloat(0.05, help="Seconds between display updates while streaming (grows with the answer).").tag(config=True)
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        from ._runner import Runner
+
+        self.runner: Runner = Runner()
+        self._next_new = False
+        self._widgets: Any = None
+        self.notebook_bridge: Any = None
+        self.last_result: ResultMessage | None = None
+        self.last_view: TurnView | None = None
+        self.open_prompts: list[Any] = []
+        self.runner.bridge.handlers["exec"] = self._handle_exec
+        self.runner.bridge.handlers["variables"] = self._handle_variables
+        self.runner.bridge.handlers["approval"] = self._handle_approval
+
+    # -- environment -------------------------------------------------------
+    @property
+    def in_kernel(self) -> bool:
+        return getattr(self.shell, "kernel", None) is not None
+
+    def current_scope(self) -> str:
+        return self.scope or notebook_scope(self.shell.user_ns if self.shell is not None else {})
+
+    def _home(self) -> str | None:
+        return self.home or None
+
+    def _resolve_session(self, sid: str) -> str:
+        try:
+            return _api.get_session_info(sid, home=self._home()).session_id
+        except AmbiguousIdError as e:
+            raise UsageError(str(e)) from None
+        except SessionError:
+            raise UsageError(f"No session {sid!r}. Run `%agent sessions --all` to see every session.") from None
+
+    def _current(self, required: bool = True) -> str | None:
+        sid = _api.current_session(self.current_scope(), home=self._home())
+        if sid is None and required:
+            raise UsageError("This notebook has no session yet. Run a `%%agent` cell first, or `%agent resume ID`.")
+        return sid
+
+    # -- the magic -------------------------------------------------------------
+    @no_var_expand
+    @line_cell_magic
+    def agent(self, line: str = "", cell: str | None = None) -> Any:
+        try:
+            if cell is None:
+                return self._line(line)
+            return self._cell(line, cell)
+        except (UsageError, AgentTurnError, KeyboardInterrupt):
+            raise
+        except (SessionError, CheckpointError, ConfigurationError, BundleError) as e:
+            raise UsageError(str(e)) from None
+
+    agent.__doc__ = HELP
+
+    # -- %agent subcommands ----------------------------------------------------------
+    def _line(self, line: str) -> Any:
+        argv = _split(line)
+        if not argv or argv[0] in ("help", "-h", "--help"):
+            print(HELP)
+            return None
+        args = LINE_PARSER.parse_args(argv)
+        handler = getattr(self, f"_cmd_{args.command}", None)
+        if handler is None:  # pragma: no cover - argparse rejects unknown commands first
+            raise UsageError(f"Unknown subcommand {args.command!r}. Run `%agent help`.")
+        return handler(args)
+
+    def _show(self, obj: Any) -> None:
+        from IPython.display import display
+
+        display(obj)
+
+    def _cmd_sessions(self, args: argparse.Namespace) -> None:
+        from ._views import sessions_view
+
+        scope = None if args.all else self.current_scope()
+        rows = _api.list_sessions(scope=scope, home=self._home()) if scope else _api.list_sessions(home=self._home())
+        current = self._current(required=False)
+        self._show(sessions_view(rows, current=current, scope=scope, widgets=self._widget_factory()))
+
+    def _cmd_resume(self, args: argparse.Namespace) -> None:
+        sid = self._resolve_session(args.id)
+        _api.set_current_session(self.current_scope(), sid, home=self._home())
+        self._next_new = False
+        info = _api.get_session_info(sid, home=self._home())
+        print(f"Resumed session {sid[:8]} ({info.num_turns} turns): the next %%agent cell continues it.")
+
+    def _cmd_continue(self, args: argparse.Namespace) -> None:
+        rows = _api.list_sessions(scope=self.current_scope(), limit=1, home=self._home())
+        if not rows:
+            raise UsageError("This notebook has no session to continue. Run a `%%agent` cell to start one.")
+        _api.set_current_session(self.current_scope(), rows[0].session_id, home=self._home())
+        self._next_new = False
+        print(f"Continuing session {rows[0].session_id[:8]} ({rows[0].num_turns} turns).")
+
+    def _cmd_new(self, args: argparse.Namespace) -> None:
+        self._next_new = True
+        _api.set_current_session(self.current_scope(), None, home=self._home())
+        print("The next %%agent cell starts a new session.")
+
+    def _cmd_fork(self, args: argparse.Namespace) -> None:
+        sid = self._resolve_session(args.id) if args.id else self._current()
+        assert sid is not None
+        up_to = None
+        if args.at:
+            up_to = self._end_of_turn(sid, args.at)
+        new_id = _api.fork_session(sid, up_to_message_id=up_to, scope=self.current_scope(), home=self._home())
+        _api.set_current_session(self.current_scope(), new_id, home=self._home())
+        self._next_new = False
+        where = f" after checkpoint {args.at}" if args.at else ""
+        print(f"Forked {sid[:8]}{where} into {new_id[:8]}: the next %%agent cell continues the fork; {sid[:8]} is unchanged.")
+
+    def _end_of_turn(self, sid: str, checkpoint: str) -> str:
+        log = _api.checkpoint_log(sid, home=self._home())
+        try:
+            cp = log.resolve(checkpoint)
+        finally:
+            log.records.close()
+        msgs = _api.get_session_messages(sid, home=self._home())
+        idx = next(i for i, m in enumerate(msgs) if m.uuid == cp)
+        end = idx
+        for j in range(idx + 1, len(msgs)):
+            if msgs[j].is_prompt:
+                break
+            end = j
+        return msgs[end].uuid
+
+    def _cmd_history(self, args: argparse.Namespace) -> None:
+        from ._views import history_view
+
+        sid = self._resolve_session(args.id) if args.id else self._current()
+        assert sid is not None
+        self._show(history_view(_api.get_session_messages(sid, home=self._home()), sid))
+
+    def _cmd_info(self, args: argparse.Namespace) -> None:
+        from ._views import info_view
+
+        sid = self._resolve_session(args.id) if args.id else self._current()
+        assert sid is not None
+        self._show(info_view(_api.get_session_info(sid, home=self._home()), _api.list_checkpoints(sid, home=self._home())))
+
+    def _cmd_checkpoints(self, args: argparse.Namespace) -> None:
+        from ._views import checkpoints_view
+
+        sid = self._resolve_session(args.id) if args.id else self._current()
+        assert sid is not None
+        cps = _api.list_checkpoints(sid, home=self._home())
+        self._show(checkpoints_view(sid, cps, widgets=self._widget_factory(), magics=self))
+
+    def _cmd_rewind(self, args: argparse.Namespace) -> Any:
+        from ._views import rewind_view
+
+        sid = self._resolve_session(args.session) if args.session else self._current()
+        assert sid is not None
+        result = _api.rewind(
+            sid, args.checkpoint, conversation=args.conversation, dry_run=args.dry_run, force=args.force,
+            home=self._home(), bridge=self.notebook_bridge,
+        )
+        if result.new_session_id:
+            _api.set_current_session(self.current_scope(), result.new_session_id, home=self._home())
+        self._show(rewind_view(result, stale=self.stale_cells(result)))
+        return None
+
+    def stale_cells(self, result: Any) -> list[str]:
+        """Cells a rewind restored that the kernel ran after that turn: their state may be stale."""
+        from . import _history
+
+        return _history.stale_cells(self.shell, result)
+
+    def _cmd_model(self, args: argparse.Namespace) -> None:
+        if args.name:
+            self.model = args.name
+            print(f"Model for this notebook: {args.name}")
+        else:
+            print(f"Model: {self.model or os.environ.get('AGENT_MAGIC_MODEL') or AgentOptions().resolved_model()}")
+
+    def _cmd_permissions(self, args: argparse.Namespace) -> None:
+        if args.mode:
+            self.permission_mode = args.mode
+        allowed = ", ".join(self.allowed_tools) or "none"
+        print(f"Permission mode: {self.permission_mode}; always allowed: {allowed}")
+
+    def _cmd_export(self, args: argparse.Namespace) -> None:
+        from .. import export_session
+
+        sid = self._resolve_session(args.id)
+        out = export_session(sid, args.path, home=self._home())
+        print(f"Exported session {sid[:8]} to {out} ({out.stat().st_size:,} bytes).")
+
+    def _cmd_import(self, args: argparse.Namespace) -> None:
+        from .. import import_session
+
+        sid = import_session(args.path, home=self._home(), new_session_id=args.as_id, scope=self.current_scope())
+        _api.set_current_session(self.current_scope(), sid, home=self._home())
+        print(f"Imported session {sid[:8]}; it is this notebook's current session now.")
+
+    def _cmd_rename(self, args: argparse.Namespace) -> None:
+        sid = self._resolve_session(args.session) if args.session else self._current()
+        assert sid is not None
+        _api.rename_session(sid, " ".join(args.title), home=self._home())
+        print(f"Renamed {sid[:8]}.")
+
+    def _cmd_delete(self, args: argparse.Namespace) -> None:
+        sid = self._resolve_session(args.id)
+        for host in [h for k, h in self.runner.hosts.items() if k == sid]:
+            self.runner.close_client(host)
+        _api.delete_session(sid, home=self._home())
+        print(f"Deleted session {sid[:8]}.")
+
+    def _cmd_stop(self, args: argparse.Namespace) -> None:
+        self.runner.interrupt()
+
+    def _cmd_help(self, args: argparse.Namespace) -> None:
+        print(HELP)
+
+    # -- %%agent --------------------------------------------------------------------
+    def _cell(self, line: str, cell: str) -> None:
+        args = CELL_PARSER.parse_args(_split(line))
+        prompt = cell.strip("\n")
+        if not prompt.strip():
+            raise UsageError("The %%agent cell is empty: write your prompt below the %%agent line.")
+        if args.with_vars:
+            prompt = self._attach_variables(prompt, args.with_vars)
+        if args.session_id and (args.resume and not args.fork):
+            raise UsageError("--session-id names a new session; drop --resume, or add --fork to name the fork.")
+        if args.new and (args.resume or args.fork):
+            raise UsageError("--new starts a fresh session; it cannot be combined with --resume or --fork.")
+        scope = self.current_scope()
+        home = self._home()
+        sid: str | None
+        if args.resume:
+            sid = self._resolve_session(args.resume)
+        elif args.new or args.session_id and not args.fork or self._next_new:
+            sid = None
+        else:
+            sid = self._current(required=False)
+        if args.fork and sid is None:
+            raise UsageError("There is no session to fork yet: run a `%%agent` cell first (or add --resume ID).")
+        host = self._host_for(sid, args, scope, home)
+        opts = host.client.options
+        changes: dict[str, Any] = {
+            "model": args.model or self.model or None,
+            "permission_mode": args.permission_mode or self.permission_mode,
+            "max_turns": args.max_turns or (self.max_turns or None),
+            "max_budget_usd": args.max_budget_usd or (self.max_budget_usd or None),
+            "allowed_tools": list(self.allowed_tools) + list(args.allow),
+            "disallowed_tools": list(self.disallowed_tools) + list(args.deny),
+        }
+        if changes["permission_mode"] not in PERMISSION_MODES:
+            raise UsageError(f"Unknown permission mode {changes['permission_mode']!r}; use one of {', '.join(PERMISSION_MODES)}.")
+        try:
+            host.client.update_options(**{k: v for k, v in changes.items() if getattr(opts, k) != v})
+        except ConfigurationError as e:
+            raise UsageError(str(e)) from None
+        quiet = args.quiet or self.quiet
+        view = TurnView(rich=self.in_kernel, quiet=quiet, publish=ipython_publisher() if self.in_kernel else None,
+                        min_interval=self.min_update_interval)
+        self.last_view = view
+        factory = self._widget_factory()
+        view.flush(force=True)
+        controls = factory.turn_controls(self) if factory is not None else None
+        try:
+            outcome = self.runner.run_turn(
+                host, prompt, view.on_message, lambda: view.flush(), in_kernel=self.in_kernel,
+            )
+        finally:
+            view.flush(force=True)
+            self._expire_prompts()
+            if args.no_persist:
+                self.runner.close_client(host)
+            if controls is not None and (factory is None or self.last_view is None):
+                controls.close()
+        result = outcome.result
+        self.last_result = result
+        self._next_new = False
+        new_id = host.client.session_id
+        if new_id is not None and not args.no_persist:
+            self.runner.hosts[new_id] = host
+        if factory is not None:
+            factory.session_bar(self, result, view.provenance, controls)
+        if outcome.interrupted_by_kernel:
+            raise KeyboardInterrupt
+        if result is None:
+            raise AgentTurnError("The turn ended without a result; see the messages above.")
+        if result.is_error:
+            if result.subtype == "interrupted":
+                raise AgentTurnError("Stopped. The session is intact; run another %%agent cell to continue.", "interrupted")
+            raise AgentTurnError(result.result or result.subtype, result.subtype)
+
+    def _host_for(self, sid: str | None, args: argparse.Namespace, scope: str, home: str | None) -> ClientHost:
+        runner = self.runner
+        if sid is not None and not args.fork and not args.no_persist:
+            host = runner.hosts.get(sid)
+            if host is not None:
+                return host
+        options = AgentOptions(
+            cwd=os.getcwd(),
+            scope=scope,
+            home=home,
+            provider=self.provider or None,
+            model=args.model or self.model or None,
+            resume=sid,
+            fork_session=bool(args.fork),
+            session_id=args.session_id,
+            persist_session=not args.no_persist,
+            include_partial_messages=True,
+            can_use_tool=self._can_use_tool,
+            extra_tools=self._kernel_tools(),
+        )
+        host = runner.open_client(options, bridge=self.notebook_bridge)
+        if host.client.session_id is not None and not args.no_persist:
+            runner.hosts[host.client.session_id] = host
+        return host
+
+    def _kernel_tools(self) -> list[Any]:
+        if not self.kernel_tools or self.shell is None:
+            return []
+        from ._kernel_tools import PythonTool, VariablesTool
+
+        ns = lambda: self.shell.user_ns  # noqa: E731
+        return [PythonTool(self.runner.bridge, ns), VariablesTool(self.runner.bridge, ns)]
+
+    def _attach_variables(self, prompt: str, names: list[str]) -> str:
+        from ._kernel_tools import describe_value
+
+        ns = self.shell.user_ns
+        missing = [n for n in names if n not in ns]
+        if missing:
+            raise UsageError(f"--with {missing[0]}: no such variable in this kernel.")
+        described = "\n\n".join(describe_value(n, ns[n]) for n in names)
+        return f"{prompt}\n\n<kernel_variables>\n{described}\n</kernel_variables>"
+
+    # -- main-thread handlers (called between UI polls) --------------------------------
+    def _handle_exec(self, payload: dict[str, Any], reply: Any) -> None:
+        from ._kernel_tools import run_code
+
+        bridge = self.runner.bridge
+        bridge.executing.set()
+        try:
+            reply(run_code(payload["code"], self.shell.user_ns))
+        except KeyboardInterrupt:
+            reply(("KeyboardInterrupt: the code was interrupted.", True))
+        finally:
+            bridge.executing.clear()
+
+    def _handle_variables(self, payload: dict[str, Any], reply: Any) -> None:
+        from ._kernel_tools import list_variables
+
+        reply(list_variables(self.shell.user_ns, payload.get("names")))
+
+    async def _can_use_tool(self, tool_name: str, tool_input: dict[str, Any], context: Any) -> Any:
+        return await self.runner.bridge.call("approval", tool_name=tool_name, tool_input=tool_input, context=context)
+
+    def _handle_approval(self, payload: dict[str, Any], reply: Any) -> None:
+        from .._permissions import PermissionResultDeny
+
+        factory = self._widget_factory()
+        if factory is None or not self.in_kernel:
+            reply(
+                PermissionResultDeny(
+                    message=(
+                        f"{payload['tool_name']} needs approval, and nobody can approve it here (no notebook front end). "
+                        "Allow it with `%%agent --permission-mode acceptEdits` (edits) or `--allow \"Bash(...)\"`, "
+                        "or `--permission-mode bypassPermissions`."
+                    )
+                )
+            )
+            return
+        factory.approval(self, payload, reply, timeout=self.approval_timeout)
+
+    def _expire_prompts(self) -> None:
+        """Approval prompts still open when a turn ends can no longer be answered."""
+        from .._permissions import PermissionResultDeny
+
+        for w in self.open_prompts:
+            if not getattr(w, "decision", "x"):
+                w.status = "Expired: the turn ended before a decision."
+                w.decision = "deny"
+                finish = getattr(w, "_approval_finish", None)
+                if finish is not None:
+                    finish(PermissionResultDeny(message="The turn ended."))
+        self.open_prompts.clear()
+
+    def _widget_factory(self) -> Any:
+        if self._widgets is None and self.in_kernel:
+            try:
+                from . import widgets
+
+                self._widgets = widgets
+            except ImportError:
+                self._widgets = False
+        return self._widgets or None
+
+    def close(self) -> None:
+        self.runner.close_all()
+

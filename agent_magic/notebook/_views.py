@@ -1,0 +1,220 @@
+"""Static displays for ``%agent`` subcommands: HTML for notebooks, plain text for terminals.
+
+Interactive versions (sortable tables, sliders) come from the widgets module
+when a front end can show widgets; these stay readable in saved notebooks.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .._checkpoints import CheckpointInfo, RewindResult
+from .._sessions import SessionInfo, SessionMessage, prompt_text
+
+
+def _when(v: int | str | None) -> str:
+    if v is None or v == "":
+        return "-"
+    if isinstance(v, str):
+        try:
+            return datetime.fromisoformat(v.replace("Z", "+00:00")).astimezone().strftime("%Y-%m-%d %H:%M")
+        except ValueError:
+            return v
+    return datetime.fromtimestamp(v / 1000).strftime("%Y-%m-%d %H:%M")
+
+
+def _cost(v: float | None) -> str:
+    return "unknown" if v is None else f"${v:.4f}"
+
+
+def _short(s: str, n: int = 70) -> str:
+    one = " ".join(str(s).split())
+    return one if len(one) <= n else one[: n - 1] + "…"
+
+
+@dataclass
+class Table:
+    """A small table that renders as HTML and as aligned text."""
+
+    headers: list[str]
+    rows: list[list[str]]
+    title: str = ""
+    note: str = ""
+    highlight: int | None = None
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th style='text-align:left'>{html.escape(h)}</th>" for h in self.headers)
+        body = []
+        for i, r in enumerate(self.rows):
+            style = " style='font-weight:bold'" if i == self.highlight else ""
+            body.append(f"<tr{style}>" + "".join(f"<td style='text-align:left'>{html.escape(c)}</td>" for c in r) + "</tr>")
+        title = f"<p><b>{html.escape(self.title)}</b></p>" if self.title else ""
+        note = f"<p><small>{html.escape(self.note)}</small></p>" if self.note else ""
+        return f"{title}<table class='agent-magic-table'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{note}"
+
+    def __repr__(self) -> str:
+        widths = [max([len(h)] + [len(r[i]) for r in self.rows]) for i, h in enumerate(self.headers)]
+        lines = [self.title] if self.title else []
+        lines.append("  ".join(h.ljust(w) for h, w in zip(self.headers, widths, strict=True)))
+        for i, r in enumerate(self.rows):
+            mark = "*" if i == self.highlight else " "
+            lines.append(mark + " ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+        if self.note:
+            lines.append(self.note)
+        return "\n".join(lines)
+
+
+def sessions_table(rows: list[SessionInfo], *, current: str | None, scope: str | None) -> Table:
+    table_rows = []
+    highlight = None
+    for i, r in enumerate(rows):
+        if r.session_id == current:
+            highlight = i
+        table_rows.append(
+            [r.session_id[:8], _short(r.summary, 60), _when(r.last_modified), str(r.num_turns), _cost(r.total_cost_usd),
+             (r.parent_session_id or "")[:8], _short(r.scope, 50) if scope is None else ""]
+        )
+    headers = ["id", "title / first prompt", "last active", "turns", "cost", "fork of", "scope" if scope is None else ""]
+    if scope is not None:
+        headers = headers[:-1]
+        table_rows = [r[:-1] for r in table_rows]
+    title = "Sessions of this notebook" if scope is not None else "All sessions"
+    note = "Bold: this notebook's current session. `%agent resume ID` switches; `%agent sessions --all` lists every scope."
+    if not rows:
+        note = "No sessions yet: run a %%agent cell to start one." if scope else "No sessions yet."
+    return Table(headers, table_rows, title, note, highlight)
+
+
+def sessions_view(rows: list[SessionInfo], *, current: str | None, scope: str | None, widgets: Any = None) -> Any:
+    if widgets is not None:
+        view = widgets.session_browser(rows, current=current, scope=scope)
+        if view is not None:
+            return view
+    return sessions_table(rows, current=current, scope=scope)
+
+
+def checkpoints_table(session_id: str, cps: list[CheckpointInfo]) -> Table:
+    rows = [
+        [str(c.turn), c.checkpoint_id[:8], _when(c.timestamp), _short(c.prompt, 50), _short(", ".join(c.files), 60) or "-", str(len(c.cells))]
+        for c in cps
+    ]
+    note = "Rewind with `%agent rewind CHECKPOINT` (add --dry-run to preview)." if cps else "No checkpoints yet."
+    return Table(["turn", "checkpoint", "time", "prompt", "files changed", "cells"], rows, f"Checkpoints of {session_id[:8]}", note)
+
+
+def checkpoints_view(session_id: str, cps: list[CheckpointInfo], *, widgets: Any = None, magics: Any = None) -> Any:
+    if widgets is not None:
+        view = widgets.checkpoint_slider(magics, session_id, cps)
+        if view is not None:
+            return view
+    return checkpoints_table(session_id, cps)
+
+
+def info_view(info: SessionInfo, cps: list[CheckpointInfo]) -> Table:
+    rows = [
+        ["session", info.session_id],
+        ["title", info.title or "-"],
+        ["first prompt", _short(info.first_prompt or "-", 100)],
+        ["turns", str(info.num_turns)],
+        ["checkpoints", str(len(cps))],
+        ["created", _when(info.created_at)],
+        ["last active", _when(info.last_modified)],
+        ["cost", _cost(info.total_cost_usd)],
+        ["model", info.model or "-"],
+        ["cwd", info.cwd],
+        ["scope", info.scope],
+        ["fork of", info.parent_session_id or "-"],
+        ["tag", info.tag or "-"],
+    ]
+    return Table(["", ""], rows, f"Session {info.session_id[:8]}")
+
+
+@dataclass
+class History:
+    session_id: str
+    messages: list[SessionMessage]
+
+    def _items(self) -> list[tuple[str, str, str]]:
+        out = []
+        for m in self.messages:
+            content = m.message.get("content")
+            if m.type == "user" and m.is_prompt:
+                out.append(("you", m.uuid, prompt_text(m.message)))
+            elif m.type == "assistant" and isinstance(content, list):
+                for b in content:
+                    if b.get("type") == "text" and b.get("text", "").strip():
+                        out.append(("agent", m.uuid, b["text"]))
+                    elif b.get("type") == "tool_use":
+                        inp = b.get("input") or {}
+                        target = next((str(inp[k]) for k in ("file_path", "notebook_path", "command", "pattern", "code") if k in inp), "")
+                        out.append(("tool", m.uuid, f"{b.get('name')} {_short(target, 80)}"))
+        return out
+
+    def _repr_markdown_(self) -> str:
+        parts = [f"**Conversation of session `{self.session_id[:8]}`**"]
+        for who, uid, text in self._items():
+            if who == "you":
+                parts.append(f"---\n**you** <sub>`{uid[:8]}`</sub>\n\n{text}")
+            elif who == "agent":
+                parts.append(text)
+            else:
+                parts.append(f"> 🔧 `{text}`")
+        return "\n\n".join(parts)
+
+    def __repr__(self) -> str:
+        return "\n".join(f"[{uid[:8]}] {who}: {text}" for who, uid, text in self._items())
+
+
+def history_view(messages: list[SessionMessage], session_id: str) -> History:
+    return History(session_id, messages)
+
+
+@dataclass
+class RewindView:
+    result: RewindResult
+    stale: list[str]
+
+    def _lines(self) -> list[str]:
+        r = self.result
+        lines = [("Preview: " if r.dry_run else "") + r.summary()]
+        for ch in r.changes:
+            lines.append(f"{ch.action}: {ch.path}" + (f" ({ch.note})" if ch.note else ""))
+            for cc in ch.cells:
+                lines.append(f"    cell {cc.cell_id}: {cc.action}")
+        for d in r.dirs_removed:
+            lines.append(f"remove folder: {d}")
+        for d in r.dirs_created:
+            lines.append(f"create folder: {d}")
+        for c in r.conflicts:
+            lines.append(f"CONFLICT {c.path}" + (f" cell {c.cell_id}" if c.cell_id else "") + f": {c.reason}")
+        for u in r.unrestorable:
+            lines.append(f"not restorable (no backup): {u}")
+        if r.conflicts and not r.dry_run:
+            lines.append("Conflicting files and cells were left alone; add --force to overwrite them.")
+        if r.new_session_id:
+            lines.append(f"Conversation rewound: the next %%agent cell continues the new session {r.new_session_id[:8]}.")
+        if self.stale:
+            lines.append("Re-run these cells: the kernel ran them after that turn, so its state may be stale: " + ", ".join(self.stale))
+        return lines
+
+    def _repr_markdown_(self) -> str:
+        out = []
+        for line in self._lines():
+            out.append(f"- {html.escape(line)}" if not line.startswith(("Preview", "Changed", "Would")) else f"**{html.escape(line)}**")
+        diffs = []
+        if self.result.dry_run:
+            for ch in self.result.changes:
+                for d in [ch.diff] + [cc.diff for cc in ch.cells]:
+                    if d:
+                        diffs.append(f"```diff\n{d}\n```")
+        return "\n".join(out) + ("\n\n" + "\n\n".join(diffs) if diffs else "")
+
+    def __repr__(self) -> str:
+        return "\n".join(self._lines())
+
+
+def rewind_view(result: RewindResult, *, stale: list[str]) -> RewindView:
+    return RewindView(result, stale)
