@@ -14,8 +14,9 @@ import html
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .._messages import (
     AssistantMessage,

@@ -403,7 +403,7 @@ class AgentMagics(Magics):
         sid: str | None
         if args.resume:
             sid = self._resolve_session(args.resume)
-        elif args.new or args.session_id and not args.fork or self._next_new:
+        elif args.new or (args.session_id and not args.fork) or self._next_new:
             sid = None
         else:
             sid = self._current(required=False)
