@@ -5,9 +5,45 @@ This is the only part of agent-magic that imports IPython.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 _STATE_ATTR = "_agent_magic_state"
+_CELL_RE = re.compile(r"^%%agent(?=\s|$)")
+
+
+def uses_async_cells(ipython: Any) -> bool:
+    """True in kernels that dispatch comm messages while an async cell awaits (ipykernel >= 7.4).
+
+    There, ``%%agent`` cells run as async cells so Stop/Approve clicks work while
+    the agent is busy. Older kernels use jupyter-ui-poll from a blocking cell.
+    """
+    if getattr(ipython, "kernel", None) is None:
+        return False
+    try:
+        import ipykernel
+    except ImportError:
+        return False
+    return tuple(ipykernel.version_info[:2]) >= (7, 4)
+
+
+def _to_async_cell(lines: list[str]) -> list[str]:
+    """Input transformer: ``%%agent ARGS`` + body -> an awaited call (the cell becomes async)."""
+    if not lines or not _CELL_RE.match(lines[0]):
+        return lines
+    args = lines[0].rstrip("\n")[len("%%agent") :].strip()
+    body = "".join(lines[1:])
+    return [f"await __import__('agent_magic.notebook', fromlist=['run_cell']).run_cell(get_ipython(), {args!r}, {body!r})\n"]
+
+
+async def run_cell(ipython: Any, line: str, body: str) -> None:
+    """What an ``%%agent`` cell runs in async mode (see :func:`uses_async_cells`)."""
+    st = state(ipython)
+    if st is None:
+        from IPython.core.error import UsageError
+
+        raise UsageError("agent_magic is not loaded; run `%load_ext agent_magic` first.")
+    await st["magics"].acell(line, body)
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -22,7 +58,11 @@ def load_ipython_extension(ipython: Any) -> None:
     tracker = _history.ExecutionTracker()
     ipython.events.register("pre_run_cell", tracker.pre_run_cell)
     comm = None
-    setattr(ipython, _STATE_ATTR, {"magics": magics, "tracker": tracker, "comm": comm})
+    transformer = None
+    if uses_async_cells(ipython):
+        transformer = _to_async_cell
+        ipython.input_transformers_cleanup.append(transformer)
+    setattr(ipython, _STATE_ATTR, {"magics": magics, "tracker": tracker, "comm": comm, "transformer": transformer})
     _warm_up()
 
 
@@ -42,6 +82,8 @@ def unload_ipython_extension(ipython: Any) -> None:
         ipython.events.unregister("pre_run_cell", state["tracker"].pre_run_cell)
     except ValueError:
         pass
+    if state["transformer"] is not None and state["transformer"] in ipython.input_transformers_cleanup:
+        ipython.input_transformers_cleanup.remove(state["transformer"])
     if state["comm"] is not None:
         state["comm"].close()
     magics.close()

@@ -151,6 +151,8 @@ class MainThreadBridge:
     main_thread: threading.Thread = field(default_factory=threading.main_thread)
     #: True while the main thread runs agent code (so an interrupt may be aimed at it).
     executing: threading.Event = field(default_factory=threading.Event)
+    #: Set by an async cell that waits on the agent: wakes it when a request arrives.
+    async_notify: Callable[[], None] | None = None
 
     async def call(self, kind: str, **payload: Any) -> Any:
         """From the agent's loop: run ``kind`` on the main thread and wait for its answer."""
@@ -158,6 +160,9 @@ class MainThreadBridge:
         fut: asyncio.Future[Any] = loop.create_future()
         self.requests.put(_Request(kind, payload, loop, fut))
         self.wake.set()
+        notify = self.async_notify
+        if notify is not None:
+            notify()
         try:
             return await fut
         except asyncio.CancelledError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -43,6 +44,15 @@ class AgentTurnError(AgentMagicError):
     def _render_traceback_(self) -> list[str]:
         # IPython shows this instead of a traceback: the person needs the message, not our stack.
         return [f"\x1b[31mAgentTurnError\x1b[0m: {self}"]
+
+
+@dataclass
+class _Turn:
+    args: argparse.Namespace
+    prompt: str
+    host: ClientHost
+    view: TurnView
+    controls: Any
 
 
 class _Parser(argparse.ArgumentParser):
@@ -388,6 +398,30 @@ class AgentMagics(Magics):
 
     # -- %%agent --------------------------------------------------------------------
     def _cell(self, line: str, cell: str) -> None:
+        """The blocking path: terminals, ipykernel < 7.4, and direct ``run_cell_magic`` calls."""
+        turn = self._prepare(line, cell)
+        try:
+            outcome = self.runner.run_turn(turn.host, turn.prompt, turn.view.on_message, turn.view.flush, in_kernel=self.in_kernel)
+        except BaseException:
+            self._cleanup(turn)
+            raise
+        self._complete(turn, outcome, kernel_interrupt=KeyboardInterrupt)
+
+    async def acell(self, line: str, cell: str) -> None:
+        """The async path (ipykernel >= 7.4): the cell awaits, so the kernel keeps
+        dispatching widget messages (Stop, Approve) while the agent works."""
+        try:
+            turn = self._prepare(line, cell)
+            try:
+                outcome = await self.runner.arun_turn(turn.host, turn.prompt, turn.view.on_message, turn.view.flush)
+            except BaseException:
+                self._cleanup(turn)
+                raise
+            self._complete(turn, outcome, kernel_interrupt=None)
+        except (SessionError, CheckpointError, ConfigurationError, BundleError) as e:
+            raise UsageError(str(e)) from None
+
+    def _prepare(self, line: str, cell: str) -> _Turn:
         args = CELL_PARSER.parse_args(_split(line))
         prompt = cell.strip("\n")
         if not prompt.strip():
@@ -425,39 +459,38 @@ class AgentMagics(Magics):
             host.client.update_options(**{k: v for k, v in changes.items() if getattr(opts, k) != v})
         except ConfigurationError as e:
             raise UsageError(str(e)) from None
-        quiet = args.quiet or self.quiet
-        view = TurnView(rich=self.in_kernel, quiet=quiet, publish=ipython_publisher() if self.in_kernel else None,
-                        min_interval=self.min_update_interval)
+        view = TurnView(rich=self.in_kernel, quiet=args.quiet or self.quiet,
+                        publish=ipython_publisher() if self.in_kernel else None, min_interval=self.min_update_interval)
         self.last_view = view
         factory = self._widget_factory()
         view.flush(force=True)
         controls = factory.turn_controls(self) if factory is not None else None
-        try:
-            outcome = self.runner.run_turn(
-                host, prompt, view.on_message, lambda: view.flush(), in_kernel=self.in_kernel,
-            )
-        finally:
-            view.flush(force=True)
-            self._expire_prompts()
-            if args.no_persist:
-                self.runner.close_client(host)
-            if controls is not None and (factory is None or self.last_view is None):
-                controls.close()
+        return _Turn(args, prompt, host, view, controls)
+
+    def _cleanup(self, turn: _Turn) -> None:
+        turn.view.flush(force=True)
+        self._expire_prompts()
+        if turn.args.no_persist:
+            self.runner.close_client(turn.host)
+
+    def _complete(self, turn: _Turn, outcome: Any, *, kernel_interrupt: type[BaseException] | None) -> None:
+        self._cleanup(turn)
         result = outcome.result
         self.last_result = result
         self._next_new = False
-        new_id = host.client.session_id
-        if new_id is not None and not args.no_persist:
-            self.runner.hosts[new_id] = host
+        new_id = turn.host.client.session_id
+        if new_id is not None and not turn.args.no_persist:
+            self.runner.hosts[new_id] = turn.host
+        factory = self._widget_factory()
         if factory is not None:
-            factory.session_bar(self, result, view.provenance, controls)
-        if outcome.interrupted_by_kernel:
-            raise KeyboardInterrupt
+            factory.session_bar(self, result, turn.view.provenance, turn.controls)
+        if outcome.interrupted_by_kernel and kernel_interrupt is not None:
+            raise kernel_interrupt
         if result is None:
             raise AgentTurnError("The turn ended without a result; see the messages above.")
         if result.is_error:
             if result.subtype == "interrupted":
-                raise AgentTurnError("Stopped. The session is intact; run another %%agent cell to continue.", "interrupted")
+                raise AgentTurnError("Interrupted. The session is intact; run another %%agent cell to continue.", "interrupted")
             raise AgentTurnError(result.result or result.subtype, result.subtype)
 
     def _host_for(self, sid: str | None, args: argparse.Namespace, scope: str, home: str | None) -> ClientHost:
@@ -505,15 +538,26 @@ class AgentMagics(Magics):
 
     # -- main-thread handlers (called between UI polls) --------------------------------
     def _handle_exec(self, payload: dict[str, Any], reply: Any) -> None:
+        import signal
+        import threading
+
         from ._kernel_tools import run_code
 
         bridge = self.runner.bridge
         bridge.executing.set()
+        # An async cell's SIGINT handler only cancels the cell; while the person's kernel runs
+        # agent code, the interrupt button must stop that code, as it would in a normal cell.
+        main = threading.current_thread() is threading.main_thread()
+        old = signal.getsignal(signal.SIGINT) if main else None
+        if main:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             reply(run_code(payload["code"], self.shell.user_ns))
         except KeyboardInterrupt:
             reply(("KeyboardInterrupt: the code was interrupted.", True))
         finally:
+            if main and old is not None:
+                signal.signal(signal.SIGINT, old)
             bridge.executing.clear()
 
     def _handle_variables(self, payload: dict[str, Any], reply: Any) -> None:

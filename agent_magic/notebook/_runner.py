@@ -149,6 +149,38 @@ class Runner:
             self._loop = None
 
     # -- turns ---------------------------------------------------------------
+    def _start(self, host: ClientHost, prompt: str | list[dict[str, Any]], notify: Callable[[], None]) -> tuple[Future[Any], queue.Queue[Message]]:
+        client = host.client
+        inbox: queue.Queue[Message] = queue.Queue()
+
+        async def drive() -> None:
+            await client.query(prompt)
+            async for m in client.receive_response():
+                inbox.put(m)
+                notify()
+
+        fut = self.loop.submit(drive())
+        fut.add_done_callback(lambda _f: notify())
+        self.active = client
+        return fut, inbox
+
+    def _pump(self, inbox: queue.Queue[Message], on_message: Callable[[Message], None], on_idle: Callable[[], None]) -> tuple[int, ResultMessage | None]:
+        """Serve main-thread requests and hand queued messages to the display."""
+        self.bridge.service()
+        n = 0
+        result = None
+        while True:
+            try:
+                m = inbox.get_nowait()
+            except queue.Empty:
+                break
+            n += 1
+            if isinstance(m, ResultMessage):
+                result = m
+            on_message(m)
+        on_idle()
+        return n, result
+
     def run_turn(
         self,
         host: ClientHost,
@@ -158,20 +190,9 @@ class Runner:
         *,
         in_kernel: bool,
     ) -> TurnOutcome:
-        """Run one turn to its end; call ``on_message`` on the main thread for each message."""
-        client = host.client
-        inbox: queue.Queue[Message] = queue.Queue()
+        """Run one turn, blocking this thread; UI events are polled (ipykernel < 7.4 and terminals)."""
         wake = self.bridge.wake
-
-        async def drive() -> None:
-            await client.query(prompt)
-            async for m in client.receive_response():
-                inbox.put(m)
-                wake.set()
-
-        fut = self.loop.submit(drive())
-        fut.add_done_callback(lambda _f: wake.set())
-        self.active = client
+        fut, inbox = self._start(host, prompt, wake.set)
         interrupted = False
         deadline: float | None = None
         n = 0
@@ -181,17 +202,9 @@ class Runner:
                 while True:
                     try:
                         poll()
-                        self.bridge.service()
-                        while True:
-                            try:
-                                m = inbox.get_nowait()
-                            except queue.Empty:
-                                break
-                            n += 1
-                            if isinstance(m, ResultMessage):
-                                result = m
-                            on_message(m)
-                        on_idle()
+                        k, r = self._pump(inbox, on_message, on_idle)
+                        n += k
+                        result = r or result
                         if fut.done() and inbox.empty():
                             break
                         if deadline is not None and time.monotonic() > deadline:
@@ -206,6 +219,60 @@ class Runner:
         finally:
             self.active = None
             self.bridge.cancel_pending()
+        return self._outcome(fut, result, interrupted, n)
+
+    async def arun_turn(
+        self,
+        host: ClientHost,
+        prompt: str | list[dict[str, Any]],
+        on_message: Callable[[Message], None],
+        on_idle: Callable[[], None],
+    ) -> TurnOutcome:
+        """Run one turn from an async cell: while it awaits, the kernel keeps dispatching
+        comm messages (ipykernel >= 7.4), so widget clicks work; the kernel's interrupt
+        arrives as a cancellation and stops the turn cleanly."""
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+
+        def notify() -> None:
+            self.bridge.wake.set()
+            loop.call_soon_threadsafe(event.set)
+
+        fut, inbox = self._start(host, prompt, notify)
+        old_wake = self.bridge.async_notify
+        self.bridge.async_notify = lambda: loop.call_soon_threadsafe(event.set)
+        interrupted = False
+        deadline: float | None = None
+        n = 0
+        result: ResultMessage | None = None
+        try:
+            while True:
+                try:
+                    k, r = self._pump(inbox, on_message, on_idle)
+                    n += k
+                    result = r or result
+                    if fut.done() and inbox.empty():
+                        break
+                    if deadline is not None and time.monotonic() > deadline:
+                        break
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(event.wait(), 0.05)
+                    event.clear()
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if task is not None:
+                        task.uncancel()
+                    if not interrupted:
+                        interrupted = True
+                        deadline = time.monotonic() + INTERRUPT_GRACE
+                        self.interrupt()
+        finally:
+            self.bridge.async_notify = old_wake
+            self.active = None
+            self.bridge.cancel_pending()
+        return self._outcome(fut, result, interrupted, n)
+
+    def _outcome(self, fut: Future[Any], result: ResultMessage | None, interrupted: bool, n: int) -> TurnOutcome:
         if fut.done():
             exc = fut.exception()
             if exc is not None:
