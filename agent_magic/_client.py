@@ -370,6 +370,7 @@ class AgentClient:
                 "scope": rt.session.scope,
                 "resumed": self._resumed,
                 "forked_from": self._forked_from,
+                "parent_session_id": rt.session.parent_session_id,
                 "persist_session": rt.session.store is not None,
                 "checkpointing": not isinstance(rt.recorder, NullRecorder),
                 "provider": rt.provider.name,

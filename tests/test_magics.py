@@ -203,6 +203,10 @@ def test_line_subcommands(ip: InteractiveShell, fake_api: FakeAnthropicServer, c
     assert cell(ip, "", "second") is None
     assert fake_api.message_requests[-1].body["model"] == "claude-opus-4-5"
     # rewind dry run then real rewind by checkpoint prefix
+    assert "Which checkpoint?" in str(line(ip, "rewind"))
+    assert "not both" in str(line(ip, "rewind abcd --turn 1"))
+    assert "has no turn 9" in str(line(ip, "rewind --turn 9"))
+    assert line(ip, "rewind --turn 1 --dry-run") is None
     assert line(ip, f"rewind {cps[0].checkpoint_id[:6]} --dry-run") is None
     assert (workspace / "a.txt").exists()
     assert line(ip, f"rewind {cps[0].checkpoint_id[:6]}") is None
@@ -234,7 +238,7 @@ def test_line_subcommands(ip: InteractiveShell, fake_api: FakeAnthropicServer, c
         ("resume", "the following arguments are required: id"),
         ("resume abc", "No session 'abc'"),
         ("permissions sometimes", "invalid choice"),
-        ("rewind", "required: checkpoint"),
+        ("rewind", "no session yet"),
         ("info", "no session yet"),
         ("import /nonexistent.zip", "No bundle"),
         ("checkpoints zzzzzz", "No session 'zzzzzz'"),

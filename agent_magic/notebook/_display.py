@@ -114,7 +114,7 @@ class TurnView:
                     turn=msg.data.get("turn"),
                     model=msg.data.get("model"),
                     status="running",
-                    forked_from=msg.data.get("forked_from"),
+                    forked_from=msg.data.get("forked_from") or msg.data.get("parent_session_id"),
                 )
             elif msg.subtype in ("hook_error", "hook", "warning"):
                 self._note(f"⚠ {msg.data.get('message', '')}")

@@ -95,14 +95,16 @@ def _line_parser() -> _Parser:
     s = sub.add_parser("fork", add_help=False, help="fork the current session (or ID), optionally after a checkpoint's turn")
     s.add_argument("id", nargs="?")
     s.add_argument("--at", metavar="CHECKPOINT", help="keep the conversation up to the end of this checkpoint's turn")
+    s.add_argument("--turn", metavar="N", type=int, help="keep the conversation up to the end of turn N")
     s = sub.add_parser("history", add_help=False, help="the conversation of the current session (or ID)")
     s.add_argument("id", nargs="?")
     s = sub.add_parser("info", add_help=False, help="details of the current session (or ID)")
     s.add_argument("id", nargs="?")
     s = sub.add_parser("checkpoints", add_help=False, help="checkpoints of the current session (or ID)")
     s.add_argument("id", nargs="?")
-    s = sub.add_parser("rewind", add_help=False, help="put files and cells back as before CHECKPOINT")
-    s.add_argument("checkpoint")
+    s = sub.add_parser("rewind", add_help=False, help="put files and cells back as before CHECKPOINT (or --turn N)")
+    s.add_argument("checkpoint", nargs="?")
+    s.add_argument("--turn", metavar="N", type=int, help="the checkpoint of turn N instead of an id")
     s.add_argument("--dry-run", action="store_true", help="show what would change")
     s.add_argument("--force", action="store_true", help="also overwrite what someone else changed since")
     s.add_argument("--conversation", action="store_true", help="also rewind the conversation (forks the session)")
@@ -285,13 +287,28 @@ class AgentMagics(Magics):
         sid = self._resolve_session(args.id) if args.id else self._current()
         assert sid is not None
         up_to = None
-        if args.at:
-            up_to = self._end_of_turn(sid, args.at)
+        at = self._checkpoint_arg(sid, args.at, args.turn, required=False)
+        if at:
+            up_to = self._end_of_turn(sid, at)
         new_id = _api.fork_session(sid, up_to_message_id=up_to, scope=self.current_scope(), home=self._home())
         _api.set_current_session(self.current_scope(), new_id, home=self._home())
         self._next_new = False
-        where = f" after checkpoint {args.at}" if args.at else ""
+        where = f" after checkpoint {at[:8]}" if at else ""
         print(f"Forked {sid[:8]}{where} into {new_id[:8]}: the next %%agent cell continues the fork; {sid[:8]} is unchanged.")
+
+    def _checkpoint_arg(self, sid: str, checkpoint: str | None, turn: int | None, *, required: bool) -> str | None:
+        """A checkpoint given as an id (prefix) or as a turn number."""
+        if checkpoint and turn is not None:
+            raise UsageError("Give a checkpoint id or --turn N, not both.")
+        if turn is None:
+            if required and not checkpoint:
+                raise UsageError("Which checkpoint? Give its id (see `%agent checkpoints`) or --turn N.")
+            return checkpoint
+        cps = _api.list_checkpoints(sid, home=self._home())
+        match = [c for c in cps if c.turn == turn]
+        if not match:
+            raise UsageError(f"Session {sid[:8]} has no turn {turn} (it has {len(cps)}). Run `%agent checkpoints`.")
+        return match[0].checkpoint_id
 
     def _end_of_turn(self, sid: str, checkpoint: str) -> str:
         log = _api.checkpoint_log(sid, home=self._home())
@@ -335,8 +352,10 @@ class AgentMagics(Magics):
 
         sid = self._resolve_session(args.session) if args.session else self._current()
         assert sid is not None
+        checkpoint = self._checkpoint_arg(sid, args.checkpoint, args.turn, required=True)
+        assert checkpoint is not None
         result = _api.rewind(
-            sid, args.checkpoint, conversation=args.conversation, dry_run=args.dry_run, force=args.force,
+            sid, checkpoint, conversation=args.conversation, dry_run=args.dry_run, force=args.force,
             home=self._home(), bridge=self.notebook_bridge,
         )
         if result.new_session_id:
