@@ -130,8 +130,10 @@ class AgentClient:
         o = self.options
         chosen = o.model or os.environ.get("AGENT_MAGIC_MODEL") or session_model
         # A provider may know its own default (or raise ConfigurationError: it has none).
-        default = getattr(self._provider, "default_model", None)
-        return chosen or (str(default()) if callable(default) else o.resolved_model())
+        if chosen:
+            return chosen
+        default = self._provider.default_model() if self._provider is not None else None
+        return default or o.resolved_model()
 
     def _open_session(self, provider: Any) -> None:
         opts = self.options
@@ -435,9 +437,14 @@ class AgentClient:
         if not changes:
             return
         new = self.options.copy(**changes)
+        old = self.options
         rt = self._rt
         if rt is not None:
-            model = new.model or os.environ.get("AGENT_MAGIC_MODEL") or rt.session.model or new.resolved_model()
+            self.options = new
+            try:
+                model = self._model_for(rt.session.model)
+            finally:
+                self.options = old
             if new.max_budget_usd is not None and price_for(model, new.prices) is None:
                 raise ConfigurationError(
                     f"max_budget_usd needs a price for the model {model!r}, which is unknown; add one with prices=..."

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import openai
 import pytest
 
@@ -104,7 +105,7 @@ def test_tool_round_writes_the_file(oai: FakeOpenAIServer, home: Path, workspace
     res = result_of(msgs)
     assert res.subtype == "success" and res.num_turns == 2 and res.result == "Wrote notes.md."
     assert (workspace / "notes.md").read_text() == "# Notes\n"
-    first = [m for m in msgs if isinstance(m, AssistantMessage)][0]
+    first = next(m for m in msgs if isinstance(m, AssistantMessage))
     assert first.stop_reason == "tool_use" and first.tool_uses[0].input == {"file_path": "notes.md", "content": "# Notes\n"}
     sent = oai.message_requests[1].body
     assert sent is not None
@@ -140,7 +141,7 @@ def test_invalid_tool_json_is_sent_back_and_the_corrected_call_works(oai: FakeOp
     msgs = ask("write out.txt", cwd=workspace, permission_mode="acceptEdits")
     res = result_of(msgs)
     assert res.subtype == "success" and res.result == "Fixed it."
-    first_result = [m for m in msgs if isinstance(m, UserMessage) and not m.is_prompt][0]
+    first_result = next(m for m in msgs if isinstance(m, UserMessage) and not m.is_prompt)
     block = first_result.content[0]
     assert isinstance(block, am.ToolResultBlock) and block.is_error and "not valid JSON" in block.text
     sent = oai.message_requests[1].tool_results
@@ -151,7 +152,7 @@ def test_invalid_tool_json_is_sent_back_and_the_corrected_call_works(oai: FakeOp
 def test_reasoning_becomes_thinking_and_is_not_sent_back(oai: FakeOpenAIServer, home: Path, workspace: Path) -> None:
     oai.add(message(thinking_block("The user wants a list."), tool_block("Glob", {"pattern": "*.py"})), text("No Python files."))
     msgs = ask("list python files", cwd=workspace)
-    first = [m for m in msgs if isinstance(m, AssistantMessage)][0]
+    first = next(m for m in msgs if isinstance(m, AssistantMessage))
     assert isinstance(first.content[0], am.ThinkingBlock) and first.content[0].thinking == "The user wants a list."
     assistant = oai.message_requests[1].body["messages"][2]  # type: ignore[index]
     assert assistant["content"] is None and "reasoning" not in json.dumps(assistant)
@@ -224,6 +225,29 @@ def test_timeout(oai: FakeOpenAIServer, home: Path, workspace: Path, monkeypatch
     assert res.subtype == "error_during_execution" and "did not answer in time" in (res.result or "")
 
 
+def test_interrupt_mid_stream_keeps_the_partial_answer(oai: FakeOpenAIServer, home: Path, workspace: Path) -> None:
+    oai.add(text("word " * 200, chunk_size=5, delay=0.02))
+
+    async def go() -> tuple[am.ResultMessage, str]:
+        async with am.AgentClient(am.AgentOptions(cwd=workspace, provider="openai", model=MODEL, include_partial_messages=True)) as c:
+            await c.query("talk a lot")
+            seen = 0
+            async for m in c.receive_response():
+                if isinstance(m, StreamEvent) and m.text_delta:
+                    seen += 1
+                    if seen == 5:
+                        await c.interrupt()
+                if isinstance(m, am.ResultMessage):
+                    assert c.session_id is not None
+                    return m, c.session_id
+        raise AssertionError("no result")
+
+    res, sid = anyio.run(go)
+    assert res.subtype == "interrupted"
+    saved = [m for m in am.get_session_messages(sid) if m.type == "assistant"]
+    assert saved and saved[-1].message["content"][0]["text"].startswith("word word")
+
+
 # --------------------------------------------------------------------------- setup
 
 
@@ -259,6 +283,26 @@ def test_server_without_stream_options(oai: FakeOpenAIServer, home: Path, worksp
     kinds = [r.reply_kind for r in oai.requests]
     assert kinds == ["stream_options_rejected", "message"]
     assert "stream_options" not in oai.requests[1].body  # type: ignore[operator]
+
+
+def test_model_that_wants_max_completion_tokens(oai: FakeOpenAIServer, home: Path, workspace: Path) -> None:
+    oai.add(
+        error(400, "invalid_request_error", "Unsupported parameter: 'max_tokens' is not supported with this model. "
+              "Use 'max_completion_tokens' instead."),
+        text("ok"),
+        text("again"),
+    )
+
+    async def go() -> None:
+        async with am.AgentClient(am.AgentOptions(cwd=workspace, provider="openai", model=MODEL)) as c:
+            for prompt in ("one", "two"):
+                await c.query(prompt)
+                assert result_of([m async for m in c.receive_response()]).subtype == "success"
+
+    anyio.run(go)
+    bodies = [r.body or {} for r in oai.message_requests]
+    assert ["max_tokens" in b for b in bodies] == [True, False, False]
+    assert [b.get("max_completion_tokens") for b in bodies] == [None, 16000, 16000]  # remembered
 
 
 def test_usage_counted_and_cost_unknown(oai: FakeOpenAIServer, home: Path, workspace: Path) -> None:
@@ -304,7 +348,7 @@ def test_resume_sends_the_whole_history_in_chat_format(oai: FakeOpenAIServer, ho
     assert "x = 1" in msgs[7]["content"]
 
 
-def test_interrupted_tool_call_history_stays_valid(oai: FakeOpenAIServer, home: Path, workspace: Path) -> None:
+def test_history_after_max_turns_stays_valid(oai: FakeOpenAIServer, home: Path, workspace: Path) -> None:
     for _ in range(3):
         oai.add(tool_use("Glob", {"pattern": "*"}))
     sid = result_of(ask("loop", cwd=workspace, max_turns=2)).session_id
@@ -357,7 +401,7 @@ def test_ollama_style_stream(oai: FakeOpenAIServer, home: Path, workspace: Path)
         text("ok"),
     )
     msgs = ask("do both", cwd=workspace, permission_mode="acceptEdits")
-    first = [m for m in msgs if isinstance(m, AssistantMessage)][0]
+    first = next(m for m in msgs if isinstance(m, AssistantMessage))
     assert first.stop_reason == "tool_use" and [t.id for t in first.tool_uses] == ["call_a", "call_b"]
     assert (workspace / "o.txt").read_text() == "1"
     assert result_of(msgs).subtype == "success"

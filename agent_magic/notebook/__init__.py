@@ -24,7 +24,8 @@ def uses_async_cells(ipython: Any) -> bool:
         import ipykernel
     except ImportError:
         return False
-    return tuple(ipykernel.version_info[:2]) >= (7, 4)
+    version: tuple[int, ...] = getattr(ipykernel, "version_info", (0,))
+    return tuple(version[:2]) >= (7, 4)
 
 
 def _to_async_cell(lines: list[str]) -> list[str]:
@@ -57,7 +58,10 @@ def load_ipython_extension(ipython: Any) -> None:
     ipython.register_magics(magics)
     tracker = _history.ExecutionTracker()
     ipython.events.register("pre_run_cell", tracker.pre_run_cell)
-    comm = None
+    from . import _comm
+
+    comm = _comm.register(ipython, magics)
+    magics.notebook_bridge = comm.bridge
     transformer = None
     if uses_async_cells(ipython):
         transformer = _to_async_cell
@@ -86,6 +90,7 @@ def unload_ipython_extension(ipython: Any) -> None:
         ipython.input_transformers_cleanup.remove(state["transformer"])
     if state["comm"] is not None:
         state["comm"].close()
+        magics.notebook_bridge = None
     magics.close()
 
 

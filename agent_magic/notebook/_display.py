@@ -150,9 +150,10 @@ class TurnView:
             meta = msg.tool_use_result or {}
             for b in msg.content if isinstance(msg.content, list) else []:
                 if isinstance(b, ToolResultBlock):
-                    call = self._tools.get(b.tool_use_id)
-                    if call is None:
+                    found = self._tools.get(b.tool_use_id)
+                    if found is None:
                         continue
+                    call = found
                     call.status = "error" if b.is_error else "ok"
                     call.summary = meta.get("summary") or (b.text.strip().splitlines()[0][:120] if b.text.strip() else None)
                     data = meta.get("data") or {}
@@ -341,9 +342,12 @@ def _tool_plain(call: _ToolCall) -> str:
 
 def ipython_publisher() -> Callable[[dict[str, Any], bool], None]:
     """A publish function that shows a bundle once and then updates it in place."""
-    from IPython.display import display, update_display
+    from IPython import display as ipd
 
     from .._store import new_uuid
+
+    display: Any = ipd.display
+    update_display: Any = ipd.update_display
 
     display_id = new_uuid()
 

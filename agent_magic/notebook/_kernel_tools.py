@@ -106,7 +106,9 @@ def run_code(code: str, ns: dict[str, Any]) -> tuple[str, bool]:
         return f"SyntaxError: {e.msg} (line {e.lineno})", True
     last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = ast.Expression(tree.body.pop().value)
+        expr = tree.body.pop()
+        assert isinstance(expr, ast.Expr)
+        last = ast.Expression(expr.value)
     is_error = False
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         try:

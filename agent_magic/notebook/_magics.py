@@ -204,7 +204,7 @@ class AgentMagics(Magics):
         return getattr(self.shell, "kernel", None) is not None
 
     def current_scope(self) -> str:
-        return self.scope or notebook_scope(self.shell.user_ns if self.shell is not None else {})
+        return self.scope or notebook_scope(self.user_ns)
 
     def _home(self) -> str | None:
         return self.home or None
@@ -251,9 +251,14 @@ class AgentMagics(Magics):
         return handler(args)
 
     def _show(self, obj: Any) -> None:
-        from IPython.display import display
+        from IPython import display as ipd
 
-        display(obj)
+        show: Any = ipd.display
+        show(obj)
+
+    @property
+    def user_ns(self) -> dict[str, Any]:
+        return self.shell.user_ns if self.shell is not None else {}
 
     def _cmd_sessions(self, args: argparse.Namespace) -> None:
         from ._views import sessions_view
@@ -542,13 +547,13 @@ class AgentMagics(Magics):
             return []
         from ._kernel_tools import PythonTool, VariablesTool
 
-        ns = lambda: self.shell.user_ns  # noqa: E731
+        ns = lambda: self.user_ns  # noqa: E731
         return [PythonTool(self.runner.bridge, ns), VariablesTool(self.runner.bridge, ns)]
 
     def _attach_variables(self, prompt: str, names: list[str]) -> str:
         from ._kernel_tools import describe_value
 
-        ns = self.shell.user_ns
+        ns = self.user_ns
         missing = [n for n in names if n not in ns]
         if missing:
             raise UsageError(f"--with {missing[0]}: no such variable in this kernel.")
@@ -571,7 +576,7 @@ class AgentMagics(Magics):
         if main:
             signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
-            reply(run_code(payload["code"], self.shell.user_ns))
+            reply(run_code(payload["code"], self.user_ns))
         except KeyboardInterrupt:
             reply(("KeyboardInterrupt: the code was interrupted.", True))
         finally:
@@ -582,7 +587,7 @@ class AgentMagics(Magics):
     def _handle_variables(self, payload: dict[str, Any], reply: Any) -> None:
         from ._kernel_tools import list_variables
 
-        reply(list_variables(self.shell.user_ns, payload.get("names")))
+        reply(list_variables(self.user_ns, payload.get("names")))
 
     async def _can_use_tool(self, tool_name: str, tool_input: dict[str, Any], context: Any) -> Any:
         return await self.runner.bridge.call("approval", tool_name=tool_name, tool_input=tool_input, context=context)

@@ -240,7 +240,10 @@ class Runner:
 
         fut, inbox = self._start(host, prompt, notify)
         old_wake = self.bridge.async_notify
-        self.bridge.async_notify = lambda: loop.call_soon_threadsafe(event.set)
+        def wake_async() -> None:
+            loop.call_soon_threadsafe(event.set)
+
+        self.bridge.async_notify = wake_async
         interrupted = False
         deadline: float | None = None
         n = 0
@@ -259,9 +262,10 @@ class Runner:
                         await asyncio.wait_for(event.wait(), 0.05)
                     event.clear()
                 except asyncio.CancelledError:
-                    task = asyncio.current_task()
-                    if task is not None:
-                        task.uncancel()
+                    # Python 3.11+: clear the cancellation so later awaits in this turn work normally.
+                    uncancel = getattr(asyncio.current_task(), "uncancel", None)
+                    if uncancel is not None:
+                        uncancel()
                     if not interrupted:
                         interrupted = True
                         deadline = time.monotonic() + INTERRUPT_GRACE

@@ -59,6 +59,10 @@ class Provider(ABC):
 
     name: str = "base"
 
+    def default_model(self) -> str | None:
+        """The model to use when neither ``model=`` nor ``AGENT_MAGIC_MODEL`` names one (None: agent-magic's default)."""
+        return None
+
     def check(self) -> None:
         """Raise ConfigurationError/MissingAPIKeyError before any request if setup is incomplete."""
         return None
