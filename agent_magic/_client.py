@@ -68,6 +68,7 @@ class AgentClient:
         self._provider: Any = None
         self._resumed = False
         self.last_result: ResultMessage | None = None
+        self._known_size = -1
 
     # -- lifecycle -----------------------------------------------------------
     async def __aenter__(self) -> AgentClient:
@@ -195,13 +196,16 @@ class AgentClient:
         opts = self.options
         store = self._store
         header = next((e for e in entries if e.get("type") == "session"), {})
-        cwd = opts.resolved_cwd() if opts.cwd is not None else Path(header.get("cwd") or os.getcwd())
+        stored_cwd = header.get("cwd") if isinstance(header.get("cwd"), str) else None
+        cwd = opts.resolved_cwd() if opts.cwd is not None else Path(stored_cwd or os.getcwd())
         if not cwd.is_dir():
             raise ConfigurationError(
                 f"The session's working directory {cwd} does not exist; pass cwd=... to resume it elsewhere."
             )
-        model = self._model_for(header.get("model"))
-        scope = opts.scope or str(header.get("scope") or cwd)
+        stored_model = header.get("model")
+        model = self._model_for(stored_model if isinstance(stored_model, str) else None)
+        stored_scope = header.get("scope")
+        scope = opts.scope or (stored_scope if isinstance(stored_scope, str) and stored_scope else str(cwd))
         if persist:
             assert store is not None
             transcript = JsonlFile(store.transcript_path(sid))
@@ -223,7 +227,7 @@ class AgentClient:
             transcript=transcript,
             store=store if persist else None,
             entries=[e for e in entries if e.get("type") != "session"],
-            parent_session_id=parent or header.get("parent_session_id"),
+            parent_session_id=parent or (header.get("parent_session_id") if isinstance(header.get("parent_session_id"), str) else None),
         )
         state.num_turns = sum(1 for e in state.entries if is_prompt_entry(e))
         for e in reversed(state.entries):
@@ -266,6 +270,7 @@ class AgentClient:
             on_index=self._on_index if persist else None,
         )
         self._session_id = sid
+        self._known_size = store.transcript_size(sid) if (persist and store is not None) else -1
 
     def _tools(self) -> list[Tool]:
         opts = self.options
@@ -338,7 +343,16 @@ class AgentClient:
         """Another process may have appended turns since we loaded; pick them up."""
         rt = self._rt
         assert rt is not None
+        # A process that died mid-line since we opened the files left a torn tail:
+        # cut it, or our next line would be glued to it and lost.
+        rt.session.transcript.repair_tail()
+        if isinstance(rt.recorder, CheckpointLog):
+            rt.recorder.records.repair_tail()
         path = store.transcript_path(rt.session.session_id)
+        size = store.transcript_size(rt.session.session_id)
+        if size == self._known_size:
+            return  # nobody else wrote: no need to parse the whole transcript again
+        self._known_size = size
         n_known = len(rt.session.entries) + 1
         entries = store.read_entries(rt.session.session_id)
         if len(entries) != n_known:
@@ -383,6 +397,8 @@ class AgentClient:
             self._resumed = True
         finally:
             self._running = False
+            if self._store is not None and rt.session.store is not None:
+                self._known_size = self._store.transcript_size(rt.session.session_id)
             self._release_lock()
             self._turn_done.set()
 
@@ -508,26 +524,63 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
         return parse_lines(read_raw_lines(path), path)
 
 
+class _FilesRead(dict[str, int]):
+    """Files the agent read (or wrote) earlier in the session, for tools that need a prior Read.
+
+    A long session names hundreds of files; resolving and stat-ing them all on
+    every resume is wasted work, so a path is resolved only when a tool asks
+    about a file with the same name.
+    """
+
+    def __init__(self, raw_paths: list[str], cwd: Path) -> None:
+        super().__init__()
+        self._cwd = cwd
+        self._pending: dict[str, list[str]] = {}
+        for raw in raw_paths:
+            self._pending.setdefault(os.path.basename(raw.rstrip("/")), []).append(raw)
+
+    def _load(self, key: object) -> None:
+        if not self._pending or not isinstance(key, str):
+            return
+        for raw in self._pending.pop(os.path.basename(key), []):
+            try:
+                p = Path(raw).expanduser()
+                p = (p if p.is_absolute() else self._cwd / p).resolve()
+                super().setdefault(str(p), p.stat().st_mtime_ns)
+            except (OSError, RuntimeError, ValueError):  # gone, a symlink loop, an unknown ~user
+                continue
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        self._load(key)
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self._load(key)
+        return super().__contains__(key)
+
+    def __getitem__(self, key: str) -> int:
+        self._load(key)
+        return super().__getitem__(key)
+
+
 def _files_read(entries: list[dict[str, Any]], cwd: Path) -> dict[str, int]:
-    """Files the agent read (or wrote) earlier in the session, for tools that need a prior Read."""
-    out: dict[str, int] = {}
+    """Paths named by earlier Read/Write/Edit/NotebookEdit calls (resolved lazily)."""
+    raw: list[str] = []
     for e in entries:
         if e.get("type") != "assistant":
             continue
-        for b in (e.get("message") or {}).get("content") or []:
+        message = e.get("message")
+        content = message.get("content") if isinstance(message, dict) else None
+        for b in content if isinstance(content, list) else []:
             if not isinstance(b, dict) or b.get("type") != "tool_use" or b.get("name") not in ("Read", "Write", "Edit", "NotebookEdit"):
                 continue
-            inp = b.get("input") or {}
+            inp = b.get("input")
+            if not isinstance(inp, dict):
+                continue
             fp = inp.get("file_path") or inp.get("notebook_path")
-            if not isinstance(fp, str) or not fp or "\x00" in fp:
-                continue
-            p = Path(fp).expanduser()
-            p = (p if p.is_absolute() else cwd / p).resolve()
-            try:
-                out[str(p)] = p.stat().st_mtime_ns
-            except OSError:
-                continue
-    return out
+            if isinstance(fp, str) and fp and "\x00" not in fp:
+                raw.append(fp)
+    return _FilesRead(raw, cwd)
 
 
 async def query(prompt: str | list[dict[str, Any]], options: AgentOptions | None = None) -> AsyncIterator[Message]:

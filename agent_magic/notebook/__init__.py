@@ -100,7 +100,9 @@ def _warm_up() -> None:
 
     def work() -> None:
         try:
-            import anthropic  # noqa: F401
+            from ..providers.anthropic import shared_ssl_context
+
+            shared_ssl_context()  # imports anthropic and its HTTP stack, reads the CA bundle once
         except Exception:
             pass
 

@@ -17,6 +17,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigurationError, MissingAPIKeyError, ProviderError
+from .._store import crash_point
 from .base import EventCallback, ModelRequest, ModelResponse, PartialResponse, Provider
 
 if TYPE_CHECKING:
@@ -31,6 +32,31 @@ _NO_KEY = (
     "No Anthropic API key found: set ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN). "
     "To try agent-magic without a key, run `agent-magic demo`."
 )
+
+
+_SSL_CONTEXT: Any = None
+
+
+def shared_ssl_context() -> Any:
+    """One TLS context per process, built as the client's HTTP library builds its default.
+
+    Building it reads the CA bundle (about 30 ms); every session opened in a kernel
+    would pay that again.
+    """
+    global _SSL_CONTEXT
+    if _SSL_CONTEXT is None:
+        import importlib
+
+        import anthropic
+
+        library = anthropic.DefaultAsyncHttpxClient.__mro__[1].__module__.split(".")[0]  # httpx or httpx2
+        make = getattr(importlib.import_module(library), "create_ssl_context", None)
+        _SSL_CONTEXT = make() if make is not None else True
+    return _SSL_CONTEXT
+
+
+def _http_client(anthropic: Any) -> Any:
+    return anthropic.DefaultAsyncHttpxClient(verify=shared_ssl_context())
 
 
 def _env_number(name: str, default: float) -> float:
@@ -66,6 +92,7 @@ class AnthropicProvider(Provider):
             client = anthropic.AsyncAnthropic(
                 max_retries=int(_env_number("AGENT_MAGIC_MAX_RETRIES", 3)),
                 timeout=_env_number("AGENT_MAGIC_TIMEOUT", 600.0),
+                http_client=_http_client(anthropic),
             )
         except anthropic.AnthropicError as e:
             raise MissingAPIKeyError(f"{_NO_KEY} ({_one_line(str(e))[:160]})") from None
@@ -116,6 +143,7 @@ class AnthropicProvider(Provider):
         try:
             async with client.messages.stream(**kwargs) as stream:
                 async for event in stream:
+                    crash_point("stream.event")
                     ev: Any = event
                     etype = ev.type
                     if etype == "content_block_delta" and ev.delta.type == "text_delta":
