@@ -103,6 +103,7 @@ def _warm_up() -> None:
             from ..providers.anthropic import shared_ssl_context
 
             shared_ssl_context()  # imports anthropic and its HTTP stack, reads the CA bundle once
+            import nbformat.v4  # noqa: F401  (slow: jsonschema); the first notebook edit needs it
         except Exception:
             pass
 

@@ -27,10 +27,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import nbformat
-import nbformat.reader
-import nbformat.v4
-import nbformat.v4.nbjson
+from .._lazy import lazy_import
+
+# nbformat pulls in jsonschema (over a second to import where Jupyter is installed);
+# load it on the first notebook the agent touches, not when the tool list is built.
+nbformat: Any = lazy_import("nbformat")
 
 from .._errors import ToolError
 from .base import CellEdit, Tool, ToolContext, ToolResult, require_str
@@ -48,6 +49,7 @@ __all__ = [
     "apply_cell_edit",
     "cell_display_id",
     "cell_index_by_id",
+    "edit_provenance",
     "notebook_validation_error",
     "parse_notebook",
     "render_notebook",
@@ -224,12 +226,36 @@ def _new_cell(nb: Mapping[str, Any], cell_type: str, source: str) -> Any:
     return cell
 
 
+def _mark(cell: Any, provenance: Mapping[str, Any] | None, op: str) -> None:
+    if provenance is not None:
+        # The cell's metadata is its own copy here (_replaced_cell and _new_cell make new nodes).
+        cell["metadata"] = _nbf.from_dict({**dict(cell.get("metadata") or {}), "agent_magic": {**provenance, "op": op}})
+
+
+def edit_provenance(ctx: ToolContext) -> dict[str, Any] | None:
+    """Who makes an edit in this context: session, turn and checkpoint; None outside a checkpointed turn.
+
+    The checkpoint is the recorder's current turn (a :class:`~agent_magic._checkpoints.CheckpointLog`);
+    a recorder that keeps no checkpoints records no provenance.
+    """
+    checkpoint_id = getattr(ctx.recorder, "current", None)
+    if not isinstance(checkpoint_id, str) or not checkpoint_id or not ctx.session_id:
+        return None
+    turn = None
+    listing = getattr(ctx.recorder, "checkpoints", None)
+    if callable(listing):
+        turn = next((c.turn for c in listing() if c.checkpoint_id == checkpoint_id), None)
+    return {"session_id": ctx.session_id, "turn": turn, "checkpoint_id": checkpoint_id}
+
+
 def apply_cell_edit(
     nb: Mapping[str, Any],
     edit_mode: str,
     cell_id: str | None,
     new_source: str,
     cell_type: str | None = None,
+    *,
+    provenance: Mapping[str, Any] | None = None,
 ) -> tuple[Any, CellEdit]:
     """Compute one NotebookEdit on a copy of ``nb``; return the edited notebook and the edit.
 
@@ -238,6 +264,11 @@ def apply_cell_edit(
     converting the cell when ``cell_type`` differs); ``insert`` adds a new cell
     of ``cell_type`` after ``cell_id`` (at the start when ``cell_id`` is None);
     ``delete`` removes the cell. Untouched cells are left exactly as they were.
+
+    With ``provenance`` (``session_id``, ``turn``, ``checkpoint_id``), an inserted
+    or replaced cell records who made it in ``metadata["agent_magic"]``, with the
+    ``op``: the JupyterLab extension shows it as a badge, and it is saved with
+    the notebook.
 
     Returns
     -------
@@ -281,6 +312,7 @@ def apply_cell_edit(
             )
         index = 0 if cell_id is None else find(cell_id) + 1
         cell = _new_cell(new_nb, cell_type, new_source)
+        _mark(cell, provenance, "insert")
         cells.insert(index, cell)
         edit = CellEdit(
             "insert", cell_display_id(cell, index), None, _plain(cell), index, prev_id(index)
@@ -294,6 +326,7 @@ def apply_cell_edit(
         del cells[index]
         return new_nb, CellEdit("delete", shown_id, _plain(old), None, index, prev_id(index))
     cells[index] = _replaced_cell(old, new_source, cell_type)
+    _mark(cells[index], provenance, "replace")
     edit = CellEdit("replace", shown_id, _plain(old), _plain(cells[index]), index, prev_id(index))
     return new_nb, edit
 
@@ -561,6 +594,7 @@ class NotebookEditTool(Tool):
             new_source = ""
         else:
             new_source = require_str(input, "new_source", allow_empty=True)
+        provenance = edit_provenance(ctx)
 
         bridge = ctx.notebook_bridge
         if bridge is not None and bridge.is_open(path):
@@ -576,7 +610,7 @@ class NotebookEditTool(Tool):
                     raise ToolError(
                         "The open notebook could not be read from the editor."
                     ) from None
-                new_nb, edit, note = _compute(nb, edit_mode, cell_id, new_source, cell_type)
+                new_nb, edit, note = _compute(nb, edit_mode, cell_id, new_source, cell_type, provenance)
                 ctx.recorder.before_cell_edit(
                     path, serialize_notebook(nb), edit, serialize_notebook(new_nb)
                 )
@@ -591,7 +625,7 @@ class NotebookEditTool(Tool):
         except OSError as e:
             raise ToolError(f"Cannot read {path}: {e.strerror or e}.") from None
         nb = parse_notebook(raw)
-        new_nb, edit, note = _compute(nb, edit_mode, cell_id, new_source, cell_type)
+        new_nb, edit, note = _compute(nb, edit_mode, cell_id, new_source, cell_type, provenance)
         new_bytes = serialize_notebook(new_nb)
         ctx.recorder.before_cell_edit(path, raw, edit, new_bytes)
         new_st = atomic_write(path, new_bytes, mode=stat.S_IMODE(st.st_mode))
@@ -614,9 +648,14 @@ def _stat_regular(path: Path) -> os.stat_result:
 
 
 def _compute(
-    nb: Any, edit_mode: str, cell_id: str | None, new_source: str, cell_type: str | None
+    nb: Any,
+    edit_mode: str,
+    cell_id: str | None,
+    new_source: str,
+    cell_type: str | None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> tuple[Any, CellEdit, str | None]:
-    new_nb, edit = apply_cell_edit(nb, edit_mode, cell_id, new_source, cell_type)
+    new_nb, edit = apply_cell_edit(nb, edit_mode, cell_id, new_source, cell_type, provenance=provenance)
     problem = notebook_validation_error(new_nb)
     note = None
     if problem is not None:
@@ -633,7 +672,12 @@ def _compute(
 def _result(
     path: os.PathLike[str], edit: CellEdit, new_nb: Any, note: str | None, *, applied_to: str
 ) -> ToolResult:
-    where = "the open notebook in the editor" if applied_to == "editor" else os.fspath(path)
+    # A live edit is not saved: the person saves (or autosave does), so the file lags behind.
+    where = (
+        "the open notebook in the editor (not saved to disk yet)"
+        if applied_to == "editor"
+        else os.fspath(path)
+    )
     cell = edit.after_cell if edit.after_cell is not None else edit.before_cell
     cell_type = str((cell or {}).get("cell_type", "code"))
     before_src = _text((edit.before_cell or {}).get("source"))
