@@ -48,7 +48,7 @@ from ._permissions import (
 )
 from ._pricing import add_usage, cost_usd, price_for
 from ._sessions import SessionState, prompt_text
-from ._store import new_uuid
+from ._store import crash_point, new_uuid
 from .providers.base import ModelRequest, PartialResponse, Provider
 from .tools.base import ChangeRecorder, NotebookBridge, Tool, ToolContext, ToolResult
 
@@ -115,6 +115,8 @@ class Runtime:
 
 @dataclass
 class _Turn:
+    """The state of one running turn (engines update it too: usage, cost, subtype, result_text)."""
+
     checkpoint_id: str
     start: float
     api_calls: int = 0
@@ -159,7 +161,13 @@ async def run_turn(
     with anyio.CancelScope() as scope:
         scope_holder(scope)
         try:
-            await _turn_body(rt, turn, emit)
+            engine = getattr(rt.provider, "run_turn_body", None)
+            if engine is not None:
+                # An engine (Claude Code) runs the model and tools itself; the prompt, the
+                # checkpoint bookkeeping and the result line stay ours.
+                await engine(rt, turn, emit)
+            else:
+                await _turn_body(rt, turn, emit)
         except ProviderError as e:
             turn.subtype = "error_during_execution"
             turn.result_text = str(e)
@@ -521,6 +529,7 @@ async def _run_tool(
                 if upd.behavior == "allow" and rule not in rt.granted_rules:
                     rt.granted_rules.append(rule)
 
+    crash_point("tool.start")
     try:
         result = await tool.run(tool_input, ctx)
     except ToolError as e:
