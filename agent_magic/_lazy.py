@@ -1,23 +1,36 @@
-"""Import a module on first use (``importlib.util.LazyLoader``)."""
+"""Import a module on first use."""
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import sys
 from types import ModuleType
+from typing import Any
 
 
-def lazy_import(name: str) -> ModuleType:
-    """``name`` as a module that is really imported when one of its attributes is first used."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.loader is None:
-        return importlib.import_module(name)  # raises the usual ImportError
-    loader = importlib.util.LazyLoader(spec.loader)
-    spec.loader = loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    loader.exec_module(module)
-    return module
+class LazyModule:
+    """Stands for module ``name``; the first attribute access imports it and ``submodules``.
+
+    (``importlib.util.LazyLoader`` loses submodule attributes when the lazy module
+    is the first to import the package, so a plain proxy is used instead.)
+    """
+
+    def __init__(self, name: str, submodules: tuple[str, ...] = ()) -> None:
+        self._name = name
+        self._submodules = submodules
+        self._module: ModuleType | None = None
+
+    def _load(self) -> ModuleType:
+        if self._module is None:
+            module = importlib.import_module(self._name)
+            for sub in self._submodules:
+                importlib.import_module(f"{self._name}.{sub}")
+            self._module = module
+        return self._module
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._load(), attr)
+
+
+def lazy_import(name: str, submodules: tuple[str, ...] = ()) -> Any:
+    """A stand-in for ``import name`` (and ``import name.sub`` for each of ``submodules``) that imports on first use."""
+    return LazyModule(name, submodules)

@@ -3,6 +3,24 @@
 Everything here is small and synchronous. Files are created private to the
 user (directories 0700, files 0600). JSONL appends are one ``os.write`` of a
 whole line on an ``O_APPEND`` descriptor; readers skip a torn last line.
+
+Crash points (tests only): with ``AGENT_MAGIC_CRASH_AT=<label>:<n>`` set, the
+process SIGKILLs itself the n-th time it passes :func:`crash_point` ``label``
+(``*`` counts every crash point). The crash-consistency suite
+(``tests/reliability/crash.py``) uses them to land kills precisely:
+
+``append:<file>`` / ``torn:<file>``
+    before a JSONL line is written (``transcript``, ``checkpoints``); ``torn``
+    writes the first half of the line, then dies (a torn write).
+``blob`` / ``blob.tmp``
+    before a new backup blob is written; after its temp file is written, before the rename.
+``tool.start``, ``file.tmp``, ``file.replaced``, ``bash.spawned``
+    before a tool runs; Write/Edit/NotebookEdit between temp file and rename, and
+    just after the rename; a Bash command just started.
+``stream.event``
+    each server-sent event of a model response.
+
+Unset, a crash point is a function call that returns at once.
 """
 
 from __future__ import annotations
@@ -12,6 +30,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import tempfile
 import time
 import uuid
@@ -66,27 +85,58 @@ def iso_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def iso_to_ms(value: str | None) -> int | None:
-    if not value:
+def iso_to_ms(value: Any) -> int | None:
+    if not value or not isinstance(value, str):
         return None
     try:
         return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
         return None
 
 
-_SECRET_NAME = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.IGNORECASE)
+_SECRET_NAME = re.compile(
+    r"""(
+        (API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|TOKEN|PASSW(OR)?D|CREDENTIALS?)$  # OPENAI_API_KEY, HF_TOKEN, DB_PASSWORD
+      | SECRET                                                               # AWS_SECRET_ACCESS_KEY, CLIENT_SECRET
+      | ^ANTHROPIC_.*KEY                                                     # ANTHROPIC_API_KEY, ANTHROPIC_AUTH_KEY
+    )""",
+    re.IGNORECASE | re.VERBOSE,
+)
 
 
 def is_secret_name(name: str) -> bool:
-    """True for environment variable names that hold secrets (``*_API_KEY``, ``*_TOKEN``, ...)."""
+    """True for environment variable names that hold secrets (``*_API_KEY``, ``*_TOKEN``, ``*SECRET*``, ...).
+
+    The one definition used both to redact stored text and to strip the
+    environment of the agent's subprocesses.
+    """
     return bool(_SECRET_NAME.search(name))
 
 
+_SECRET_NAMES: tuple[int, float, tuple[str, ...]] = (-1, 0.0, ())
+
+
 def secret_values(environ: Any = None) -> dict[str, str]:
-    """Secret values in the environment (8+ characters), by variable name."""
-    env = os.environ if environ is None else environ
-    return {k: v for k, v in env.items() if len(v) >= 8 and is_secret_name(k)}
+    """Secret values in the environment (8+ characters), by variable name.
+
+    For ``os.environ`` the matching *names* are cached (rescanned when the
+    environment's size changes, and every 2 seconds) because this runs for every
+    stored line; the *values* are always read fresh.
+    """
+    global _SECRET_NAMES
+    if environ is not None:
+        return {k: v for k, v in environ.items() if len(v) >= 8 and is_secret_name(k)}
+    size, when, names = _SECRET_NAMES
+    now = time.monotonic()
+    if size != len(os.environ) or now - when > 2.0:
+        names = tuple(k for k in os.environ if is_secret_name(k))
+        _SECRET_NAMES = (len(os.environ), now, names)
+    out = {}
+    for k in names:
+        v = os.environ.get(k)
+        if v is not None and len(v) >= 8:
+            out[k] = v
+    return out
 
 
 def redact(text: str, secrets: dict[str, str] | None = None) -> str:
@@ -103,7 +153,54 @@ def dumps_line(obj: Any) -> bytes:
     return (text + "\n").encode("utf-8", "backslashreplace")
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, mode: int = FILE_MODE, fsync: bool = False) -> None:
+# ---------------------------------------------------------------------------
+# Crash points (see the module docstring)
+# ---------------------------------------------------------------------------
+
+
+def _parse_crash_spec(spec: str | None) -> tuple[str, int] | None:
+    if not spec:
+        return None
+    label, sep, n = spec.rpartition(":")
+    if not sep or not label or not n.isdigit() or int(n) < 1:
+        raise ValueError(f"AGENT_MAGIC_CRASH_AT={spec!r}: expected <label>:<n> with n >= 1.")
+    return label, int(n)
+
+
+_crash_at: tuple[str, int] | None = _parse_crash_spec(os.environ.get("AGENT_MAGIC_CRASH_AT"))
+_crash_hits: dict[str, int] = {}
+
+
+def arm_crash_point(spec: str | None) -> None:
+    """Arm (``"<label>:<n>"``) or disarm (``None``) the crash point of this process; resets the counts.
+
+    For test workers forked after import, where ``AGENT_MAGIC_CRASH_AT`` was read already.
+    """
+    global _crash_at
+    _crash_at = _parse_crash_spec(spec)
+    _crash_hits.clear()
+
+
+def crash_point(label: str, before_death: Any = None) -> None:
+    """SIGKILL this process here if the armed crash point says so (tests only; see the module docstring).
+
+    ``before_death``, a callable, runs just before the kill (to leave a torn write behind).
+    """
+    if _crash_at is None:
+        return
+    want, n = _crash_at
+    if want not in (label, "*"):
+        return
+    hits = _crash_hits[want] = _crash_hits.get(want, 0) + 1
+    if hits == n:
+        if before_death is not None:
+            before_death()
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+
+
+def atomic_write_bytes(
+    path: Path, data: bytes, *, mode: int = FILE_MODE, fsync: bool = False, crash_label: str | None = None
+) -> None:
     """Write ``data`` to a temp file next to ``path`` and replace ``path`` with it."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -113,6 +210,8 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int = FILE_MODE, fsync:
             if fsync:
                 os.fsync(f.fileno())
         os.chmod(tmp, mode)
+        if crash_label is not None:
+            crash_point(crash_label)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -156,6 +255,15 @@ class JsonlFile:
             self._fd = fd
         return self._fd
 
+    def repair_tail(self) -> None:
+        """Cut a torn last line another process left since this file was opened.
+
+        Call it after taking the session's lock: a line appended behind a torn
+        tail would be glued to it and lost.
+        """
+        if self._fd is not None:
+            self._repair_tail(self._fd)
+
     def _repair_tail(self, fd: int) -> None:
         size = os.fstat(fd).st_size
         if size == 0:
@@ -183,6 +291,8 @@ class JsonlFile:
             self._memory.append(line)
             return
         fd = self._open()
+        if _crash_at is not None:
+            self._crash_points(fd, line)
         view = memoryview(line)
         while view:
             n = os.write(fd, view)
@@ -198,12 +308,20 @@ class JsonlFile:
             self._memory.extend(dumps_line(o) for o in objs)
             return
         fd = self._open()
+        if _crash_at is not None:
+            self._crash_points(fd, data)
         view = memoryview(data)
         while view:
             n = os.write(fd, view)
             view = view[n:]
         if self._fsync:
             os.fsync(fd)
+
+    def _crash_points(self, fd: int, data: bytes) -> None:
+        assert self.path is not None
+        name = self.path.stem
+        crash_point(f"append:{name}")
+        crash_point(f"torn:{name}", lambda: os.write(fd, data[: max(1, len(data) // 2)]))
 
     def close(self) -> None:
         if self._fd is not None:
@@ -232,17 +350,31 @@ def read_raw_lines(path: Path) -> list[bytes]:
     return data.splitlines(keepends=True)
 
 
+def _fast_loads() -> Any:
+    """orjson's ``loads`` (5-10x faster on long transcripts), else the standard library's."""
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - a declared dependency
+        return json.loads
+    return orjson.loads
+
+
 def parse_lines(lines: list[bytes], path: Path | None) -> list[dict[str, Any]]:
     """Parse JSONL lines; skip (with a TranscriptWarning) a torn last line or corrupted lines."""
     out: list[dict[str, Any]] = []
-    loads = json.loads
+    loads = _fast_loads()
     bad = 0
     last = len(lines) - 1
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            obj = loads(line)
+            try:
+                obj = loads(line)
+            except ValueError:
+                # orjson refuses what dumps_line may write: lone surrogates (undecodable file
+                # names), NaN. The standard library reads them; only then is the line bad.
+                obj = json.loads(line)
         except ValueError:
             bad += 1
             if i == last and not line.endswith(b"\n"):
@@ -306,7 +438,21 @@ class BlobStore:
             return
         make_private_dir(path.parent)
         level = 1 if len(data) > (4 << 20) else 6
-        atomic_write_bytes(path, zlib.compress(data, level), fsync=self._fsync)
+        crash_point("blob")
+        atomic_write_bytes(path, zlib.compress(data, level), fsync=self._fsync, crash_label="blob.tmp")
+        self._known.add(digest)
+
+    def put_compressed(self, digest: str, packed: bytes) -> None:
+        """Store a blob already zlib-compressed (a verified bundle entry) as it is."""
+        if self.root is None:
+            self._memory.setdefault(digest, packed)
+            return
+        path = self._path(digest)
+        if digest in self._known or path.exists():
+            self._known.add(digest)
+            return
+        make_private_dir(path.parent)
+        atomic_write_bytes(path, packed, fsync=self._fsync)
         self._known.add(digest)
 
     def has(self, digest: str) -> bool:

@@ -79,7 +79,7 @@ def test_streaming_updates_one_region(kernel: Kernel, fake_api: FakeAnthropicSer
     kernel.ok("%load_ext agent_magic")
     run = kernel.ok("%%agent\nwrite a lot")
     displays = [o for o in run.outputs if o["msg_type"] == "display_data" and TURN_MIME in o["content"]["data"]]
-    updates = [o for o in run.outputs if o["msg_type"] == "update_display_data"]
+    updates = [o for o in run.outputs if o["msg_type"] == "update_display_data" and TURN_MIME in o["content"]["data"]]
     assert len(displays) == 1  # one region...
     assert len(updates) >= 2  # ...updated in place while it streamed
     ids = {o["content"]["transient"]["display_id"] for o in displays + updates}

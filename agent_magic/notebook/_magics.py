@@ -188,7 +188,6 @@ class AgentMagics(Magics):
         from ._runner import Runner
 
         self.runner: Runner = Runner()
-        self._next_new = False
         self._widgets: Any = None
         self.notebook_bridge: Any = None
         self.last_result: ResultMessage | None = None
@@ -271,7 +270,6 @@ class AgentMagics(Magics):
     def _cmd_resume(self, args: argparse.Namespace) -> None:
         sid = self._resolve_session(args.id)
         _api.set_current_session(self.current_scope(), sid, home=self._home())
-        self._next_new = False
         info = _api.get_session_info(sid, home=self._home())
         print(f"Resumed session {sid[:8]} ({info.num_turns} turns): the next %%agent cell continues it.")
 
@@ -280,11 +278,9 @@ class AgentMagics(Magics):
         if not rows:
             raise UsageError("This notebook has no session to continue. Run a `%%agent` cell to start one.")
         _api.set_current_session(self.current_scope(), rows[0].session_id, home=self._home())
-        self._next_new = False
         print(f"Continuing session {rows[0].session_id[:8]} ({rows[0].num_turns} turns).")
 
     def _cmd_new(self, args: argparse.Namespace) -> None:
-        self._next_new = True
         _api.set_current_session(self.current_scope(), None, home=self._home())
         print("The next %%agent cell starts a new session.")
 
@@ -297,7 +293,6 @@ class AgentMagics(Magics):
             up_to = self._end_of_turn(sid, at)
         new_id = _api.fork_session(sid, up_to_message_id=up_to, scope=self.current_scope(), home=self._home())
         _api.set_current_session(self.current_scope(), new_id, home=self._home())
-        self._next_new = False
         where = f" after checkpoint {at[:8]}" if at else ""
         print(f"Forked {sid[:8]}{where} into {new_id[:8]}: the next %%agent cell continues the fork; {sid[:8]} is unchanged.")
 
@@ -461,7 +456,7 @@ class AgentMagics(Magics):
         sid: str | None
         if args.resume:
             sid = self._resolve_session(args.resume)
-        elif args.new or (args.session_id and not args.fork) or self._next_new:
+        elif args.new or (args.session_id and not args.fork):
             sid = None
         else:
             sid = self._current(required=False)
@@ -493,6 +488,8 @@ class AgentMagics(Magics):
 
     def _cleanup(self, turn: _Turn) -> None:
         turn.view.flush(force=True)
+        if turn.controls is not None and getattr(turn.controls, "running", False):
+            turn.controls.running = False
         self._expire_prompts()
         if turn.args.no_persist:
             self.runner.close_client(turn.host)
@@ -501,7 +498,6 @@ class AgentMagics(Magics):
         self._cleanup(turn)
         result = outcome.result
         self.last_result = result
-        self._next_new = False
         new_id = turn.host.client.session_id
         if new_id is not None and not turn.args.no_persist:
             self.runner.hosts[new_id] = turn.host

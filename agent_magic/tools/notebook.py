@@ -31,7 +31,7 @@ from .._lazy import lazy_import
 
 # nbformat pulls in jsonschema (over a second to import where Jupyter is installed);
 # load it on the first notebook the agent touches, not when the tool list is built.
-nbformat: Any = lazy_import("nbformat")
+nbformat: Any = lazy_import("nbformat", ("reader", "v4", "v4.nbjson"))
 
 from .._errors import ToolError
 from .base import CellEdit, Tool, ToolContext, ToolResult, require_str
