@@ -1,7 +1,10 @@
-"""Widgets in cell output: turn controls (Stop), approval prompts, session bar, browser, checkpoint slider.
+"""Widgets in cell output: the session bar (Stop while a turn runs), approval prompts,
+the session browser and the checkpoint slider.
 
 Built with anywidget: the ES modules and CSS ship in ``static/`` (no CDN, no
-build step). Every function here is called on the kernel's main thread.
+build step). Every function here is called on the kernel's main thread, by
+:class:`~agent_magic.notebook._magics.AgentMagics` (``magics``). Actions call
+the public API (:mod:`agent_magic`), and show their errors in the widget.
 """
 
 from __future__ import annotations
@@ -9,29 +12,39 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..._checkpoints import CheckpointInfo
+from ..._sessions import SessionInfo
 from ._approval import ApprovalWidget, preview_for, show_approval
-from ._controls import TurnControls
+from ._bar import SessionBar, finish_bar, new_bar
+from ._base import ActionRefused, Widget
+from ._browser import SessionBrowser, new_browser
+from ._slider import CheckpointSlider, new_slider
+
+#: The bar was called TurnControls while it only had a Stop button.
+TurnControls = SessionBar
 
 
 def _display(obj: Any) -> None:
-    from IPython.display import display
+    from ._base import _ipython_display
 
-    display(obj)
+    _ipython_display()(obj)
 
 
-def turn_controls(magics: Any) -> TurnControls:
-    """Show a Stop button for the turn about to run."""
-    w = TurnControls()
+def turn_controls(magics: Any) -> SessionBar:
+    """Show the bar of the turn about to run (a Stop button until :func:`session_bar` fills it in)."""
+    bar = new_bar(magics)
+    _display(bar)
+    return bar
 
-    def on_event(content: dict[str, Any]) -> None:
-        if content.get("type") == "stop" and w.running:
-            w.stop_requested = True
-            w.status = "Stopping…"
-            magics.runner.interrupt()
 
-    w.on_event(on_event)
-    _display(w)
-    return w
+def session_bar(magics: Any, result: Any, provenance: dict[str, Any], controls: Any = None) -> SessionBar:
+    """After a turn: turn its controls into the session bar (session, turn N of M, Fork, Resume, cost)."""
+    bar = controls if isinstance(controls, SessionBar) else None
+    if bar is None:
+        bar = new_bar(magics)
+        _display(bar)
+    finish_bar(bar, magics, result, provenance)
+    return bar
 
 
 def approval(magics: Any, payload: dict[str, Any], reply: Any, *, timeout: float) -> ApprovalWidget:
@@ -41,25 +54,40 @@ def approval(magics: Any, payload: dict[str, Any], reply: Any, *, timeout: float
     return w
 
 
-def session_bar(magics: Any, result: Any, provenance: dict[str, Any], controls: Any = None) -> Any:
-    """After a turn: turn the controls into a summary line."""
-    if controls is not None:
-        controls.running = False
-        controls.status = magics.last_view.footer.replace("`", "") if magics.last_view else ""
-    return controls
+def session_browser(
+    rows: list[SessionInfo], *, current: str | None, scope: str | None, magics: Any = None
+) -> SessionBrowser | None:
+    """The sortable session table of ``%agent sessions``, forks as a tree; None outside a kernel."""
+    magics = magics if magics is not None else _magics_of_shell()
+    if magics is None:
+        return None
+    return new_browser(magics, rows, current=current, scope=scope)
 
 
-def session_browser(rows: Any, *, current: str | None, scope: str | None) -> Any:
-    return None
+def checkpoint_slider(magics: Any, session_id: str, checkpoints: list[CheckpointInfo]) -> CheckpointSlider | None:
+    """The rewind slider of ``%agent checkpoints``; None without checkpoints (the table says why)."""
+    if magics is None or not checkpoints:
+        return None
+    return new_slider(magics, session_id, checkpoints)
 
 
-def checkpoint_slider(magics: Any, session_id: str, checkpoints: Any) -> Any:
-    return None
+def _magics_of_shell() -> Any:
+    from IPython.core.getipython import get_ipython
+
+    from .. import state
+
+    st = state(get_ipython())
+    return st["magics"] if st is not None else None
 
 
 __all__ = [
+    "ActionRefused",
     "ApprovalWidget",
+    "CheckpointSlider",
+    "SessionBar",
+    "SessionBrowser",
     "TurnControls",
+    "Widget",
     "approval",
     "checkpoint_slider",
     "preview_for",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import html
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -11,13 +12,13 @@ from typing import Any
 import traitlets
 
 from ..._permissions import PermissionResultAllow, PermissionResultDeny, PermissionUpdate
-from ._base import Widget, _asset
+from ._base import Widget, _module
 
 
 class ApprovalWidget(Widget):
     """Shows one tool call waiting for the person's decision."""
 
-    _esm = _asset("approval.js")
+    _esm = _module("approval.js")
     title = traitlets.Unicode("", help="What the agent wants to do.").tag(sync=True)
     reason = traitlets.Unicode("", help="Why permission is needed.").tag(sync=True)
     preview = traitlets.Unicode("", help="The command, or a diff of the edit.").tag(sync=True)
@@ -26,6 +27,22 @@ class ApprovalWidget(Widget):
     decision = traitlets.Unicode("", help="'' while pending, then approve / always / deny.").tag(sync=True)
     status = traitlets.Unicode("", help="A line under the buttons.").tag(sync=True)
     rendered = traitlets.Bool(False, help="A front end has shown the prompt.")
+
+    def fallback_text(self) -> str:
+        lines = [f"agent-magic approval: {self.title}"]
+        if self.reason:
+            lines.append(self.reason)
+        preview = self.preview.splitlines()
+        lines += ["    " + line for line in preview[:20]]
+        if len(preview) > 20:
+            lines.append(f"    [… {len(preview) - 20} more lines]")
+        lines.append(self.status or ("Decision: " + self.decision if self.decision else "Waiting for a decision."))
+        return "\n".join(lines)
+
+    def fallback_html(self) -> str | None:
+        head, *rest = self.fallback_text().split("\n", 1)
+        body = html.escape(rest[0]) if rest else ""
+        return f"<div class='am-fallback'><b>{html.escape(head)}</b><pre style='font-size:85%'>{body}</pre></div>"
 
 
 def preview_for(tool_name: str, tool_input: dict[str, Any], cwd: Path | None = None) -> tuple[str, str]:
@@ -107,6 +124,7 @@ def show_approval(
             else:
                 return
             w.decision = d
+            w.refresh_display()
 
     w.on_event(on_event)
     display(w)

@@ -49,14 +49,15 @@ class SessionBar(Widget):
         if self.running or not self.session_id:
             return "agent-magic turn running (stop it with %agent stop)" if self.running else "agent-magic turn"
         sid = self.session_id[:8]
-        bits = [f"agent-magic session {sid}", f"turn {self.turn} of {max(self.turns, self.turn)}"]
+        # "of M" goes stale as the session grows; a saved notebook says only which turn this was.
+        bits = [f"agent-magic session {sid}", f"turn {self.turn}"]
         if self.checkpoint_id:
             bits.append(f"checkpoint {self.checkpoint_id[:8]}")
         if self.status:
             bits.append(self.status)
         lines = [" · ".join(bits)]
         if self.checkpoint_id and self.saved:
-            lines.append(f"Fork at this turn: %agent fork {sid} --at {self.checkpoint_id[:8]} · resume: %agent resume {sid}")
+            lines.append(f"Fork at this turn: %agent fork {sid} --turn {self.turn} · continue this session: %agent resume {sid}")
         if self.notice:
             lines.append(self.notice)
         return "\n".join(lines)

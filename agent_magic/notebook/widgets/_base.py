@@ -30,11 +30,17 @@ def _module(name: str) -> str:
     return _asset("common.js") + "\n" + _asset(name)
 
 
+def _ipython_display() -> Any:
+    from IPython import display as ipd
+
+    return ipd.display
+
+
 class ActionRefused(AgentMagicError):
     """A widget action that cannot run now (a turn is running, nothing to fork, ...); shown in the widget."""
 
 
-class Widget(anywidget.AnyWidget):  # type: ignore[misc]
+class Widget(anywidget.AnyWidget):
     """An anywidget whose front-end code ships inside the package.
 
     Subclasses describe themselves for places where the widget cannot be shown
@@ -88,8 +94,8 @@ class Widget(anywidget.AnyWidget):  # type: ignore[misc]
         return None
 
     def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        data, metadata = super()._repr_mimebundle_(**kwargs)
-        data = dict(data)
+        bundle = super()._repr_mimebundle_(**kwargs)
+        data, metadata = (dict(bundle[0]), dict(bundle[1])) if bundle is not None else ({}, {})
         data["text/plain"] = self.fallback_text()
         rich = self.fallback_html()
         if rich is not None:
@@ -99,23 +105,19 @@ class Widget(anywidget.AnyWidget):  # type: ignore[misc]
     def _ipython_display_(self) -> None:
         # Displayed with a display id, so refresh_display() can rewrite the fallbacks
         # a saved notebook keeps once the widget has changed.
-        from IPython.display import display
-
         from ..._store import new_uuid
 
         if self._display_id is None:
             self._display_id = new_uuid()
         data, metadata = self._repr_mimebundle_()
-        display(data, metadata=metadata, raw=True, display_id=self._display_id)
+        _ipython_display()(data, metadata=metadata, raw=True, display_id=self._display_id)
 
     def refresh_display(self) -> None:
         """Rewrite the outputs showing this widget, so saved notebooks keep its latest fallbacks."""
         if self._display_id is None:
             return
-        from IPython.display import update_display
-
         data, metadata = self._repr_mimebundle_()
-        update_display(data, metadata=metadata, raw=True, display_id=self._display_id)
+        _ipython_display()(data, metadata=metadata, raw=True, display_id=self._display_id, update=True)
 
 
 # -- helpers for actions ---------------------------------------------------------------

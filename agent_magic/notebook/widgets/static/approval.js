@@ -1,52 +1,57 @@
-// Approval prompt: tool, command or diff, Approve / Deny / Always allow.
-// Self-contained (no imports); themed with JupyterLab CSS variables.
-function el(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
+// Approval prompt: what the agent wants to do (a command, or a diff of the edit),
+// Approve / Always allow / Deny. Sends {type: "rendered"} once shown (a headless run
+// never does) and {type: "decision", decision} on a click.
 
-function render({ model, el: root }) {
-  const box = el("div", "am-approval");
-  const title = el("div", "am-approval-title");
-  const preview = el("pre", "am-approval-preview");
-  const reason = el("div", "am-approval-reason");
-  const buttons = el("div", "am-approval-buttons");
-  const approve = el("button", "am-btn am-btn-primary", "Approve");
-  const always = el("button", "am-btn", "Always allow");
-  const deny = el("button", "am-btn am-btn-danger", "Deny");
-  const status = el("div", "am-approval-status");
-  approve.dataset.action = "approve";
-  always.dataset.action = "always";
-  deny.dataset.action = "deny";
-  buttons.append(approve, always, deny);
-  box.append(title, reason, preview, buttons, status);
-  root.append(box);
+function render({ model, el }) {
+  const listen = listener(model);
+  const title = h("div", { class: "am-approval-title" });
+  const reason = h("div", { class: "am-approval-reason am-muted" });
+  const preview = h("div", { class: "am-approval-preview" });
+  const approve = h("button", { class: "am-btn am-btn-primary", dataset: { action: "approve" } }, "Approve");
+  const always = h("button", { class: "am-btn", dataset: { action: "always" } }, "Always allow");
+  const deny = h("button", { class: "am-btn am-btn-danger", dataset: { action: "deny" } }, "Deny");
+  const rule = h("span", { class: "am-muted am-approval-rule" });
+  const buttons = h("div", { class: "am-approval-buttons" }, approve, always, deny, rule);
+  const status = h("div", { class: "am-approval-status" });
+  const box = h("div", { class: "am-widget am-approval" }, title, reason, preview, buttons, status, errorLine(model, listen));
+  el.append(box);
 
+  let shownPreview = null;
   function update() {
-    title.textContent = model.get("title");
-    reason.textContent = model.get("reason");
-    always.title = "Always allow: " + (model.get("always_rule") || "");
-    const text = model.get("preview");
-    preview.textContent = text;
-    preview.style.display = text ? "" : "none";
-    preview.classList.toggle("am-diff", model.get("preview_kind") === "diff");
     const decision = model.get("decision");
-    for (const b of [approve, always, deny]) b.disabled = decision !== "";
+    title.textContent = "⚠ " + model.get("title");
+    reason.textContent = model.get("reason");
+    reason.hidden = !model.get("reason");
+    const text = model.get("preview");
+    const kind = model.get("preview_kind");
+    if (shownPreview !== text + kind) {
+      shownPreview = text + kind;
+      preview.replaceChildren(kind === "diff" ? diffView(text) : h("pre", { class: "am-code" }, text));
+    }
+    preview.hidden = !text;
+    const r = model.get("always_rule");
+    always.title = "Approve, and allow " + (r || "this tool") + " without asking from now on";
+    rule.textContent = decision ? "" : r ? "Always allow: " + r : "";
+    for (const b of [approve, always, deny]) {
+      b.disabled = decision !== "";
+      b.classList.toggle("am-chosen", b.dataset.action === decision);
+    }
+    buttons.classList.toggle("am-decided", decision !== "");
     status.textContent = model.get("status");
+    status.hidden = !model.get("status");
     box.dataset.decision = decision;
   }
   for (const b of [approve, always, deny]) {
     b.addEventListener("click", () => {
       if (model.get("decision") !== "") return;
+      for (const o of [approve, always, deny]) o.disabled = true;
       model.send({ type: "decision", decision: b.dataset.action });
     });
   }
-  model.on("change", update);
+  listen("change", update);
   update();
-  // Tell the kernel a person can see this prompt (a headless run never sends it).
   model.send({ type: "rendered" });
+  return listen.dispose;
 }
 
 export default { render };

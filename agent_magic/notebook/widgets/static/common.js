@@ -1,0 +1,151 @@
+// Helpers shared by agent-magic's widgets. Python puts this file in front of each
+// widget's own module, so every module stays self-contained (no imports, no CDN).
+
+/** An element: h("div", {class: "x", title: "y"}, child, "text", ...). */
+function h(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") e.className = v;
+    else if (k === "dataset") Object.assign(e.dataset, v);
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null || c === false) continue;
+    e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return e;
+}
+
+const ICONS = {
+  // 16x16 outlines, drawn with currentColor so they follow the theme (no icon font needed).
+  copy: "M5 5h8v9H5z M3 11V2h8",
+  fork: "M4 2v4 M4 6c0 3 8 2 8 5v3 M4 6v8 M12 2v3",
+  resume: "M3 8a5 5 0 1 0 1.5-3.5 M3 2v3h3 M8 5v3l2 2",
+  stop: "M4 4h8v8H4z",
+  check: "M3 8.5l3 3 7-7",
+};
+
+/** A small inline SVG icon. */
+function icon(name) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 16 16");
+  svg.setAttribute("width", "14");
+  svg.setAttribute("height", "14");
+  svg.setAttribute("aria-hidden", "true");
+  svg.setAttribute("class", "am-icon");
+  const p = document.createElementNS(ns, "path");
+  p.setAttribute("d", ICONS[name]);
+  p.setAttribute("fill", name === "stop" ? "currentColor" : "none");
+  p.setAttribute("stroke", "currentColor");
+  p.setAttribute("stroke-width", "1.5");
+  p.setAttribute("stroke-linecap", "round");
+  p.setAttribute("stroke-linejoin", "round");
+  svg.append(p);
+  return svg;
+}
+
+function pad2(n) {
+  return String(n).padStart(2, "0");
+}
+
+/** "2025-03-01 14:05" (local time) from epoch milliseconds or an ISO string. */
+function fmtDate(v) {
+  if (v === undefined || v === null || v === "") return "-";
+  const d = new Date(v);
+  if (Number.isNaN(d.getTime())) return String(v);
+  return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
+}
+
+/** "14:05" today, else the date too. */
+function fmtWhen(v) {
+  const d = new Date(v);
+  if (Number.isNaN(d.getTime())) return fmtDate(v);
+  const now = new Date();
+  const sameDay = d.toDateString() === now.toDateString();
+  return sameDay ? `${pad2(d.getHours())}:${pad2(d.getMinutes())}` : fmtDate(v);
+}
+
+function fmtCost(v) {
+  if (v === undefined || v === null) return "cost unknown";
+  return "$" + Number(v).toFixed(v >= 1 ? 2 : 4);
+}
+
+function fmtInt(n) {
+  return n === undefined || n === null ? "?" : Number(n).toLocaleString("en-US");
+}
+
+function shorten(s, n) {
+  const one = String(s || "").split(/\s+/).join(" ").trim();
+  return one.length <= n ? one : one.slice(0, n - 1) + "…";
+}
+
+function plural(n, one, many) {
+  return `${n} ${n === 1 ? one : many || one + "s"}`;
+}
+
+/** A unified diff with added, removed and hunk lines coloured ("no newline" markers left out). */
+function diffView(text) {
+  const pre = h("pre", { class: "am-diff" });
+  for (const line of String(text || "").replace(/\n$/, "").split("\n")) {
+    if (line.startsWith("\\ No newline")) continue;
+    let cls = "";
+    if (line.startsWith("+++") || line.startsWith("---")) cls = "am-diff-file";
+    else if (line.startsWith("@@")) cls = "am-diff-hunk";
+    else if (line.startsWith("+")) cls = "am-diff-add";
+    else if (line.startsWith("-")) cls = "am-diff-del";
+    else if (line.startsWith("\\")) cls = "am-diff-meta";
+    pre.append(h("span", { class: cls }, line + "\n"));
+  }
+  return pre;
+}
+
+/** Copy text to the clipboard; falls back to a hidden textarea where the Clipboard API is refused. */
+async function copyText(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    return true;
+  } catch {
+    const area = h("textarea", { style: "position:fixed;opacity:0;top:0;left:0" });
+    area.value = text;
+    document.body.append(area);
+    area.select();
+    let ok = false;
+    try {
+      ok = document.execCommand("copy");
+    } catch {
+      ok = false;
+    }
+    area.remove();
+    return ok;
+  }
+}
+
+/**
+ * Listen to model events and undo it all when the view goes away:
+ *   const listen = listener(model); listen("change:x", cb); ... return listen.dispose;
+ */
+function listener(model) {
+  const offs = [];
+  const listen = (event, cb) => {
+    model.on(event, cb);
+    offs.push(() => model.off(event, cb));
+  };
+  listen.dispose = () => offs.splice(0).forEach(off => off());
+  return listen;
+}
+
+/** A line that shows the model's `error` trait (actions report their failures there). */
+function errorLine(model, listen) {
+  const line = h("div", { class: "am-error", role: "alert" });
+  const update = () => {
+    const text = model.get("error");
+    line.textContent = text ? "⚠ " + text : "";
+    line.hidden = !text;
+  };
+  listen("change:error", update);
+  update();
+  return line;
+}
