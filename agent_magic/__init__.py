@@ -142,6 +142,11 @@ def unload_ipython_extension(ipython: Any) -> None:
     unload(ipython)
 
 
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """The Jupyter server extension serving the sessions sidebar (``agent_magic._server_ext``)."""
+    return [{"module": "agent_magic._server_ext"}]
+
+
 def _jupyter_labextension_paths() -> list[dict[str, str]]:
     """Where Jupyter finds the prebuilt JupyterLab extension shipped in the wheel."""
     return [{"src": "labextension", "dest": "agent-magic-labextension"}]

@@ -1,41 +1,51 @@
 /**
  * JupyterLab front end for agent-magic.
  *
- * For now a placeholder: a left-sidebar panel listing agent sessions.
+ * - live edits: the agent's NotebookEdit/Read reach notebooks open here over
+ *   the `agent_magic` comm (link.ts, notebooks.ts, edits.ts);
+ * - the "Agent sessions" sidebar, served by the server extension (sidebar.ts, rewind.ts);
+ * - cell provenance badges (badges.ts).
  */
 
-import type {
-  JupyterFrontEnd,
-  JupyterFrontEndPlugin
-} from '@jupyterlab/application';
-import { listIcon } from '@jupyterlab/ui-components';
-import { Widget } from '@lumino/widgets';
+import type { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { INotebookTracker, type NotebookPanel } from '@jupyterlab/notebook';
 
-/** The id of the sessions panel in the left sidebar; browser tests select on it. */
-export const SESSIONS_PANEL_ID = 'agent-magic-sessions';
+import { SessionsApi } from './api';
+import { ProvenanceBadges } from './badges';
+import { KernelLink } from './link';
+import { OpenNotebooks } from './notebooks';
+import { SESSIONS_PANEL_ID, SessionsPanel } from './sidebar';
 
-/** Build the (placeholder) sessions panel. */
-function createSessionsPanel(): Widget {
-  const panel = new Widget();
-  panel.id = SESSIONS_PANEL_ID;
-  panel.addClass('jp-AgentMagic-sessions');
-  panel.title.caption = 'Agent sessions';
-  panel.title.label = 'Agent sessions';
-  panel.title.icon = listIcon;
-
-  const empty = document.createElement('p');
-  empty.className = 'jp-AgentMagic-sessions-empty';
-  empty.textContent = 'No sessions yet';
-  panel.node.appendChild(empty);
-  return panel;
-}
+export { SESSIONS_PANEL_ID };
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'agent-magic:plugin',
-  description: 'Agent sessions panel for agent-magic.',
+  description: 'Agent sessions sidebar, live notebook edits and cell provenance for agent-magic.',
   autoStart: true,
-  activate: (app: JupyterFrontEnd): void => {
-    app.shell.add(createSessionsPanel(), 'left', { rank: 600 });
+  requires: [INotebookTracker],
+  activate: (app: JupyterFrontEnd, tracker: INotebookTracker): void => {
+    const api = new SessionsApi(app.serviceManager.serverSettings);
+    const notebooks = new OpenNotebooks(tracker);
+    const panel = new SessionsPanel(api, notebooks, tracker);
+    app.shell.add(panel, 'left', { rank: 600 });
+
+    const links = new Set<KernelLink>();
+    const attach = (nb: NotebookPanel): void => {
+      const link = new KernelLink(nb, notebooks);
+      const badges = new ProvenanceBadges(nb, api);
+      links.add(link);
+      nb.disposed.connect(() => {
+        links.delete(link);
+        link.dispose();
+        badges.dispose();
+      });
+    };
+    // Closing the tab: tell the kernels (best effort), so they stop asking this page
+    // instead of waiting for it to answer. (`pagehide`, not `beforeunload`: the
+    // person may still cancel leaving a page with unsaved changes.)
+    window.addEventListener('pagehide', () => links.forEach(link => link.dispose()));
+    tracker.forEach(attach);
+    tracker.widgetAdded.connect((_, nb) => attach(nb));
     console.log('agent-magic: JupyterLab extension activated');
   }
 };

@@ -4,6 +4,11 @@ The browser side lives in Node (``lab.mjs`` and scripts importing it), driven by
 playwright-core against Debian's Chromium; nothing here downloads a browser.
 Python starts the server, runs a script with ``node`` and checks what it reports.
 
+The server's kernels talk to a fake Messages API running in this process
+(``lab_fake_api``; script it per test, after ``reset()``) and keep sessions
+in a private store (``jupyterlab.agent_home``, their ``AGENT_MAGIC_HOME``).
+``start_jupyterlab`` starts another server, with other environment variables.
+
 Without Chromium or Node the tests are skipped, except under CI (``CI`` set),
 where a missing tool is an install bug and fails them.
 """
@@ -21,11 +26,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from agent_magic.testing import FakeAnthropicServer
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
@@ -108,6 +116,10 @@ class JupyterLab:
     root_dir: Path
     """The server's root: notebooks the browser opens by relative path live here."""
     log_path: Path
+    agent_home: Path
+    """The session store of the server and its kernels (their ``AGENT_MAGIC_HOME``)."""
+    env: dict[str, str] = field(default_factory=dict)
+    """The variables added to the server's environment (and so to its kernels')."""
 
     def api(self, path: str) -> Any:
         """GET a JSON endpoint of the server, e.g. ``api("/api/sessions")``."""
@@ -135,6 +147,11 @@ class JupyterLab:
         return [ext["name"] for ext in self.page_config().get("federated_extensions", [])]
 
 
+#: The developer's keys and stores never reach the server or its kernels.
+_SECRET_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "ANTHROPIC_PROFILE",
+                "AGENT_MAGIC_MODEL", "AGENT_MAGIC_PROVIDER", "AGENT_MAGIC_HOME", "OPENAI_API_KEY", "OPENAI_BASE_URL")
+
+
 def _lab_env(home: Path) -> dict[str, str]:
     """The server's environment: user config, runtime and IPython dirs isolated under ``home``.
 
@@ -142,7 +159,7 @@ def _lab_env(home: Path) -> dict[str, str]:
     extensions stay out); the extension is found in ``sys.prefix``'s
     share/jupyter, where ``pip install`` and ``.ci/setup`` put it.
     """
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k not in _SECRET_VARS}
     for name, sub in [
         ("JUPYTER_CONFIG_DIR", "config"),
         ("JUPYTER_DATA_DIR", "data"),
@@ -203,16 +220,21 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-@pytest.fixture(scope="session")
-def jupyterlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]:
-    """A JupyterLab server on 127.0.0.1 with token auth, for the whole session.
+@contextmanager
+def start_jupyterlab(
+    home: Path, env: Mapping[str, str] | None = None, log_name: str = "jupyterlab.log"
+) -> Iterator[JupyterLab]:
+    """Run a JupyterLab server on 127.0.0.1 with token auth, its files under ``home``.
 
-    Its log goes to ``test-artifacts/jupyterlab.log``.
+    ``env`` is added to its environment (and its kernels'); unless ``env`` names
+    one, ``AGENT_MAGIC_HOME`` is ``home/agent-home``. The log goes to
+    ``test-artifacts/<log_name>``.
     """
-    home = tmp_path_factory.mktemp("jupyterlab")
     root_dir = home / "root"
-    root_dir.mkdir()
-    env = _lab_env(home)
+    root_dir.mkdir(parents=True, exist_ok=True)
+    full_env = _lab_env(home)
+    added = {"AGENT_MAGIC_HOME": str(home / "agent-home"), **(env or {})}
+    full_env.update(added)
     token = secrets.token_hex(24)
     args = [
         sys.executable,
@@ -234,20 +256,48 @@ def jupyterlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]
         args.append("--allow-root")
 
     ARTIFACTS_DIR.mkdir(exist_ok=True)
-    log_path = ARTIFACTS_DIR / "jupyterlab.log"
+    log_path = ARTIFACTS_DIR / log_name
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(args, cwd=root_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(args, cwd=root_dir, env=full_env, stdout=log, stderr=subprocess.STDOUT)
         try:
             try:
-                url = _wait_for_server(proc, Path(env["JUPYTER_RUNTIME_DIR"]), token)
+                url = _wait_for_server(proc, Path(full_env["JUPYTER_RUNTIME_DIR"]), token)
             except RuntimeError as exc:
                 _stop(proc)
                 log.flush()
                 tail = log_path.read_text(errors="replace")[-4000:]
                 pytest.fail(f"{exc}\n--- {log_path} (tail) ---\n{tail}")
-            yield JupyterLab(url=url, token=token, root_dir=root_dir, log_path=log_path)
+            yield JupyterLab(
+                url=url,
+                token=token,
+                root_dir=root_dir,
+                log_path=log_path,
+                agent_home=Path(added["AGENT_MAGIC_HOME"]),
+                env=added,
+            )
         finally:
             _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def lab_fake_api() -> Iterator[FakeAnthropicServer]:
+    """The fake Messages API the session's JupyterLab kernels talk to; ``reset()`` it, then script it."""
+    with FakeAnthropicServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def jupyterlab(
+    tmp_path_factory: pytest.TempPathFactory, lab_fake_api: FakeAnthropicServer
+) -> Iterator[JupyterLab]:
+    """A JupyterLab server on 127.0.0.1 with token auth, for the whole session.
+
+    Its kernels use ``lab_fake_api`` as the Anthropic API and ``agent_home`` as
+    their session store. Its log goes to ``test-artifacts/jupyterlab.log``.
+    """
+    env = {**lab_fake_api.env(), "AGENT_MAGIC_MAX_RETRIES": "1"}
+    with start_jupyterlab(tmp_path_factory.mktemp("jupyterlab"), env) as lab:
+        yield lab
 
 
 @dataclass(frozen=True)

@@ -220,3 +220,107 @@ export async function screenshot(page, name) {
   await page.screenshot({ path: file });
   return file;
 }
+
+// --- Notebook model and agent-magic helpers ---------------------------------
+
+/** The current notebook's cells from its model: id, type, source, and agent provenance. */
+export async function notebookCells(page) {
+  return page.evaluate(() => {
+    const model = window.jupyterapp.shell.currentWidget.context.model;
+    return model.sharedModel.cells.map(c => ({
+      id: c.id,
+      type: c.cell_type,
+      source: c.getSource(),
+      provenance: c.getMetadata('agent_magic') ?? null,
+      outputs: c.cell_type === 'code' ? c.toJSON().outputs.length : 0,
+      executionCount: c.cell_type === 'code' ? c.toJSON().execution_count : null
+    }));
+  });
+}
+
+/** Whether the current notebook has unsaved changes. */
+export async function isDirty(page) {
+  return page.evaluate(() => window.jupyterapp.shell.currentWidget.context.model.dirty);
+}
+
+/** How many dialogs (e.g. "File changed on disk") are open. */
+export async function dialogCount(page) {
+  return page.locator('.jp-Dialog').count();
+}
+
+/** Make cell `index` of the current notebook the active one. */
+export async function selectCell(page, index) {
+  await page.evaluate(i => {
+    window.jupyterapp.shell.currentWidget.content.activeCellIndex = i;
+  }, index);
+}
+
+/**
+ * Type `text` into cell `index` as a person would (click, select all, type),
+ * replacing its source; leaves the notebook unsaved. Ends in command mode.
+ */
+export async function typeInCell(page, index, text) {
+  const editor = currentNotebook(page).locator('.jp-Notebook .jp-Cell').nth(index).locator('.cm-content');
+  await editor.click();
+  await page.keyboard.press('ControlOrMeta+A');
+  await page.keyboard.insertText(text);
+  await page.keyboard.press('Escape');
+}
+
+/**
+ * Run cell `index` (it becomes the active cell first) and wait until it has finished
+ * (JupyterLab's run command resolves when the kernel replies).
+ */
+export async function runCellAt(page, index, { timeout = KERNEL_TIMEOUT } = {}) {
+  await selectCell(page, index);
+  await page.evaluate(async ms => {
+    let timer;
+    const expired = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`the cell did not finish within ${ms} ms`)), ms);
+    });
+    try {
+      await Promise.race([window.jupyterapp.commands.execute('notebook:run-cell'), expired]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }, timeout);
+}
+
+/** Save the current notebook with JupyterLab's save command and wait until it is clean. */
+export async function saveNotebook(page, { timeout = 30_000 } = {}) {
+  await runCommand(page, 'docmanager:save');
+  await page.waitForFunction(
+    () => !window.jupyterapp.shell.currentWidget.context.model.dirty,
+    undefined,
+    { timeout }
+  );
+}
+
+/** A file's content from the server (the Contents API), e.g. to see what a save wrote. */
+export async function fileContent(page, filePath) {
+  return page.evaluate(async p => {
+    const model = await window.jupyterapp.serviceManager.contents.get(p, { content: true });
+    return model.content;
+  }, filePath);
+}
+
+/**
+ * Wait until the current notebook's kernel has linked to agent-magic's extension
+ * (after `%load_ext agent_magic`): the live-edit comm is open.
+ */
+export async function waitForAgentLink(page, { timeout = KERNEL_TIMEOUT } = {}) {
+  await page.locator('.jp-NotebookPanel:visible[data-agent-magic-link="connected"]').waitFor({ timeout });
+}
+
+/** The state of the current notebook's link to agent-magic: 'none', 'connecting' or 'connected'. */
+export async function agentLinkState(page) {
+  return page.evaluate(() => window.jupyterapp.shell.currentWidget.node.dataset.agentMagicLink ?? null);
+}
+
+/** The index of the cell with this id in the current notebook (-1 if none). */
+export async function cellIndex(page, cellId) {
+  return page.evaluate(
+    id => window.jupyterapp.shell.currentWidget.context.model.sharedModel.cells.findIndex(c => c.id === id),
+    cellId
+  );
+}
