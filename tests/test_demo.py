@@ -118,3 +118,25 @@ def test_agent_magic_demo_no_browser(tmp_path: Path) -> None:
     # the fake API stopped with JupyterLab
     with pytest.raises(OSError):
         urllib.request.urlopen(info["Fake API"] + "/health", timeout=2)
+
+
+def test_fake_server_as_a_subprocess(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m agent_magic.testing` prints its URL; a real query then runs against it."""
+    from .conftest import result_of, run_query
+
+    proc = subprocess.Popen([sys.executable, "-m", "agent_magic.testing", "--script", "walkthrough"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "test")
+        monkeypatch.setenv("AGENT_MAGIC_HOME", str(tmp_path / "home"))
+        (tmp_path / "w").mkdir()
+        res = result_of(run_query("something unscripted", cwd=tmp_path / "w"))
+        assert res.subtype == "success" and "[scripted]" in (res.result or "")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
