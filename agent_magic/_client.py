@@ -146,7 +146,7 @@ class AgentClient:
             sid = store.resolve(opts.resume)
         elif opts.continue_conversation:
             assert store is not None
-            sid = store.current(scope)
+            sid = store.current(scope, fresh_means_none=False)
         if sid is not None:
             self._resumed = True
             if opts.fork_session:
@@ -289,7 +289,9 @@ class AgentClient:
         sid = rt.session.session_id
         size = store.transcript_size(sid)
         if what == "turn":
-            store.index.record_turn(sid, first_prompt=data.get("first_prompt"), modified_ms=now_ms(), file_size=size)
+            store.index.record_turn(
+                sid, first_prompt=data.get("first_prompt"), num_turns=data.get("num_turns"), modified_ms=now_ms(), file_size=size
+            )
         elif what == "result":
             store.index.record_cost(sid, data.get("cost"), modified_ms=now_ms(), file_size=size)
 
@@ -537,12 +539,12 @@ class _FilesRead(dict[str, int]):
         self._cwd = cwd
         self._pending: dict[str, list[str]] = {}
         for raw in raw_paths:
-            self._pending.setdefault(os.path.basename(raw.rstrip("/")), []).append(raw)
+            self._pending.setdefault(Path(raw).name, []).append(raw)
 
     def _load(self, key: object) -> None:
         if not self._pending or not isinstance(key, str):
             return
-        for raw in self._pending.pop(os.path.basename(key), []):
+        for raw in self._pending.pop(Path(key).name, []):
             try:
                 p = Path(raw).expanduser()
                 p = (p if p.is_absolute() else self._cwd / p).resolve()

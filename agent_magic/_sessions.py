@@ -18,6 +18,7 @@ conversation. The transcripts are the truth; the index can always be rebuilt.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -96,12 +97,19 @@ class SessionMessage:
     is_prompt: bool = False
 
 
+def _opt_str(value: Any) -> str | None:
+    """A string field of a stored line, or None when it is missing or damaged (not a string)."""
+    return value if isinstance(value, str) else None
+
+
 def _preview(text: str, n: int = 200) -> str:
     one = " ".join(text.split())
     return one if len(one) <= n else one[: n - 1] + "…"
 
 
-def prompt_text(message: dict[str, Any]) -> str:
+def prompt_text(message: Any) -> str:
+    if not isinstance(message, dict):
+        return ""
     content = message.get("content")
     if isinstance(content, str):
         return content
@@ -116,7 +124,8 @@ def is_prompt_entry(entry: dict[str, Any]) -> bool:
         return False
     if "is_prompt" in entry:
         return bool(entry["is_prompt"])
-    content = (entry.get("message") or {}).get("content")
+    message = entry.get("message")
+    content = message.get("content") if isinstance(message, dict) else None
     if isinstance(content, str):
         return True
     return isinstance(content, list) and not any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
@@ -137,9 +146,9 @@ def build_api_messages(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
       so the conversation is always valid to send.
     """
     failed_prompts = {
-        e.get("checkpoint")
+        e["checkpoint"]
         for e in entries
-        if e.get("type") == "result" and e.get("no_response")
+        if e.get("type") == "result" and e.get("no_response") and isinstance(e.get("checkpoint"), str)
     }
     msgs: list[dict[str, Any]] = []
     for e in entries:
@@ -148,7 +157,7 @@ def build_api_messages(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         if e.get("synthetic"):
             continue
-        if t == "user" and e.get("uuid") in failed_prompts:
+        if t == "user" and isinstance(e.get("uuid"), str) and e["uuid"] in failed_prompts:
             continue
         m = e.get("message")
         if not isinstance(m, dict):
@@ -157,7 +166,7 @@ def build_api_messages(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if t == "assistant":
             if not isinstance(content, list) or not content:
                 continue
-            blocks = [b for b in content if isinstance(b, dict)]
+            blocks = [b for b in content if _valid_block(b)]
             if not blocks:
                 continue
             msgs.append({"role": "assistant", "content": blocks})
@@ -165,13 +174,27 @@ def build_api_messages(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if isinstance(content, str):
                 blocks = [{"type": "text", "text": content}]
             elif isinstance(content, list):
-                blocks = [b for b in content if isinstance(b, dict)]
+                blocks = [b for b in content if _valid_block(b)]
             else:
                 continue
             if not blocks:
                 continue
             msgs.append({"role": "user", "content": blocks})
     return _repair_conversation(msgs)
+
+
+def _valid_block(b: Any) -> bool:
+    """Whether a stored content block has the shape the API needs (a damaged line may not)."""
+    if not isinstance(b, dict):
+        return False
+    t = b.get("type")
+    if t == "text":
+        return isinstance(b.get("text"), str)
+    if t == "tool_use":
+        return isinstance(b.get("id"), str) and isinstance(b.get("name"), str) and isinstance(b.get("input"), dict)
+    if t == "tool_result":
+        return isinstance(b.get("tool_use_id"), str) and isinstance(b.get("content", ""), (str, list))
+    return isinstance(t, str)
 
 
 def _repair_conversation(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -225,7 +248,16 @@ def _repair_conversation(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             else:
                 fixed.append({"role": "user", "content": content})
         i += 1
-    while fixed and fixed[0]["role"] != "user":
+    # Start with a user message, and one that answers no tool call: a damaged or lost line
+    # can leave an assistant message first, or results whose tool_use is gone.
+    while fixed:
+        if fixed[0]["role"] != "user":
+            fixed.pop(0)
+            continue
+        content = [b for b in fixed[0]["content"] if b.get("type") != "tool_result"]
+        if content:
+            fixed[0] = {"role": "user", "content": content}
+            break
         fixed.pop(0)
     return fixed
 
@@ -334,12 +366,15 @@ class SessionIndex:
         with self._tx() as conn:
             conn.execute(f"UPDATE sessions SET {cols} WHERE session_id=?", (*fields.values(), session_id))
 
-    def record_turn(self, session_id: str, *, first_prompt: str | None, modified_ms: int, file_size: int) -> None:
+    def record_turn(
+        self, session_id: str, *, first_prompt: str | None, modified_ms: int, file_size: int, num_turns: int | None = None
+    ) -> None:
+        """A turn started; ``num_turns`` is the session's count including it (else the row's count + 1)."""
         with self._tx() as conn:
             conn.execute(
-                "UPDATE sessions SET num_turns=num_turns+1, modified_ms=?, file_size=?, "
+                "UPDATE sessions SET num_turns=COALESCE(?, num_turns+1), modified_ms=?, file_size=?, "
                 "first_prompt=COALESCE(first_prompt, ?) WHERE session_id=?",
-                (modified_ms, file_size, first_prompt, session_id),
+                (num_turns, modified_ms, file_size, first_prompt, session_id),
             )
 
     def record_cost(self, session_id: str, cost: float | None, *, modified_ms: int, file_size: int) -> None:
@@ -368,8 +403,8 @@ class SessionIndex:
             )
 
     def clear_current(self, scope: str) -> None:
-        with self._tx() as conn:
-            conn.execute("DELETE FROM current WHERE scope=?", (scope,))
+        """Record that ``scope``'s next turn starts a new session (an empty pointer)."""
+        self.set_current(scope, "")
 
     # -- reads ---------------------------------------------------------
     @staticmethod
@@ -438,7 +473,8 @@ class SessionIndex:
         self._checked = True
         conn = self._connect()
         on_disk = set(self._store.session_dirs())
-        indexed = {r[0] for r in conn.execute("SELECT session_id FROM sessions").fetchall()}
+        sizes = {r[0]: r[1] for r in conn.execute("SELECT session_id, file_size FROM sessions").fetchall()}
+        indexed = set(sizes)
         missing = on_disk - indexed
         gone = indexed - on_disk
         for sid in gone:
@@ -447,6 +483,29 @@ class SessionIndex:
             info = self._store.scan_info(sid)
             if info is not None:
                 self.upsert(info)
+        for sid in on_disk & indexed:
+            if self._store.transcript_size(sid) != sizes[sid]:
+                self._rescan_idle(sid)
+
+    def _rescan_idle(self, session_id: str) -> None:
+        """Rescan a row that disagrees with its transcript (a process died between the two).
+
+        Only when no turn runs in the session: a running turn updates its row itself,
+        and a scan taken mid-turn would be counted twice.
+        """
+        import filelock
+
+        lock = filelock.FileLock(str(self._store.session_dir(session_id) / ".lock"), timeout=0, mode=0o600, thread_local=False)
+        try:
+            lock.acquire()
+        except (filelock.Timeout, OSError):
+            return
+        try:
+            info = self._store.scan_info(session_id)
+            if info is not None:
+                self.upsert(info)
+        finally:
+            lock.release()
 
     def rebuild(self) -> None:
         """Rebuild every row from the transcripts (after the index was lost or corrupted)."""
@@ -567,12 +626,11 @@ class SessionStore:
         sid = session_id or new_uuid()
         d = self.session_dir(sid)
         make_private_dir(self.sessions_root)
-        try:
-            d.mkdir(mode=0o700)
-        except FileExistsError:
-            raise SessionExistsError(
-                f"A session with id {sid!r} already exists. Resume it with resume={sid!r}, or choose another id."
-            ) from None
+        exists_error = SessionExistsError(
+            f"A session with id {sid!r} already exists. Resume it with resume={sid!r}, or choose another id."
+        )
+        if self.exists(sid):
+            raise exists_error
         created = now_ms()
         header = {
             "type": "session",
@@ -585,16 +643,31 @@ class SessionStore:
             "parent_session_id": parent_session_id,
             "forked_at": forked_at,
         }
-        jf = JsonlFile(d / "transcript.jsonl")
-        jf.append(header)
-        jf.close()
-        if title:
-            self._write_meta(sid, {"title": title})
+        # The folder appears with its header in one rename: a crash never leaves a
+        # session folder without a transcript (which would block its id forever).
+        staging = self.sessions_root / f".new-{sid}-{new_uuid()[:8]}"
+        staging.mkdir(mode=0o700)
+        try:
+            jf = JsonlFile(staging / "transcript.jsonl")
+            jf.append(header)
+            jf.close()
+            if title:
+                atomic_write_bytes(staging / "meta.json", json.dumps({"title": title}).encode())
+            try:
+                # Replaces an empty folder (left by an older version's crash); fails on a real session.
+                os.rename(staging, d)
+            except OSError as e:
+                if e.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
+                    raise exists_error from None
+                raise
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         self.index.upsert(
             SessionInfo(
                 session_id=sid, summary=title or "(no prompt yet)", created_at=created, last_modified=created,
                 num_turns=0, cwd=cwd, scope=scope, title=title, parent_session_id=parent_session_id,
-                forked_at=forked_at, model=model, total_cost_usd=0.0, file_size=0,
+                forked_at=forked_at, model=model, total_cost_usd=0.0, file_size=self.transcript_size(sid),
             )
         )
         return sid
@@ -661,7 +734,10 @@ class SessionStore:
             entries = parse_lines(read_raw_lines(path), path)
         header = next((e for e in entries if e.get("type") == "session"), {})
         meta = self._read_meta(session_id)
-        st = path.stat()
+        try:
+            st = path.stat()
+        except FileNotFoundError:  # deleted meanwhile
+            return None
         first_prompt = None
         turns = 0
         cost = 0.0
@@ -671,31 +747,31 @@ class SessionStore:
             if is_prompt_entry(e):
                 turns += 1
                 if first_prompt is None:
-                    first_prompt = prompt_text(e.get("message") or {})
+                    first_prompt = prompt_text(e.get("message"))
             elif e.get("type") == "result":
                 c = e.get("total_cost_usd")
                 if e.get("cost_unknown"):
                     unknown = True
                 elif isinstance(c, (int, float)):
                     cost += float(c)
-            if e.get("timestamp"):
+            if isinstance(e.get("timestamp"), str):
                 last_ts = e["timestamp"]
         created = iso_to_ms(header.get("timestamp")) or int(st.st_mtime * 1000)
-        title = meta.get("title")
+        title = _opt_str(meta.get("title"))
         return SessionInfo(
             session_id=session_id,
             summary=title or (first_prompt and _preview(first_prompt, 120)) or "(no prompt yet)",
             created_at=created,
             last_modified=iso_to_ms(last_ts) or int(st.st_mtime * 1000),
             num_turns=turns,
-            cwd=str(header.get("cwd") or ""),
-            scope=str(header.get("scope") or header.get("cwd") or ""),
+            cwd=_opt_str(header.get("cwd")) or "",
+            scope=_opt_str(header.get("scope")) or _opt_str(header.get("cwd")) or "",
             title=title,
             first_prompt=first_prompt,
-            parent_session_id=header.get("parent_session_id"),
-            forked_at=header.get("forked_at"),
-            tag=meta.get("tag"),
-            model=header.get("model"),
+            parent_session_id=_opt_str(header.get("parent_session_id")),
+            forked_at=_opt_str(header.get("forked_at")),
+            tag=_opt_str(meta.get("tag")),
+            model=_opt_str(header.get("model")),
             total_cost_usd=None if unknown else cost,
             cost_known=not unknown,
             file_size=st.st_size,
@@ -715,10 +791,17 @@ class SessionStore:
         return out[:limit] if limit is not None else out
 
     # -- scope pointers ------------------------------------------------------
-    def current(self, scope: str) -> str | None:
-        """The session a notebook/project continues by default: the explicit pointer, else the latest."""
+    def current(self, scope: str, *, fresh_means_none: bool = True) -> str | None:
+        """The session a notebook/project continues by default: the explicit pointer, else the latest.
+
+        After :meth:`clear_current` (``%agent new``) the answer is None until a new
+        session is made current, unless ``fresh_means_none=False`` (the SDK's
+        ``continue_conversation``: always the most recent).
+        """
         sid = self.index.current(scope)
-        if sid is not None and self.exists(sid):
+        if sid == "" and fresh_means_none:
+            return None
+        if sid and self.exists(sid):
             return sid
         return self.index.latest(scope)
 
@@ -789,9 +872,9 @@ class SessionStore:
             body = []
         forked_at = next((e.get("uuid") for e in reversed(body) if e.get("uuid")), None)
         new_id = self.create(
-            cwd=cwd or str(header.get("cwd") or ""),
-            scope=scope or str(header.get("scope") or header.get("cwd") or ""),
-            model=header.get("model"),
+            cwd=cwd or _opt_str(header.get("cwd")) or "",
+            scope=scope or _opt_str(header.get("scope")) or _opt_str(header.get("cwd")) or "",
+            model=_opt_str(header.get("model")),
             session_id=new_session_id,
             parent_session_id=session_id,
             forked_at=forked_at,
@@ -803,8 +886,8 @@ class SessionStore:
             e2 = dict(e)
             e2["session_id"] = new_id
             lines.append(e2)
-            if is_prompt_entry(e) and e.get("uuid"):
-                prompts.add(str(e["uuid"]))
+            if is_prompt_entry(e) and isinstance(e.get("uuid"), str):
+                prompts.add(e["uuid"])
         jf = JsonlFile(self.transcript_path(new_id))
         jf.append_many(lines)
         jf.close()
@@ -818,7 +901,7 @@ class SessionStore:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", TranscriptWarning)
                 records = parse_lines(read_raw_lines(src_cp), src_cp)
-            keep = [r for r in records if r.get("checkpoint") in prompts]
+            keep = [r for r in records if isinstance(r.get("checkpoint"), str) and r["checkpoint"] in prompts]
             if keep:
                 cp = JsonlFile(self.checkpoints_path(new_id))
                 cp.append_many(keep)

@@ -15,6 +15,7 @@ from .base import ModelRequest, ModelResponse, PartialResponse, Provider
 _PROVIDERS = {
     "anthropic": ("agent_magic.providers.anthropic", "AnthropicProvider"),
     "openai": ("agent_magic.providers.openai", "OpenAIProvider"),
+    "claude-code": ("agent_magic.providers.claude_code", "ClaudeCodeEngine"),
 }
 
 
