@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import AmbiguousIdError, CheckpointError, CheckpointNotFoundError
+from ._options import DEFAULT_CHECKPOINT_IGNORE
 from ._store import (
     BlobMissingError,
     BlobStore,
@@ -420,16 +421,25 @@ class _BashToken:
     dirs: set[str]
 
 
-def _manifest_bytes(files: dict[str, _Entry], dirs: set[str], taken_ns: int = 0) -> bytes:
+def _manifest_bytes(files: dict[str, _Entry], dirs: set[str], taken_ns: int, ignore: frozenset[str]) -> bytes:
     m = {rel: [e.size, e.mtime_ns, e.mode, e.digest] for rel, e in files.items()}
-    doc = {"files": m, "dirs": sorted(dirs), "taken_ns": taken_ns}
+    doc = {"files": m, "dirs": sorted(dirs), "taken_ns": taken_ns, "ignore": sorted(ignore)}
     return zlib.compress(json.dumps(doc, separators=(",", ":")).encode(), 1)
 
 
-def _manifest_from(data: bytes) -> tuple[dict[str, _Entry], set[str], int]:
+@dataclass
+class _Manifest:
+    files: dict[str, _Entry]
+    dirs: set[str]
+    taken_ns: int
+    ignore: frozenset[str] | None  # the names the scan skipped (None: not recorded)
+
+
+def _manifest_from(data: bytes) -> _Manifest:
     m = json.loads(zlib.decompress(data))
     files = {rel: _Entry(v[0], v[1], v[2], v[3]) for rel, v in m.get("files", {}).items()}
-    return files, set(m.get("dirs", [])), int(m.get("taken_ns") or 0)
+    ignore = m.get("ignore")
+    return _Manifest(files, set(m.get("dirs", [])), int(m.get("taken_ns") or 0), None if ignore is None else frozenset(ignore))
 
 
 # ---------------------------------------------------------------------------
@@ -554,6 +564,7 @@ class _CellUndo:
         self.conflicts: list[Conflict] = []
         self.forward: list[dict[str, Any]] = []  # the rewind's own ops, as cell records
         self._id_list: list[str] | None = None  # ids by position, rebuilt after an insert or removal
+        self._first: dict[str, dict[str, Any] | None] = {}  # cell id -> the cell before the rewind (None: absent)
         self._id_index: dict[str, int] = {}
 
     def _cells(self) -> list[dict[str, Any]]:
@@ -581,19 +592,24 @@ class _CellUndo:
             {"kind": "cell", "op": op, "cell_id": cid, "index": idx, "prev": prev, "_before": before, "_after": after}
         )
 
+    def _touch(self, cid: str, now: dict[str, Any] | None) -> None:
+        """Note how a cell was before the rewind changed it (the first time only)."""
+        if cid not in self._first:
+            self._first[cid] = now
+
     def _replace(self, idx: int, cid: str, cell: dict[str, Any]) -> None:
         cells = self._cells()
         old = cells[idx]
+        self._touch(cid, old)
         cells[idx] = cell
         self._fwd("replace", cid, old, cell, idx, self._prev_of(idx))
-        self.changes.append(CellChange(cid, "restore", self._diff(_source(old), _source(cell), cid)))
 
     def _remove(self, idx: int, cid: str) -> None:
         cells = self._cells()
         old = cells.pop(idx)
+        self._touch(cid, old)
         self._id_list = None
         self._fwd("delete", cid, old, None, idx, self._prev_of(idx))
-        self.changes.append(CellChange(cid, "remove", self._diff(_source(old), "", cid)))
 
     def _reinsert(self, step: _Step, cid: str, cell: dict[str, Any]) -> None:
         pos = None
@@ -603,10 +619,20 @@ class _CellUndo:
                 pos = pi + 1
         if pos is None:
             pos = 0 if step.prev is None else min(step.index, len(self._cells()))
+        self._touch(cid, None)
         self._cells().insert(pos, cell)
         self._id_list = None
         self._fwd("insert", cid, None, cell, pos, self._prev_of(pos))
-        self.changes.append(CellChange(cid, "reinsert", self._diff("", _source(cell), cid)))
+
+    def _summarise(self) -> None:
+        """One CellChange per cell: from how it was to how the rewind leaves it."""
+        for cid, now in self._first.items():
+            idx = self._find(cid)
+            end = self._cells()[idx] if idx is not None else None
+            if now is None and end is None:
+                continue
+            action = "reinsert" if now is None else ("remove" if end is None else "restore")
+            self.changes.append(CellChange(cid, action, self._diff(_source(now), _source(end), cid)))
 
     def run(self, run: list[_Step]) -> None:
         checked: set[str] = set()
@@ -671,6 +697,7 @@ class _CellUndo:
                         self._replace(idx, cid, before)
                     continue
                 self._reinsert(step, cid, before)
+        self._summarise()
 
 
 def _reconcilable(nb: dict[str, Any], run: list[_Step]) -> bool:
@@ -726,7 +753,7 @@ class CheckpointLog:
     blobs
         The content-addressed backup store.
     ignore
-        Names skipped when scanning for Bash changes.
+        Names skipped when scanning for Bash changes (default: ``AgentOptions``' default).
     max_file_bytes
         Larger files are not backed up when Bash changes them.
     exclude
@@ -740,7 +767,7 @@ class CheckpointLog:
         cwd: Path,
         records: JsonlFile,
         blobs: BlobStore,
-        ignore: Iterable[str] = (),
+        ignore: Iterable[str] | None = None,
         max_file_bytes: int = 50 * 1024 * 1024,
         exclude: Iterable[Path] = (),
     ) -> None:
@@ -749,7 +776,7 @@ class CheckpointLog:
         self._cwd_str = str(cwd)
         self.records = records
         self.blobs = blobs
-        self.ignore = frozenset(ignore)
+        self.ignore = frozenset(DEFAULT_CHECKPOINT_IGNORE if ignore is None else ignore)
         self.max_file_bytes = max_file_bytes
         self.exclude = tuple(exclude)
         self.current: str | None = None
@@ -928,7 +955,7 @@ class CheckpointLog:
         return _dump_nb(nb)
 
     # -- ChangeRecorder: Bash --------------------------------------------------------
-    def _refresh_manifest(self) -> tuple[dict[str, _Entry], set[str]]:
+    def _refresh_manifest(self, ignore: frozenset[str] | None = None) -> tuple[dict[str, _Entry], set[str]]:
         """Stat the workspace; hash (and back up) only files whose size, mtime or mode changed."""
         if self._manifest is None:
             self._manifest, self._manifest_ns = self._load_manifest()
@@ -936,7 +963,7 @@ class CheckpointLog:
         # A file changed in the same clock tick as the last scan can keep its size and
         # mtime ("racily clean", as git says): files that recent are hashed again.
         trusted_before = self._manifest_ns - 1_000_000_000
-        files, dirs = _scan(self.cwd, self.ignore, self.exclude)
+        files, dirs = _scan(self.cwd, self.ignore if ignore is None else ignore, self.exclude)
         old = self._manifest
         new: dict[str, _Entry] = {}
         for rel, st in files.items():
@@ -994,18 +1021,18 @@ class CheckpointLog:
         try:
             if path is None:
                 return {}, 0
-            files, _dirs, taken = _manifest_from(path.read_bytes())
+            m = _manifest_from(path.read_bytes())
         except (OSError, ValueError, KeyError, TypeError, zlib.error):
             return {}, 0
         # Only entries whose backup is still in the store can be trusted.
-        return {rel: e for rel, e in files.items() if e.digest is None or self.blobs.has(e.digest)}, taken
+        return {rel: e for rel, e in m.files.items() if e.digest is None or self.blobs.has(e.digest)}, m.taken_ns
 
     def _save_manifest(self, dirs: set[str]) -> None:
         path = self._manifest_path()
         if path is None or self._manifest is None:
             return
         with contextlib.suppress(OSError):
-            atomic_write_bytes(path, _manifest_bytes(self._manifest, dirs, self._manifest_ns))
+            atomic_write_bytes(path, _manifest_bytes(self._manifest, dirs, self._manifest_ns, self.ignore))
 
     def _sidecar(self, token_id: str) -> Path | None:
         if self.records.path is None:
@@ -1018,7 +1045,7 @@ class CheckpointLog:
         token = _BashToken(new_uuid(), dict(files), set(dirs))
         # The manifest is only needed if this process dies before after_command: it is
         # written next to the records (not to the shared blob store) and removed after.
-        data = _manifest_bytes(files, dirs, self._manifest_ns)
+        data = _manifest_bytes(files, dirs, self._manifest_ns, self.ignore)
         side = self._sidecar(token.id)
         if side is not None:
             atomic_write_bytes(side, data, fsync=want_fsync())
@@ -1042,9 +1069,9 @@ class CheckpointLog:
         return paths
 
     def _diff_since(
-        self, pre: dict[str, _Entry], pre_dirs: set[str]
+        self, pre: dict[str, _Entry], pre_dirs: set[str], ignore: frozenset[str] | None = None
     ) -> tuple[list[dict[str, Any]], list[str], list[str], list[str]]:
-        post, post_dirs = self._refresh_manifest()
+        post, post_dirs = self._refresh_manifest(ignore)
         changes: list[dict[str, Any]] = []
         untracked: list[str] = []
 
@@ -1086,21 +1113,17 @@ class CheckpointLog:
             if r.get("r") != "bash_start" or r.get("id") in done:
                 continue
             side = self._sidecar(str(r.get("id")))
+            if side is None:
+                continue
             try:
-                if side is not None and side.exists():
-                    pre, pre_dirs, _taken = _manifest_from(side.read_bytes())
-                elif r.get("manifest"):
-                    m = json.loads(self.blobs.get(r["manifest"]))
-                    pre = {rel: _Entry(v[0], v[1], v[2], v[3]) for rel, v in m.get("files", {}).items()}
-                    pre_dirs = set(m.get("dirs", []))
-                else:
-                    continue
-            except (BlobMissingError, OSError, ValueError, KeyError, zlib.error):
+                m = _manifest_from(side.read_bytes())
+            except (OSError, ValueError, KeyError, TypeError, zlib.error):
                 continue
             saved = self.current
             self.current = r.get("checkpoint")
             try:
-                changes, created, deleted, untracked = self._diff_since(pre, pre_dirs)
+                # Scan as the session did (a rewind from the command line does not know its options).
+                changes, created, deleted, untracked = self._diff_since(m.files, m.dirs, m.ignore)
                 self._append(
                     {"r": "bash", "id": r.get("id"), "changes": changes, "dirs_created": created, "dirs_deleted": deleted,
                      "untracked": untracked, "recovered": True}
@@ -1339,6 +1362,7 @@ class CheckpointLog:
         file_level = False  # some step replaced the whole content (not cell by cell)
         whole_note: str | None = None
         undo: _CellUndo | None = None
+        pending: str | None = None  # the backup "state" is, not read yet
         i = len(steps) - 1
         while i >= 0:
             step = steps[i]
@@ -1349,11 +1373,9 @@ class CheckpointLog:
                 if step.before_missing:
                     result.unrestorable.append(rel)
                     return None
-                try:
-                    state = self._content(rel, step.before) if step.before is not None else None
-                except BlobMissingError:
-                    result.unrestorable.append(rel)
-                    return None
+                # Read lazily: of consecutive whole-file changes only the oldest "before" matters.
+                pending = step.before
+                state = None
                 if step.mode is not None:
                     mode = step.mode
                 on_disk = False
@@ -1370,9 +1392,16 @@ class CheckpointLog:
                 # exact (and the cells of what is on disk need not match the agent's edits).
                 target = self._state_before(rel, run[0])
                 if target is not None:
-                    state = target
+                    state, pending = target, None
                     i = j - 1
                     continue
+            if pending is not None:
+                try:
+                    state = self._content(rel, pending)
+                except BlobMissingError:
+                    result.unrestorable.append(rel)
+                    return None
+                pending = None
             if state is None and on_disk and not force:
                 result.conflicts.append(Conflict(rel, "the notebook was deleted by someone else after the agent's last change"))
                 return None
@@ -1411,6 +1440,12 @@ class CheckpointLog:
                 file_level = True
             on_disk = False
             i = j - 1
+        if pending is not None:
+            try:
+                state = self._content(rel, pending)
+            except BlobMissingError:
+                result.unrestorable.append(rel)
+                return None
 
         first = steps[0]
         if state is not None and first.kind == "cell" and first.nb_before and _hash(state) != first.nb_before:
@@ -1574,6 +1609,43 @@ def _is_after(step: _Step, cur_hash: str | None, st: os.stat_result | None) -> b
     if step.after is None and step.after_sig:
         return st is not None and [st.st_size, st.st_mtime_ns] == list(step.after_sig)
     return cur_hash == step.after or (step.prewrite and cur_hash == step.before)
+
+
+def blobs_referenced(records: list[dict[str, Any]], blobs: BlobStore) -> set[str]:
+    """Every backup blob the checkpoint ``records`` need for a rewind (to export a session with them).
+
+    Includes the cell blobs of notebook skeletons (``base_kind == "cells"``), which the
+    records name only through the skeleton. Blobs missing from ``blobs`` are left out.
+    """
+    out: set[str] = set()
+
+    def add(v: Any) -> None:
+        if isinstance(v, str) and len(v) == 64 and blobs.has(v):
+            out.add(v)
+
+    def add_step(s: dict[str, Any]) -> None:
+        add(s.get("before"))
+        add(s.get("after"))
+        base = s.get("base")
+        add(base)
+        if s.get("base_kind") == "cells" and isinstance(base, str) and base in out:
+            with contextlib.suppress(BlobMissingError, ValueError, KeyError, TypeError):
+                for d in json.loads(blobs.get(base))["cells"]:
+                    add(d)
+
+    for r in records:
+        kind = r.get("r")
+        if kind in ("file", "cells"):
+            add_step(r)
+        elif kind == "bash":
+            for c in r.get("changes") or []:
+                add_step(c)
+        elif kind == "rewind":
+            for s in r.get("steps") or []:
+                add_step(s)
+            for s in r.get("saved") or []:  # records written before rewinds kept steps
+                add(s.get("blob"))
+    return out
 
 
 def _depth(d: str) -> int:
