@@ -9,13 +9,19 @@ A bundle is a zip file::
     blobs/<sha256>        every backup the records refer to (zlib, as stored)
 
 Import never trusts the file: entry names must be exactly of this shape (no
-absolute paths, ``..``, links or other files), sizes are capped, every blob is
-decompressed and checked against its hash, and nothing is written outside the
-store. A session id that already exists is an error unless a new id is asked for.
+absolute paths, ``..``, links or other files), sizes are capped (declared and
+actual, so a zip bomb stops at the cap), every blob is decompressed and checked
+against its hash before anything is written, checkpoint records may only name
+paths inside the session's project directory (a rewind of an imported session
+must not write anywhere else), and nothing is written outside the store. A
+session id that already exists is an error unless a new id is asked for. A
+failed import leaves the store as it was.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import re
@@ -25,10 +31,20 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from ._checkpoints import blobs_referenced
 from ._errors import BundleError, SessionExistsError
 from ._options import validate_session_id
 from ._sessions import SessionStore
-from ._store import atomic_write_bytes, iso_now, make_private_dir, parse_lines, read_raw_lines
+from ._store import (
+    FILE_MODE,
+    atomic_write_bytes,
+    dumps_line,
+    iso_now,
+    make_private_dir,
+    new_uuid,
+    parse_lines,
+    read_raw_lines,
+)
 
 BUNDLE_FORMAT = 1
 MAX_ENTRY_BYTES = 1 << 30  # 1 GiB per file, uncompressed
@@ -36,26 +52,6 @@ MAX_TOTAL_BYTES = 4 << 30
 MAX_ENTRIES = 200_000
 _BLOB_NAME = re.compile(r"^blobs/([0-9a-f]{64})$")
 _FIXED = {"manifest.json", "transcript.jsonl", "checkpoints.jsonl", "meta.json"}
-
-
-def _referenced_blobs(records: list[dict[str, Any]], store: SessionStore) -> set[str]:
-    out: set[str] = set()
-    for r in records:
-        for key in ("before", "after", "base", "manifest"):
-            v = r.get(key)
-            if isinstance(v, str) and len(v) == 64 and store.blobs.has(v):
-                out.add(v)
-        for c in r.get("changes", []) or []:
-            for key in ("before", "after"):
-                v = c.get(key)
-                if isinstance(v, str) and len(v) == 64 and store.blobs.has(v):
-                    out.add(v)
-        for s in r.get("saved", []) or []:
-            v = s.get("blob")
-            if isinstance(v, str) and len(v) == 64 and store.blobs.has(v):
-                out.add(v)
-    # Bash manifests name more blobs than they need for a rewind; keep only what records use directly.
-    return out
 
 
 def export_session(session_id: str, path: str | os.PathLike[str], *, home: str | os.PathLike[str] | None = None) -> Path:
@@ -74,7 +70,7 @@ def export_session(session_id: str, path: str | os.PathLike[str], *, home: str |
         out = out / f"{sid}.agent-session.zip"
     records_path = d / "checkpoints.jsonl"
     records = parse_lines(read_raw_lines(records_path), records_path) if records_path.exists() else []
-    blobs = _referenced_blobs(records, store)
+    blobs = blobs_referenced(records, store.blobs)
     manifest = {
         "format": BUNDLE_FORMAT,
         "session_id": sid,
@@ -84,7 +80,10 @@ def export_session(session_id: str, path: str | os.PathLike[str], *, home: str |
     }
     tmp = out.with_name(f".{out.name}.tmp")
     try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        # The bundle holds the conversation and backups: private to the user, like the store.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED) as z:
             z.writestr("manifest.json", json.dumps(manifest, indent=1))
             z.write(d / "transcript.jsonl", "transcript.jsonl")
             if records_path.exists():
@@ -162,8 +161,11 @@ def import_session(
                 raise BundleError(f"{src} has no {required}; it is not a session bundle.")
 
         def read(name: str) -> bytes:
-            with z.open(names[name]) as f:
-                data = f.read(MAX_ENTRY_BYTES + 1)
+            try:
+                with z.open(names[name]) as f:
+                    data = f.read(MAX_ENTRY_BYTES + 1)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError, ValueError) as e:
+                raise BundleError(f"{src}: entry {name!r} cannot be read ({type(e).__name__}: {e}); the bundle is damaged.") from None
             if len(data) > MAX_ENTRY_BYTES:
                 raise BundleError(f"{src}: entry {name!r} is larger than it claims.")
             return data
@@ -198,24 +200,25 @@ def import_session(
                 raise BundleError(f"{src}: meta.json is not JSON.") from None
             if not isinstance(meta, dict):
                 raise BundleError(f"{src}: meta.json is not an object.")
-            meta_raw = json.dumps({k: meta.get(k) for k in ("title", "tag") if k in meta}).encode()
+            meta_raw = json.dumps({k: meta[k] for k in ("title", "tag") if isinstance(meta.get(k), str)}).encode()
 
-        # Verify and store every blob before the session appears.
-        for name in names:
-            m = _BLOB_NAME.match(name)
-            if not m:
-                continue
-            digest = m.group(1)
-            packed = read(name)
-            try:
-                data = zlib.decompressobj().decompress(packed, MAX_ENTRY_BYTES + 1)
-            except zlib.error:
-                raise BundleError(f"{src}: backup {digest[:12]} is corrupt.") from None
-            if len(data) > MAX_ENTRY_BYTES:
-                raise BundleError(f"{src}: backup {digest[:12]} is too large.")
-            if store.blobs.hash(data) != digest:
-                raise BundleError(f"{src}: backup {digest[:12]} does not match its hash; the bundle is damaged.")
-            store.blobs.put_with_hash(digest, data)
+        if records_raw:
+            recs = parse_lines(records_raw.splitlines(keepends=True), None)
+            for r in recs:
+                _check_record_paths(r, src)
+        else:
+            recs = []
+
+        # Verify every blob before anything is written (a damaged bundle leaves the store as it
+        # was), then store them; each is checked again as it is stored, in case the file changed.
+        blob_names = [(name, m.group(1)) for name in names if (m := _BLOB_NAME.match(name))]
+        for name, digest in blob_names:
+            _verify_blob(read(name), digest, src)
+        for name, digest in blob_names:
+            if not store.blobs.has(digest):
+                packed = read(name)
+                _verify_blob(packed, digest, src)
+                store.blobs.put_compressed(digest, packed)
 
         # Rewrite ids and re-home, then publish the session folder atomically.
         header = dict(entries[0])
@@ -226,22 +229,20 @@ def import_session(
             header["scope"] = scope
         header["imported_at"] = iso_now()
         lines = [header] + [dict(e, session_id=sid) for e in entries[1:]]
-        staging = store.sessions_root / f".import-{sid}"
-        if staging.exists():
-            shutil.rmtree(staging)
+        staging = store.sessions_root / f".import-{sid}-{new_uuid()[:8]}"
         make_private_dir(staging)
         try:
-            atomic_write_bytes(staging / "transcript.jsonl", b"".join(
-                (json.dumps(e, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8", "backslashreplace") for e in lines
-            ))
-            if records_raw:
-                recs = parse_lines(records_raw.splitlines(keepends=True), None)
-                atomic_write_bytes(staging / "checkpoints.jsonl", b"".join(
-                    (json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8", "backslashreplace") for r in recs
-                ))
+            atomic_write_bytes(staging / "transcript.jsonl", b"".join(dumps_line(e) for e in lines))
+            if recs:
+                atomic_write_bytes(staging / "checkpoints.jsonl", b"".join(dumps_line(r) for r in recs))
             if meta_raw:
                 atomic_write_bytes(staging / "meta.json", meta_raw)
-            os.rename(staging, store.session_dir(sid))
+            try:
+                os.rename(staging, store.session_dir(sid))
+            except OSError as e:
+                if e.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
+                    raise SessionExistsError(f"Session {sid[:8]} already exists in this store.") from None
+                raise
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -249,3 +250,64 @@ def import_session(
     if scanned is not None:
         store.index.upsert(scanned)
     return sid
+
+
+def _verify_blob(packed: bytes, digest: str, src: Path) -> None:
+    """Decompress ``packed`` in bounded pieces, checking its size cap and its hash."""
+    d = zlib.decompressobj()
+    h = hashlib.sha256()
+    size = 0
+    chunk = packed
+    try:
+        while True:
+            out = d.decompress(chunk, 1 << 20)
+            size += len(out)
+            if size > MAX_ENTRY_BYTES:
+                raise BundleError(f"{src}: backup {digest[:12]} is too large.")
+            h.update(out)
+            chunk = d.unconsumed_tail
+            if not chunk:
+                break
+        rest = d.flush()
+    except zlib.error:
+        raise BundleError(f"{src}: backup {digest[:12]} is corrupt.") from None
+    size += len(rest)
+    if size > MAX_ENTRY_BYTES:
+        raise BundleError(f"{src}: backup {digest[:12]} is too large.")
+    h.update(rest)
+    if not d.eof or d.unused_data:
+        raise BundleError(f"{src}: backup {digest[:12]} is corrupt.")
+    if h.hexdigest() != digest:
+        raise BundleError(f"{src}: backup {digest[:12]} does not match its hash; the bundle is damaged.")
+
+
+def _record_paths(r: dict[str, Any]) -> list[Any]:
+    """Every path a checkpoint record names (what a rewind could write)."""
+    out: list[Any] = []
+    if "path" in r:
+        out.append(r["path"])
+    for key in ("dirs", "dirs_created", "dirs_deleted", "untracked"):
+        v = r.get(key)
+        if isinstance(v, list):
+            out.extend(v)
+        elif v is not None:
+            out.append(v)
+    for key in ("changes", "steps"):
+        v = r.get(key)
+        if isinstance(v, list):
+            out.extend(c.get("path") if isinstance(c, dict) else c for c in v)
+        elif v is not None:
+            out.append(v)
+    return out
+
+
+def _check_record_paths(r: dict[str, Any], src: Path) -> None:
+    for p in _record_paths(r):
+        if not isinstance(p, str) or not p or "\x00" in p:
+            raise BundleError(f"{src}: a checkpoint record has an invalid path {p!r}; refusing to import it.")
+        parts = p.replace("\\", "/").split("/")
+        if p.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", p) or ".." in parts:
+            raise BundleError(
+                f"{src}: a checkpoint record names {p!r}, outside the session's project directory; "
+                "refusing to import it (rewinding it could write there)."
+            )

@@ -129,6 +129,9 @@ class NotebookBridge(Protocol):
     def apply(self, path: Path, edit: CellEdit) -> bool:
         """Apply one cell edit to the open notebook; False if it could not."""
 
+    def replace_all(self, path: Path, notebook: dict[str, Any]) -> bool:
+        """Replace the open notebook's cells with ``notebook``'s (a rewind's last resort); False if it could not."""
+
 
 @dataclass
 class ToolContext:
