@@ -4,7 +4,8 @@
  * - live edits: the agent's NotebookEdit/Read reach notebooks open here over
  *   the `agent_magic` comm (link.ts, notebooks.ts, edits.ts);
  * - the "Agent sessions" sidebar, served by the server extension (sidebar.ts, rewind.ts);
- * - cell provenance badges (badges.ts).
+ * - cell provenance badges (badges.ts);
+ * - saved views of our widgets where their models are gone (fallback.ts).
  */
 
 import type { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
@@ -12,6 +13,7 @@ import { INotebookTracker, type NotebookPanel } from '@jupyterlab/notebook';
 
 import { SessionsApi } from './api';
 import { ProvenanceBadges } from './badges';
+import { WidgetFallbacks } from './fallback';
 import { KernelLink } from './link';
 import { OpenNotebooks } from './notebooks';
 import { SESSIONS_PANEL_ID, SessionsPanel } from './sidebar';
@@ -20,7 +22,7 @@ export { SESSIONS_PANEL_ID };
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'agent-magic:plugin',
-  description: 'Agent sessions sidebar, live notebook edits and cell provenance for agent-magic.',
+  description: 'Agent sessions sidebar, live notebook edits, cell provenance and saved widget views for agent-magic.',
   autoStart: true,
   requires: [INotebookTracker],
   activate: (app: JupyterFrontEnd, tracker: INotebookTracker): void => {
@@ -33,11 +35,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const attach = (nb: NotebookPanel): void => {
       const link = new KernelLink(nb, notebooks);
       const badges = new ProvenanceBadges(nb, api);
+      const fallbacks = new WidgetFallbacks(nb);
       links.add(link);
       nb.disposed.connect(() => {
         links.delete(link);
         link.dispose();
         badges.dispose();
+        fallbacks.dispose();
       });
     };
     // Closing the tab: tell the kernels (best effort), so they stop asking this page

@@ -97,6 +97,8 @@ class Widget(anywidget.AnyWidget):
         bundle = super()._repr_mimebundle_(**kwargs)
         data, metadata = (dict(bundle[0]), dict(bundle[1])) if bundle is not None else ({}, {})
         data["text/plain"] = self.fallback_text()
+        # Marks the output as ours: the labextension shows the saved summary when the model is gone.
+        data["application/vnd.agent-magic.widget+json"] = {"widget": type(self).__name__}
         rich = self.fallback_html()
         if rich is not None:
             data["text/html"] = rich
