@@ -60,14 +60,23 @@ def export_session(session_id: str, path: str | os.PathLike[str], *, home: str |
     Returns
     -------
     Path
-        The bundle written.
+        The bundle written (private to the user, like the store).
+
+    Raises
+    ------
+    BundleError
+        ``path`` cannot be written (a missing folder, no permission, a NUL byte).
     """
     store = SessionStore.at(home)
     sid = store.resolve(session_id)
     d = store.session_dir(sid)
+    if "\x00" in os.fspath(path):
+        raise BundleError(f"Cannot export to {os.fspath(path)!r}: the path contains a NUL byte.")
     out = Path(path).expanduser()
     if out.is_dir():
         out = out / f"{sid}.agent-session.zip"
+    if not out.parent.is_dir():
+        raise BundleError(f"Cannot export to {out}: the folder {out.parent} does not exist.")
     records_path = d / "checkpoints.jsonl"
     records = parse_lines(read_raw_lines(records_path), records_path) if records_path.exists() else []
     blobs = blobs_referenced(records, store.blobs)
@@ -95,6 +104,9 @@ def export_session(session_id: str, path: str | os.PathLike[str], *, home: str |
                 # Already compressed: store without deflating again.
                 z.write(store.blobs.root / digest[:2] / digest[2:], f"blobs/{digest}", compress_type=zipfile.ZIP_STORED)
         os.replace(tmp, out)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise BundleError(f"Cannot export to {out}: {e.strerror or e}.") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

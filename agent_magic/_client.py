@@ -25,7 +25,7 @@ from ._options import AgentOptions
 from ._permissions import parse_rules
 from ._pricing import price_for
 from ._sessions import SessionState, SessionStore, is_prompt_entry
-from ._store import BlobStore, JsonlFile, new_uuid, now_ms
+from ._store import BlobStore, JsonlFile, new_uuid, now_ms, redact
 from .providers import get_provider
 from .tools import builtin_tools
 from .tools.base import ChangeRecorder, NotebookBridge, NullRecorder, Tool
@@ -289,8 +289,10 @@ class AgentClient:
         sid = rt.session.session_id
         size = store.transcript_size(sid)
         if what == "turn":
+            first = data.get("first_prompt")
             store.index.record_turn(
-                sid, first_prompt=data.get("first_prompt"), num_turns=data.get("num_turns"), modified_ms=now_ms(), file_size=size
+                sid, first_prompt=redact(first) if isinstance(first, str) else None, num_turns=data.get("num_turns"),
+                modified_ms=now_ms(), file_size=size,
             )
         elif what == "result":
             store.index.record_cost(sid, data.get("cost"), modified_ms=now_ms(), file_size=size)
@@ -552,7 +554,7 @@ class _FilesRead(dict[str, int]):
             except (OSError, RuntimeError, ValueError):  # gone, a symlink loop, an unknown ~user
                 continue
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         self._load(key)
         return super().get(key, default)
 

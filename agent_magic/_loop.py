@@ -47,12 +47,14 @@ from ._permissions import (
     suggestion_for,
 )
 from ._pricing import add_usage, cost_usd, price_for
-from ._sessions import SessionState, prompt_text
-from ._store import crash_point, new_uuid
+from ._sessions import SessionState, is_prompt_entry, prompt_text
+from ._store import RedactSecrets, crash_point, new_uuid
 from .providers.base import ModelRequest, PartialResponse, Provider
 from .tools.base import ChangeRecorder, NotebookBridge, Tool, ToolContext, ToolResult
 
 log = logging.getLogger("agent_magic")
+if not any(isinstance(f, RedactSecrets) for f in log.filters):
+    log.addFilter(RedactSecrets())  # tracebacks and hook errors may quote an API key
 
 Emit = Callable[[Message], Awaitable[None]]
 
@@ -155,7 +157,9 @@ async def run_turn(
     if begin is not None:
         begin(checkpoint_id, s.num_turns, prompt_text(entry["message"]))
     if rt.on_index:
-        rt.on_index("turn", {"first_prompt": prompt_text(entry["message"])})
+        # Absolute values: a process killed before this call must not leave the index a turn short.
+        first = next((e for e in s.entries if is_prompt_entry(e)), entry)
+        rt.on_index("turn", {"first_prompt": prompt_text(first.get("message")), "num_turns": s.num_turns})
     await emit(UserMessage(content=_content_blocks(content), uuid=checkpoint_id, session_id=s.session_id))
 
     with anyio.CancelScope() as scope:
@@ -177,6 +181,14 @@ async def run_turn(
             turn.subtype = "error_during_execution"
             turn.result_text = str(e)
             turn.errors.append(str(e))
+        except Exception as e:
+            # A bug (ours or a library's) must still end the turn with a result line, so the
+            # transcript stays whole and the session resumable; the traceback goes to the log.
+            log.error("The turn failed unexpectedly:\n%s", traceback.format_exc())
+            message = f"The turn failed unexpectedly ({type(e).__name__}: {_first_line(str(e))}). The session is intact; run it again."
+            turn.subtype = "error_during_execution"
+            turn.result_text = message
+            turn.errors.append(message)
         finally:
             scope_holder(None)
     if scope.cancelled_caught or turn.interrupt_requested:

@@ -48,6 +48,7 @@ from ._store import (
     now_ms,
     parse_lines,
     read_raw_lines,
+    redact,
 )
 
 TRANSCRIPT_FORMAT = 1
@@ -95,6 +96,9 @@ class SessionMessage:
     timestamp: str | None = None
     parent_uuid: str | None = None
     is_prompt: bool = False
+
+
+_HEADER_STRINGS = frozenset({"cwd", "scope", "model", "parent_session_id", "forked_at", "session_id", "timestamp"})
 
 
 def _opt_str(value: Any) -> str | None:
@@ -248,6 +252,15 @@ def _repair_conversation(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             else:
                 fixed.append({"role": "user", "content": content})
         i += 1
+    # Dropping orphan results can leave two messages of one role in a row: merge them (an
+    # assistant message without tool calls only ever merges into the one after it).
+    merged: list[dict[str, Any]] = []
+    for m in fixed:
+        if merged and merged[-1]["role"] == m["role"]:
+            merged[-1] = {"role": m["role"], "content": merged[-1]["content"] + m["content"]}
+        else:
+            merged.append(m)
+    fixed = merged
     # Start with a user message, and one that answers no tool call: a damaged or lost line
     # can leave an assistant message first, or results whose tool_use is gone.
     while fixed:
@@ -652,6 +665,7 @@ class SessionStore:
             jf.append(header)
             jf.close()
             if title:
+                title = redact(title)
                 atomic_write_bytes(staging / "meta.json", json.dumps({"title": title}).encode())
             try:
                 # Replaces an empty folder (left by an older version's crash); fails on a real session.
@@ -693,7 +707,8 @@ class SessionStore:
         if not isinstance(obj, dict) or obj.get("type") != "session":
             # A transcript without a readable header: fall back to what the entries say.
             return {"type": "session", "session_id": session_id, "cwd": str(Path.cwd()), "scope": str(Path.cwd())}
-        return obj
+        # A damaged header may hold anything: keep only string fields as strings.
+        return {k: v for k, v in obj.items() if k not in _HEADER_STRINGS or isinstance(v, str)}
 
     def info(self, session_id: str) -> SessionInfo:
         info = self.index.get(session_id)
@@ -717,7 +732,7 @@ class SessionStore:
 
     def _write_meta(self, session_id: str, changes: dict[str, Any]) -> None:
         meta = self._read_meta(session_id)
-        meta.update(changes)
+        meta.update({k: redact(v) if isinstance(v, str) else v for k, v in changes.items()})
         atomic_write_bytes(self.session_dir(session_id) / "meta.json", json.dumps(meta).encode())
 
     def scan_info(self, session_id: str) -> SessionInfo | None:
@@ -813,7 +828,7 @@ class SessionStore:
 
     # -- mutations -------------------------------------------------------------
     def rename(self, session_id: str, title: str) -> None:
-        title = " ".join(str(title).split())
+        title = redact(" ".join(str(title).split()))
         if not title:
             from ._errors import ConfigurationError
 
@@ -823,6 +838,7 @@ class SessionStore:
         self.index.update(session_id, title=title)
 
     def tag(self, session_id: str, tag: str | None) -> None:
+        tag = redact(tag) if isinstance(tag, str) else tag
         self.info(session_id)
         self._write_meta(session_id, {"tag": tag})
         self.index.update(session_id, tag=tag)

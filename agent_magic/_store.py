@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import signal
@@ -145,6 +146,24 @@ def redact(text: str, secrets: dict[str, str] | None = None) -> str:
         if value in text:
             text = text.replace(value, f"[REDACTED:{name}]")
     return text
+
+
+class RedactSecrets(logging.Filter):
+    """A logging filter that replaces the environment's secret values in a record's message and traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        found = secret_values()
+        if not found:
+            return True
+        message = record.getMessage()
+        clean = redact(message, found)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, found)
+        return True
 
 
 def dumps_line(obj: Any) -> bytes:

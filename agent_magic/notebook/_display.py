@@ -5,7 +5,9 @@ The region is a raw mime bundle: ``text/markdown`` (what JupyterLab shows),
 (provenance: session, turn, checkpoint, cost — so a saved notebook knows which
 session and turn each cell belongs to, and the session bar can be rebuilt).
 Updates are throttled by size so a 20,000-token answer streams smoothly
-without flooding the front end.
+without flooding the front end. Secret values of the environment (API keys,
+tokens) are replaced by ``[REDACTED:NAME]`` in everything shown, as in the
+transcript.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .._messages import (
     ToolUseBlock,
     UserMessage,
 )
+from .._store import redact, secret_values
 
 TURN_MIME = "application/vnd.agent-magic.turn+json"
 PROVENANCE_VERSION = 1
@@ -103,6 +106,7 @@ class TurnView:
     updates: int = 0
     bytes_sent: int = 0
     _plain_printed: int = 0
+    _plain_pending: str = ""
 
     # -- input ---------------------------------------------------------
     def on_message(self, msg: Message) -> None:
@@ -170,10 +174,13 @@ class TurnView:
         self.segments.append(_Segment("note", text))
         self._dirty = True
         if not self.rich:
-            print(text, flush=True)
+            print(_redacted(text), flush=True)
 
     # -- results -----------------------------------------------------------
     def finish(self, result: ResultMessage) -> None:
+        if self._plain_pending:  # text held back while streaming, never completed (interrupted)
+            sys.stdout.write(_redacted(self._plain_pending) + "\n")
+            self._plain_pending = ""
         tokens = result.usage or {}
         self.provenance.update(
             session_id=result.session_id,
@@ -194,7 +201,7 @@ class TurnView:
             if self.quiet:
                 texts = [s.text for s in self.segments if s.kind == "text"]
                 if texts:
-                    print(texts[-1].strip("\n"), flush=True)
+                    print(_redacted(texts[-1].strip("\n")), flush=True)
             print(self._plain_footer(), flush=True)
 
     def _footer(self) -> str:
@@ -248,7 +255,11 @@ class TurnView:
         return "\n\n".join(out)
 
     def bundle(self) -> dict[str, Any]:
-        return {"text/markdown": self.markdown(), "text/plain": self.plain(), TURN_MIME: dict(self.provenance)}
+        return {
+            "text/markdown": _redacted(self.markdown()),
+            "text/plain": _redacted(self.plain()),
+            TURN_MIME: dict(self.provenance),
+        }
 
     def interval(self) -> float:
         size = sum(len(s.text) + (len(s.tool.details or "") if s.tool else 0) for s in self.segments)
@@ -273,11 +284,21 @@ class TurnView:
     # -- plain text (terminal IPython) ----------------------------------------
     def _print_plain_delta(self, delta: str) -> None:
         if not self.rich and not self.quiet:
-            sys.stdout.write(delta)
+            # A secret can arrive split over deltas: hold back as many characters as the
+            # longest one could still need, and print the rest redacted.
+            found = secret_values()
+            pending = redact(self._plain_pending + delta, found) if found else self._plain_pending + delta
+            hold = max((len(v) for v in found.values()), default=1) - 1
+            cut = max(len(pending) - hold, 0)
+            sys.stdout.write(pending[:cut])
             sys.stdout.flush()
+            self._plain_pending = pending[cut:]
             self._plain_printed += len(delta)
 
     def _plain_printed_reset(self) -> None:
+        if self._plain_pending:
+            sys.stdout.write(_redacted(self._plain_pending))
+            self._plain_pending = ""
         if not self.rich and self._plain_printed:
             sys.stdout.write("\n")
         self._plain_printed = -1  # the complete text was already shown as it streamed
@@ -289,15 +310,24 @@ class TurnView:
             self._plain_printed = 0
             return
         if not self.quiet:
-            print(text, flush=True)
+            print(_redacted(text), flush=True)
 
     def _print_plain_tool(self, call: _ToolCall) -> None:
         if not self.rich and not self.quiet:
-            print(f"> {call.name} {call.target}", flush=True)
+            print(_redacted(f"> {call.name} {call.target}"), flush=True)
 
     def _print_plain_result(self, call: _ToolCall) -> None:
         if not self.rich and not self.quiet:
-            print(f"  {'ok' if call.status == 'ok' else 'error'}: {call.summary or ''}", flush=True)
+            print(_redacted(f"  {'ok' if call.status == 'ok' else 'error'}: {call.summary or ''}"), flush=True)
+
+
+def _redacted(text: str) -> str:
+    """``text`` without the environment's secret values (also as they look HTML-escaped)."""
+    found = secret_values()
+    if not found:
+        return text
+    text = redact(text, found)
+    return redact(text, {name: html.escape(value) for name, value in found.items()})
 
 
 def _label(subtype: str) -> str:

@@ -256,10 +256,12 @@ def _error_body(e: Any) -> tuple[str, str]:
 
 def _is_transport_or_parse_error(e: Exception) -> bool:
     """Errors of the HTTP stack or of decoding a broken stream (not our bugs)."""
-    if isinstance(e, (ValueError, KeyError, TypeError, AttributeError)):
+    # A malformed event stream fails deep in the client's accumulator: an index no block
+    # started (IndexError), an assertion on the event order, a missing field.
+    if isinstance(e, (ValueError, LookupError, TypeError, AttributeError, AssertionError)):
         return True
     mod = type(e).__module__
-    return mod.startswith(("httpx", "httpcore", "h11", "anyio"))
+    return mod.startswith(("httpx", "httpcore", "h11", "anyio", "anthropic"))
 
 
 def _one_line(s: str) -> str:

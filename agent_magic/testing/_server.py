@@ -80,15 +80,21 @@ def _text_of(content: Any) -> str:
     return ""
 
 
-def _is_tool_result_message(m: dict[str, Any]) -> bool:
+def _is_prompt_message(m: dict[str, Any]) -> bool:
+    """A user message with text of its own: a prompt, possibly after the error results of
+    tool calls an interrupt or a crash cut off (the conversation merges them into one message)."""
+    if m.get("role") != "user":
+        return False
     content = m.get("content")
-    return isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
+    if isinstance(content, str):
+        return True
+    return isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "text" for b in content)
 
 
 def last_prompt(body: dict[str, Any]) -> str:
-    """The text of the last user message that is a prompt (not tool results)."""
+    """The text of the last user message that is a prompt (not only tool results)."""
     for m in reversed(body.get("messages") or []):
-        if m.get("role") == "user" and not _is_tool_result_message(m):
+        if _is_prompt_message(m):
             return _text_of(m.get("content"))
     return ""
 
@@ -99,7 +105,7 @@ def steps_since_prompt(body: dict[str, Any]) -> int:
     for m in reversed(body.get("messages") or []):
         if m.get("role") == "assistant":
             n += 1
-        elif m.get("role") == "user" and not _is_tool_result_message(m):
+        elif _is_prompt_message(m):
             return n
     return n
 
@@ -160,6 +166,13 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         return None
+
+    def setup(self) -> None:
+        super().setup()
+        # Events are many small writes: without TCP_NODELAY, Nagle's algorithm and the
+        # client's delayed ACKs hold each one back for up to 40 ms.
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     # -- plumbing ------------------------------------------------------
     def _read_body(self) -> bytes:
@@ -431,6 +444,14 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away (killed, interrupted) is not the server's error.
+        import sys
+
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
 
 _S = TypeVar("_S", bound="_ScriptedServer")

@@ -25,6 +25,7 @@ import anyio
 import anyio.abc
 
 from .._errors import ToolError
+from .._store import crash_point, is_secret_name
 from .base import Tool, ToolContext, ToolResult, optional_int, require_str
 
 __all__ = ["BashTool", "is_secret_name", "subprocess_env"]
@@ -40,24 +41,8 @@ _DRAIN_SECONDS = 0.2
 #: Bytes kept from the start and from the end of the output while it streams in.
 _KEEP_BYTES = 256 * 1024
 
-_SECRET_NAME = re.compile(
-    r"""(
-        (^|_)API_?KEY$          # OPENAI_API_KEY, APIKEY
-      | (^|_)TOKEN$             # GITHUB_TOKEN, HF_TOKEN
-      | (^|_)SECRET             # AWS_SECRET_ACCESS_KEY, SECRET_KEY, CLIENT_SECRET
-      | (^|_)PASSW(OR)?D$       # DB_PASSWORD
-      | (^|_)PRIVATE_KEY$
-      | ^ANTHROPIC_.*KEY        # ANTHROPIC_API_KEY, ANTHROPIC_AUTH_KEY...
-    )""",
-    re.IGNORECASE | re.VERBOSE,
-)
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
 _CONTINUATION_BYTES = bytes(range(0x80, 0xC0))
-
-
-def is_secret_name(name: str) -> bool:
-    """True for environment variable names that usually hold credentials (``*_API_KEY``, ``*_TOKEN``, ``*_SECRET*``, ...)."""
-    return _SECRET_NAME.search(name) is not None
 
 
 def subprocess_env(
@@ -340,6 +325,7 @@ class BashTool(Tool):
         except OSError as e:
             raise ToolError(f"Could not start bash: {e.strerror or e}.") from None
         pgid = proc.pid  # start_new_session: the shell leads its own group
+        crash_point("bash.spawned")
         timed_out = False
         try:
             with anyio.move_on_after(limit_seconds) as scope:

@@ -27,13 +27,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .._lazy import lazy_import
-
-# nbformat pulls in jsonschema (over a second to import where Jupyter is installed);
-# load it on the first notebook the agent touches, not when the tool list is built.
-nbformat: Any = lazy_import("nbformat", ("reader", "v4", "v4.nbjson"))
-
 from .._errors import ToolError
+from .._lazy import lazy_import
 from .base import CellEdit, Tool, ToolContext, ToolResult, require_str
 from .files import (
     MAX_LINE_CHARS,
@@ -42,6 +37,10 @@ from .files import (
     require_unchanged_since_read,
     unified_diff,
 )
+
+# nbformat pulls in jsonschema (over a second to import where Jupyter is installed);
+# load it on the first notebook the agent touches, not when the tool list is built.
+nbformat: Any = lazy_import("nbformat", ("reader", "v4", "v4.nbjson"))
 
 __all__ = [
     "NotebookEditTool",
@@ -103,6 +102,12 @@ def parse_notebook(data: bytes | str) -> Any:
             nb = _nbf.reader.reads(data)
             if nb.get("nbformat") != 4:
                 nb = _nbf.convert(nb, 4)
+                # The upgrade makes a v4.5 notebook with new random cell ids, different at every
+                # read: the agent could never address a cell. Keep it v4.4, cells addressed by position.
+                nb["nbformat_minor"] = min(nb.get("nbformat_minor", 4), 4)
+                for cell in nb.get("cells") or []:
+                    if isinstance(cell, dict):
+                        cell.pop("id", None)
     except (
         Exception
     ) as e:  # nbformat raises ValueError, KeyError, AttributeError, ... on malformed input

@@ -1,0 +1,133 @@
+"""Crash consistency: SIGKILL a process running agent turns anywhere; nothing stored is lost.
+
+The harness is ``tests/reliability/crash.py`` (its docstring lists the checks).
+``test_random_kills`` is the campaign: ``AGENT_MAGIC_CRASH_KILLS`` kills (default
+200, about a minute and a half on two cores), its counts printed (``-s``) and
+written to ``test-artifacts/reliability-crash.json``. The long run::
+
+    AGENT_MAGIC_CRASH_KILLS=5000 python -m pytest tests/test_crash.py -s -k random
+
+The other tests kill at each crash point deterministically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .reliability.crash import PHASES, CrashReport, run_campaign, run_plans
+
+pytestmark = pytest.mark.skipif(
+    sys.platform == "win32" or not Path("/proc").is_dir(), reason="SIGKILL and /proc (Linux)"
+)
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def _fail_on(report: CrashReport) -> None:
+    assert not report.failures, "\n".join(report.failures[:20])
+
+
+@pytest.mark.slow
+def test_random_kills(tmp_path: Path) -> None:
+    report = run_campaign(tmp_path)
+    print("\n" + report.summary())
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "reliability-crash.json").write_text(json.dumps(report.to_json(), indent=1))
+    _fail_on(report)
+    wanted = int(os.environ.get("AGENT_MAGIC_CRASH_KILLS", "200"))
+    assert report.kills >= wanted
+    for phase in ("stream", "tool", "backup", "transcript"):
+        assert report.by_phase[phase] > 0, phase
+    assert report.rewinds_checked > report.kills
+    assert report.resumes >= report.kills  # every kill was followed by a worker resuming the session
+
+
+# Each crash point, in a turn that reaches it: (plan, script).
+POINTS = [
+    ("stream.event:5", ["write", "edit"]),
+    ("timed-stream", ["write", "edit"]),
+    ("tool.start:2", ["write", "edit"]),
+    ("file.tmp:1", ["write", "edit"]),
+    ("file.tmp:2", ["write", "edit"]),
+    ("file.replaced:1", ["edit", "write"]),
+    ("file.tmp:1", ["notebook", "mixed"]),
+    ("file.replaced:2", ["notebook", "mixed"]),
+    ("bash.spawned:1", ["bash", "bash"]),
+    ("bash.spawned:1", ["mixed", "bash"]),
+    ("blob:1", ["write", "notebook"]),
+    ("blob.tmp:2", ["notebook", "write"]),
+    ("append:checkpoints:2", ["write", "bash"]),
+    ("torn:checkpoints:3", ["notebook", "edit"]),
+    ("append:transcript:3", ["edit", "write"]),
+    ("torn:transcript:1", ["write", "edit"]),
+    ("torn:transcript:4", ["mixed", "edit"]),
+]
+
+
+@pytest.mark.parametrize(("plan", "script"), POINTS, ids=[f"{p}-{'+'.join(s)}" for p, s in POINTS])
+def test_kill_at(plan: str, script: list[str], tmp_path: Path) -> None:
+    # A turn is killed at the point, the session resumes and finishes the script; the checks
+    # run after the kill and at the end, and the turn after the kill was killed too for good
+    # measure at the same point.
+    report = run_plans(tmp_path, script, [plan, plan])
+    _fail_on(report)
+    label = plan.rsplit(":", 1)[0] if ":" in plan else plan
+    assert report.by_label[label] >= 1, f"the worker never reached {plan}"
+    assert report.turns_completed == len(script)
+    assert label in {lbl for labels in PHASES.values() for lbl in labels}
+
+
+def test_two_turns_of_notebook_edits_killed_between_record_and_write_rewind_cleanly(tmp_path: Path) -> None:
+    # The second turn dies after the NotebookEdit of its first cell was recorded, before the write
+    # (file.tmp); the third turn then edits the same cell. Rewinds after the third are exact.
+    # file.tmp:4 is the second turn's first NotebookEdit (the first turn writes three times).
+    report = run_plans(tmp_path, ["notebook", "notebook", "notebook"], ["file.tmp:4"])
+    _fail_on(report)
+    assert report.kills == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="_checkpoints: a cell record has no write-ahead ('prewrite') handling: when the process dies "
+    "between the record and the write, rewinding takes the untouched cell for someone else's edit (a conflict) "
+    "and leaves it, so a rewind to an earlier turn that changed the same cell does not restore it",
+)
+def test_rewind_after_a_notebook_edit_killed_before_its_write(tmp_path: Path) -> None:
+    from .reliability import crash
+
+    # The check counts such rewinds as known_issue; here they must be exact.
+    saved = crash._unwritten_cell_edits
+    crash._unwritten_cell_edits = lambda records, ws: set()
+    try:
+        report = run_plans(tmp_path, ["notebook", "notebook"], ["file.tmp:4"])
+    finally:
+        crash._unwritten_cell_edits = saved
+    _fail_on(report)
+
+
+def test_crash_point_kills_on_the_nth_hit_only() -> None:
+    code = (
+        "from agent_magic._store import crash_point\n"
+        "crash_point('x'); crash_point('y'); print('alive', flush=True); crash_point('x')\n"
+        "print('not reached')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "AGENT_MAGIC_CRASH_AT": "x:2"},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == -9
+    assert proc.stdout == "alive\n"
+
+
+def test_crash_points_are_inert_when_unset() -> None:
+    from agent_magic import _store
+
+    assert _store._crash_at is None
+    _store.crash_point("append:transcript")  # returns at once
+    assert _store._crash_hits == {}
