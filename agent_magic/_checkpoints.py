@@ -47,10 +47,10 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import errno
 import hashlib
 import json
 import os
-import secrets
 import stat as stat_mod
 import time
 import zlib
@@ -59,8 +59,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._errors import AmbiguousIdError, CheckpointError, CheckpointNotFoundError
+from ._errors import AmbiguousIdError, CheckpointError, CheckpointNotFoundError, ToolError
 from ._options import DEFAULT_CHECKPOINT_IGNORE
+from ._safefs import make_dirs_nofollow, rmdir_nofollow, unlink_nofollow
 from ._store import (
     BlobMissingError,
     BlobStore,
@@ -230,20 +231,17 @@ def _src_diff(old: str, new: str, cid: str) -> str:
 
 
 def _write_atomic(path: Path, data: bytes, mode: int | None) -> None:
-    """Replace ``path`` by ``data`` via a temp file; a new file without ``mode`` gets the umask's default."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name[:100]}.{secrets.token_hex(4)}.rewind")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    """Replace ``path`` by ``data`` via a temp file, never through a folder swapped for a symlink.
+
+    A new file without ``mode`` gets the umask's default. Raises OSError (with the
+    reason) when the path cannot be written safely.
+    """
+    from ._safefs import atomic_write
+
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        if mode is not None:
-            os.chmod(tmp, stat_mod.S_IMODE(mode))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        atomic_write(path, data, mode=stat_mod.S_IMODE(mode) if mode is not None else None, create_parents=True, fsync=False)
+    except ToolError as e:
+        raise OSError(errno.EPERM, str(e)) from None
 
 
 # ---------------------------------------------------------------------------
@@ -676,12 +674,19 @@ class _CellUndo:
                     elif before is not None:
                         self._reinsert(step, cid, before)
                     continue
-                if check and _cell_key(self._cells()[idx]) != _cell_key(after):
-                    self.conflicts.append(Conflict(self.rel, "the cell was edited by someone else after the agent", cid))
-                    skip.add(cid)
-                    continue
+                cur = self._cells()[idx]
+                if check and _cell_key(cur) != _cell_key(after):
+                    own_before = self.log._cell(step.before) if step.op == "replace" else None
+                    if own_before is None or _cell_key(cur) != _cell_key(own_before):
+                        self.conflicts.append(Conflict(self.rel, "the cell was edited by someone else after the agent", cid))
+                        skip.add(cid)
+                        continue
+                    # Still as it was before this op: its write never happened (the process died
+                    # between the record and the write) or the person put it back. Nothing to undo
+                    # for this op; older ops of the cell are undone as usual.
                 if step.op == "replace" and before is not None:
-                    self._replace(idx, cid, before)
+                    if _cell_bytes(cur) != _cell_bytes(before):
+                        self._replace(idx, cid, before)
                 else:
                     self._remove(idx, cid)
             elif step.op == "delete":
@@ -690,6 +695,8 @@ class _CellUndo:
                 if idx is not None and self._cells()[idx].get("id") != cid:
                     idx = None  # a position (cell-N, no ids): the cells after it moved up
                 if idx is not None:
+                    if check and _cell_key(self._cells()[idx]) == _cell_key(before):
+                        continue  # the delete never reached the notebook (a crash before the write)
                     if check:
                         self.conflicts.append(Conflict(self.rel, "a cell with this id exists again", cid))
                         skip.add(cid)
@@ -772,7 +779,7 @@ class CheckpointLog:
         exclude: Iterable[Path] = (),
     ) -> None:
         self.session_id = session_id
-        self.cwd = cwd
+        self.cwd = cwd.resolve()  # symlinks in the project path itself are fine; none may appear inside it
         self._cwd_str = str(cwd)
         self.records = records
         self.blobs = blobs
@@ -1265,14 +1272,19 @@ class CheckpointLog:
              "dirs_created": recreate, "dirs_deleted": dirs_deleted}
         )
         for d in recreate:
-            self.abs(d).mkdir(parents=True, exist_ok=True)
+            try:
+                make_dirs_nofollow(self.abs(d))
+            except ToolError as e:
+                result.notes.append(f"{d}: folder not recreated ({e})")
         for plan in plans:
             try:
                 if plan.live is not None:
                     plan.live()
                 elif plan.target is None:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(plan.path)
+                    try:
+                        unlink_nofollow(Path(plan.path))
+                    except ToolError as e:
+                        raise OSError(errno.EPERM, str(e)) from None
                 else:
                     _write_atomic(Path(plan.path), plan.target, plan.mode)
             except OSError as e:
@@ -1285,9 +1297,9 @@ class CheckpointLog:
             if not p.is_dir():
                 continue
             try:
-                p.rmdir()
+                rmdir_nofollow(p)
                 result.dirs_removed.append(d)
-            except OSError:
+            except (OSError, ToolError):
                 result.notes.append(f"{d}: folder kept, it is not empty")
         self._manifest = None
         return result

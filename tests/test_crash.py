@@ -92,23 +92,11 @@ def test_two_turns_of_notebook_edits_killed_between_record_and_write_rewind_clea
     assert report.kills == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_checkpoints: a cell record has no write-ahead ('prewrite') handling: when the process dies "
-    "between the record and the write, rewinding takes the untouched cell for someone else's edit (a conflict) "
-    "and leaves it, so a rewind to an earlier turn that changed the same cell does not restore it",
-)
 def test_rewind_after_a_notebook_edit_killed_before_its_write(tmp_path: Path) -> None:
-    from .reliability import crash
-
-    # The check counts such rewinds as known_issue; here they must be exact.
-    saved = crash._unwritten_cell_edits
-    crash._unwritten_cell_edits = lambda records, ws: set()
-    try:
-        report = run_plans(tmp_path, ["notebook", "notebook"], ["file.tmp:4"])
-    finally:
-        crash._unwritten_cell_edits = saved
+    """Killed between a NotebookEdit's record and its write: the untouched cell is no conflict."""
+    report = run_plans(tmp_path, ["notebook", "notebook"], ["file.tmp:4"])
     _fail_on(report)
+    assert report.rewind_conflicts == 0
 
 
 def test_crash_point_kills_on_the_nth_hit_only() -> None:

@@ -318,11 +318,6 @@ def test_writes_without_a_swap_still_work(swap_dirs: tuple[Path, Path]) -> None:
     assert (ws / "a" / "b" / "c.txt").read_text() == "good"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_checkpoints: rewind restores by path (_write_atomic, unlink) and follows a folder swapped for a "
-    "symlink after the agent's change, so a forced rewind writes outside the workspace",
-)
 def test_rewind_does_not_write_through_a_folder_swapped_for_a_symlink(
     fake_api: FakeAnthropicServer, home: Path, workspace: Path, tmp_path: Path
 ) -> None:

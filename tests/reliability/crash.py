@@ -119,8 +119,6 @@ class CrashReport:
     leftovers: int = 0
     rewind_conflicts: int = 0
     index_checks: int = 0
-    #: Rewinds that differ only by the known notebook-cell write-ahead bug (see ``_unwritten_cell_edits``).
-    known_issue: int = 0
     conflict_reasons: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -138,7 +136,7 @@ class CrashReport:
             f"{self.rewinds_checked} rewinds checked against recorded trees, {self.untouched_checked} killed turns "
             f"checked untouched, {self.index_checks} index checks; {self.torn_tails} torn last lines, "
             f"{self.leftovers} temp files left by killed writes, {self.rewind_conflicts} rewind conflicts, "
-            f"{self.known_issue} rewinds hit the known notebook-cell bug; data lost: {self.data_lost}; "
+            f"data lost: {self.data_lost}; "
             f"seed {self.seed}; {self.seconds:.1f}s"
         )
 
@@ -149,7 +147,7 @@ class CrashReport:
             "turns_completed": self.turns_completed, "rewinds_checked": self.rewinds_checked,
             "untouched_checked": self.untouched_checked, "index_checks": self.index_checks,
             "torn_tails": self.torn_tails, "leftovers": self.leftovers, "rewind_conflicts": self.rewind_conflicts,
-            "known_issue": self.known_issue, "conflict_reasons": dict(self.conflict_reasons),
+            "conflict_reasons": dict(self.conflict_reasons),
             "data_lost": self.data_lost, "failures": self.failures[:50], "seconds": round(self.seconds, 1),
             "seed": self.seed,
         }
@@ -456,7 +454,6 @@ def check_episode(ep: Episode, report: CrashReport, where: str, lock: threading.
                     if now != _without_leftovers(last_tree):
                         failures.append(f"{where}: a turn killed before its checkpoint changed files: {_tree_diff(last_tree, now)}")
                     local.untouched_checked += 1
-            unwritten = _unwritten_cell_edits(log.read_records(), tmp / "ws")
             for attempt, prompt, tree in reversed(snaps):
                 cp = prompts.get(prompt)
                 if cp not in turn_ids:
@@ -464,19 +461,14 @@ def check_episode(ep: Episode, report: CrashReport, where: str, lock: threading.
                 result = log.rewind(str(cp))
                 local.rewind_conflicts += len(result.conflicts)
                 for c in result.conflicts:
-                    known = c.path in unwritten
-                    local.conflict_reasons[f"{'known: ' if known else ''}{c.reason}"] += 1
+                    local.conflict_reasons[c.reason] += 1
                 got = _without_leftovers(tree_snapshot(tmp / "ws"))
                 want = _without_leftovers(tree)
                 if got != want:
-                    differ = {k for k in set(want) | set(got) if want.get(k, b"-") != got.get(k, b"-")}
-                    if differ <= unwritten:
-                        local.known_issue += 1
-                    else:
-                        failures.append(
-                            f"{where}: rewind to turn {attempt} gave a different tree: {_tree_diff(want, got)}; "
-                            f"conflicts {[(c.path, c.reason) for c in result.conflicts]}"
-                        )
+                    failures.append(
+                        f"{where}: rewind to turn {attempt} gave a different tree: {_tree_diff(want, got)}; "
+                        f"conflicts {[(c.path, c.reason) for c in result.conflicts]}"
+                    )
                 local.rewinds_checked += 1
         finally:
             log.records.close()
@@ -500,34 +492,6 @@ def check_episode(ep: Episode, report: CrashReport, where: str, lock: threading.
     _merge(report, local, failures, lock)
 
 
-def _unwritten_cell_edits(records: list[dict[str, Any]], ws: Path) -> set[str]:
-    """Notebooks whose newest cell record was written but whose file was not (killed in between).
-
-    A known checkpoint bug (``_checkpoints.py``, see the xfail test
-    ``test_rewind_after_a_notebook_edit_killed_before_its_write``): cell records have no
-    write-ahead ("prewrite") handling, so a rewind takes the untouched cell for someone
-    else's edit and leaves that cell alone. Rewinds that differ only there are counted as
-    ``known_issue``, not as data lost.
-    """
-    import hashlib
-
-    newest: dict[str, dict[str, Any]] = {}
-    for r in records:
-        if r.get("r") in ("file", "cells", "bash", "rewind") and isinstance(r.get("path"), str):
-            newest[r["path"]] = r
-    out = set()
-    for path, r in newest.items():
-        if r.get("r") != "cells":
-            continue
-        try:
-            now = hashlib.sha256((ws / path).read_bytes()).hexdigest()
-        except OSError:
-            continue
-        if now == r.get("nb_before") and now != r.get("nb_after"):
-            out.add(path)
-    return out
-
-
 def _merge(report: CrashReport, local: CrashReport, failures: list[str], lock: threading.Lock) -> None:
     with lock:
         report.failures.extend(failures + local.failures)
@@ -537,7 +501,6 @@ def _merge(report: CrashReport, local: CrashReport, failures: list[str], lock: t
         report.leftovers += local.leftovers
         report.rewind_conflicts += local.rewind_conflicts
         report.index_checks += local.index_checks
-        report.known_issue += local.known_issue
         report.conflict_reasons.update(local.conflict_reasons)
 
 
