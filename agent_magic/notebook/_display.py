@@ -13,6 +13,7 @@ transcript.
 from __future__ import annotations
 
 import html
+import os
 import json
 import sys
 import time
@@ -45,11 +46,24 @@ def _tick(s: str) -> str:
     return f"{fence}{pad}{s}{pad}{fence}"
 
 
-def _target(name: str, inp: dict[str, Any]) -> str:
+def display_path(value: str, cwd: str | None) -> str:
+    """A path as a person wants to read it: relative to the session's folder when inside it."""
+    if not cwd or not value.startswith("/"):
+        return value
+    try:
+        rel = os.path.relpath(value, cwd)
+    except ValueError:
+        return value
+    return value if rel.startswith("..") else rel
+
+
+def _target(name: str, inp: dict[str, Any], cwd: str | None = None) -> str:
     for key in ("file_path", "notebook_path", "command", "pattern", "code", "path"):
         v = inp.get(key)
         if isinstance(v, str) and v.strip():
             first = v.strip().splitlines()[0]
+            if key in ("file_path", "notebook_path", "path"):
+                first = display_path(first, cwd)
             extra = ""
             if key == "notebook_path" and inp.get("cell_id"):
                 extra = f" #{inp['cell_id']}"
@@ -116,6 +130,7 @@ class TurnView:
                     version=PROVENANCE_VERSION,
                     session_id=msg.data.get("session_id"),
                     turn=msg.data.get("turn"),
+                    cwd=msg.data.get("cwd"),
                     model=msg.data.get("model"),
                     status="running",
                     forked_from=msg.data.get("forked_from") or msg.data.get("parent_session_id"),
@@ -145,7 +160,7 @@ class TurnView:
                 self._print_plain_block(text)
             for b in msg.content:
                 if isinstance(b, ToolUseBlock):
-                    call = _ToolCall(b.id, b.name, _target(b.name, b.input))
+                    call = _ToolCall(b.id, b.name, _target(b.name, b.input, self.provenance.get("cwd")))
                     self._tools[b.id] = call
                     self.segments.append(_Segment("tool", tool=call))
                     self._print_plain_tool(call)

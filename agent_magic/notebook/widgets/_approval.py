@@ -12,6 +12,7 @@ from typing import Any
 import traitlets
 
 from ..._permissions import PermissionResultAllow, PermissionResultDeny, PermissionUpdate
+from .._display import display_path
 from ._base import Widget, _module
 
 
@@ -53,7 +54,8 @@ def preview_for(tool_name: str, tool_input: dict[str, Any], cwd: Path | None = N
         old = str(tool_input.get("old_string", "")).splitlines(keepends=True)
         new = str(tool_input.get("new_string", "")).splitlines(keepends=True)
         path = str(tool_input.get("file_path", ""))
-        return "".join(difflib.unified_diff(old, new, f"a/{path}", f"b/{path}")), "diff"
+        shown = display_path(path, str(cwd) if cwd else None)
+        return "".join(difflib.unified_diff(old, new, f"a/{shown}", f"b/{shown}")), "diff"
     if tool_name == "Write":
         path = str(tool_input.get("file_path", ""))
         content = str(tool_input.get("content", ""))
@@ -64,7 +66,8 @@ def preview_for(tool_name: str, tool_input: dict[str, Any], cwd: Path | None = N
             before = p.read_text(encoding="utf-8").splitlines(keepends=True)
         except (OSError, UnicodeDecodeError):
             before = []
-        return "".join(difflib.unified_diff(before, content.splitlines(keepends=True), f"a/{path}", f"b/{path}")), "diff"
+        shown = display_path(path, str(cwd) if cwd else None)
+        return "".join(difflib.unified_diff(before, content.splitlines(keepends=True), f"a/{shown}", f"b/{shown}")), "diff"
     if tool_name == "NotebookEdit":
         mode = tool_input.get("edit_mode") or "replace"
         cell = tool_input.get("cell_id") or "(start)"
@@ -73,6 +76,14 @@ def preview_for(tool_name: str, tool_input: dict[str, Any], cwd: Path | None = N
     import json
 
     return json.dumps(tool_input, indent=1)[:4000], "text"
+
+
+def _short_title(title: str, cwd: Path | None) -> str:
+    """'Allow Write(/long/project/path/notes.txt)?' -> 'Allow Write(notes.txt)?' inside the project."""
+    if cwd is None:
+        return title
+    root = str(cwd).rstrip("/") + "/"
+    return title.replace(root, "")
 
 
 def show_approval(
@@ -94,7 +105,7 @@ def show_approval(
     text, kind = preview_for(tool, tool_input, cwd)
     rules = ctx.suggestions[0].rules if ctx is not None and ctx.suggestions else [tool]
     w = ApprovalWidget(
-        title=(ctx.title if ctx is not None and ctx.title else f"Allow {tool}?"),
+        title=_short_title(ctx.title if ctx is not None and ctx.title else f"Allow {tool}?", cwd),
         reason=(ctx.decision_reason or "") if ctx is not None else "",
         preview=text,
         preview_kind=kind,
