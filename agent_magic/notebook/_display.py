@@ -177,7 +177,11 @@ class TurnView:
                     call.summary = meta.get("summary") or (b.text.strip().splitlines()[0][:120] if b.text.strip() else None)
                     data = meta.get("data") or {}
                     if isinstance(data.get("diff"), str) and data["diff"]:
-                        call.details, call.details_lang = data["diff"], "diff"
+                        diff = data["diff"]
+                        cwd = self.provenance.get("cwd")
+                        if cwd:
+                            diff = diff.replace(str(cwd).rstrip("/") + "/", "")
+                        call.details, call.details_lang = diff, "diff"
                     elif b.text:
                         call.details = b.text
                     self._print_plain_result(call)
