@@ -146,12 +146,19 @@ def checkpoint_log(session_id: str, *, home: Home = None, cwd: str | os.PathLike
     sid = store.resolve(session_id)
     header = store.header(sid)
     root = Path(cwd).resolve() if cwd is not None else Path(header.get("cwd") or os.getcwd())
+    settings = header.get("checkpoint") if isinstance(header.get("checkpoint"), dict) else {}
+    extra: dict[str, Any] = {}
+    if isinstance(settings.get("ignore"), list) and all(isinstance(x, str) for x in settings["ignore"]):
+        extra["ignore"] = settings["ignore"]
+    if isinstance(settings.get("max_file_bytes"), int) and settings["max_file_bytes"] > 0:
+        extra["max_file_bytes"] = settings["max_file_bytes"]
     return CheckpointLog(
         session_id=sid,
         cwd=root,
         records=JsonlFile(store.checkpoints_path(sid)),
         blobs=store.blobs,
         exclude=[store.home],
+        **extra,
     )
 
 

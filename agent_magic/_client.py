@@ -183,7 +183,10 @@ class AgentClient:
         cwd = opts.resolved_cwd()
         if opts.persist_session:
             assert self._store is not None
-            sid = self._store.create(cwd=str(cwd), scope=opts.resolved_scope(), model=self._model_for(None), session_id=opts.session_id)
+            sid = self._store.create(
+                cwd=str(cwd), scope=opts.resolved_scope(), model=self._model_for(None), session_id=opts.session_id,
+                checkpoint_settings={"ignore": list(opts.checkpoint_ignore), "max_file_bytes": opts.checkpoint_max_file_bytes},
+            )
             entries = self._store.read_entries(sid)
         else:
             sid = opts.session_id or new_uuid()

@@ -634,8 +634,13 @@ class SessionStore:
         parent_session_id: str | None = None,
         forked_at: str | None = None,
         title: str | None = None,
+        checkpoint_settings: dict[str, Any] | None = None,
     ) -> str:
-        """Create an empty session and return its id."""
+        """Create an empty session and return its id.
+
+        ``checkpoint_settings`` (``ignore``, ``max_file_bytes``) is kept in the header so
+        that rewinds from the CLI or the sidebar scan the workspace as the session did.
+        """
         sid = session_id or new_uuid()
         d = self.session_dir(sid)
         make_private_dir(self.sessions_root)
@@ -656,6 +661,8 @@ class SessionStore:
             "parent_session_id": parent_session_id,
             "forked_at": forked_at,
         }
+        if checkpoint_settings:
+            header["checkpoint"] = checkpoint_settings
         # The folder appears with its header in one rename: a crash never leaves a
         # session folder without a transcript (which would block its id forever).
         staging = self.sessions_root / f".new-{sid}-{new_uuid()[:8]}"
@@ -895,6 +902,7 @@ class SessionStore:
             parent_session_id=session_id,
             forked_at=forked_at,
             title=title,
+            checkpoint_settings=header.get("checkpoint") if isinstance(header.get("checkpoint"), dict) else None,
         )
         lines = []
         prompts: set[str] = set()
