@@ -636,23 +636,92 @@ def w_list(bench: Bench) -> list[Row]:
     return rows
 
 
-def magic_overhead(bench: Bench) -> str:
-    """PLACEHOLDER (the lead fills this in): ``%%agent`` overhead in a real kernel, agent-magic only.
+_KERNEL_TIMER = """
+import time as _t
+_agent_bench_times = []
+def _agent_bench_pre(info):
+    _agent_bench_times.append(["pre", _t.time()])
+def _agent_bench_post(result):
+    _agent_bench_times.append(["post", _t.time()])
+get_ipython().events.register("pre_run_cell", _agent_bench_pre)
+get_ipython().events.register("post_run_cell", _agent_bench_post)
+"""
 
-    Return a cell for the table, or raise. Intended measurement: time from
-    executing a ``%%agent`` cell (nbclient, real kernel) to the cell's reply,
-    minus the same turn through ``agent_magic.query`` in that kernel.
+
+def magic_overhead(bench: Bench) -> tuple[Figure, Figure]:
+    """``%%agent`` overhead in a real kernel (agent-magic only).
+
+    From the kernel starting the cell (``pre_run_cell``) to the first request at the
+    fake server, and from the server's last SSE byte to the kernel finishing the cell
+    (``post_run_cell``). The kernel has finished the extension's background warm-up and
+    run one turn before, as a notebook has after its first cell.
     """
-    return "n/a (magics not landed)"
+    import json
+
+    from jupyter_client.manager import KernelManager
+
+    home = bench.fresh_root("ours", "magic")
+    work = home / "nb"
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "ANTHROPIC_BASE_URL": bench.url, "ANTHROPIC_API_KEY": "bench", "AGENT_MAGIC_HOME": str(home / "store"),
+           "JPY_SESSION_NAME": str(work / "bench.ipynb")}
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel(cwd=str(work), env=env)
+    kc = km.client()
+    kc.start_channels()
+    start, end = Figure("s"), Figure("s")
+    try:
+        kc.wait_for_ready(timeout=60)
+
+        def run(code: str) -> dict[str, Any]:
+            reply = kc.execute_interactive(code, timeout=120, output_hook=lambda msg: None)
+            if reply["content"]["status"] != "ok":
+                raise RuntimeError(f"kernel cell failed: {reply['content'].get('evalue')}")
+            return dict(reply["content"])
+
+        run("%load_ext agent_magic")
+        # %load_ext imports the API client and nbformat in a background thread (about 2 s here);
+        # a person types their first prompt after that. Wait for it, so the timing is the magic's.
+        run("import anthropic, nbformat.v4")
+        run(_KERNEL_TIMER)
+        run("%%agent\n" + prompt(None, note="warm up"))
+        n = max(3, bench.runs * 2)
+        for k in range(n):
+            marker = f"overhead probe {k}"
+            run("_agent_bench_times.clear()")
+            run("%%agent\n" + prompt(None, note=marker))
+            printed: list[str] = []
+
+            def keep(msg: dict[str, Any], printed: list[str] = printed) -> None:
+                if msg.get("msg_type") == "stream":
+                    printed.append(msg["content"]["text"])
+
+            kc.execute_interactive("import json as _j; print(_j.dumps(_agent_bench_times))", timeout=60, output_hook=keep)
+            times = json.loads("".join(printed))
+            pre = next(t for kind, t in times if kind == "pre")
+            post = next(t for kind, t in reversed(times) if kind == "post")
+            req = next(r for r in bench.server.message_requests if marker in r.last_prompt)
+            if req.completed is None:
+                raise RuntimeError("the fake server did not record when its reply ended")
+            start.values.append(req.time - pre)
+            end.values.append(post - req.completed)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    return start, end
 
 
 def w_magic(bench: Bench) -> list[Row]:
-    ours_fig = Figure("s")
     try:
-        ours_fig.note = magic_overhead(bench)
+        start, end = magic_overhead(bench)
     except Exception as e:
-        ours_fig.note = f"error: {type(e).__name__}: {e}"
-    return [Row("magic", "%%agent overhead in a real kernel", ours_fig, Figure("s", note="n/a (no magics)"))]
+        start = Figure("s", note=f"error: {type(e).__name__}: {e}")
+        end = Figure("s", note=start.note)
+    none = Figure("s", note="n/a (no magics)")
+    return [
+        Row("magic", "%%agent overhead: cell start to first request (real kernel)", start, none),
+        Row("magic", "%%agent overhead: last SSE event to cell end (real kernel)", end, Figure("s", note="n/a (no magics)")),
+    ]
 
 
 WORKLOADS: dict[str, Callable[[Bench], list[Row]]] = {

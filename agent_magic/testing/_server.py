@@ -53,6 +53,8 @@ class RecordedRequest:
     body: dict[str, Any] | None
     time: float
     reply_kind: str = ""
+    #: When the last byte of the reply was written (epoch seconds), for latency measurements.
+    completed: float | None = None
 
     @property
     def last_prompt(self) -> str:
@@ -328,6 +330,8 @@ class _AnthropicHandler(_ScriptedHandler):
             self._serve(reply, body)
         except (BrokenPipeError, ConnectionResetError):
             pass
+        finally:
+            rec.completed = time.time()
 
     def _serve(self, reply: Reply, body: dict[str, Any]) -> None:
         kind = reply["kind"]
