@@ -146,7 +146,8 @@ def checkpoint_log(session_id: str, *, home: Home = None, cwd: str | os.PathLike
     sid = store.resolve(session_id)
     header = store.header(sid)
     root = Path(cwd).resolve() if cwd is not None else Path(header.get("cwd") or os.getcwd())
-    settings = header.get("checkpoint") if isinstance(header.get("checkpoint"), dict) else {}
+    raw_settings = header.get("checkpoint")
+    settings: dict[str, Any] = raw_settings if isinstance(raw_settings, dict) else {}
     extra: dict[str, Any] = {}
     if isinstance(settings.get("ignore"), list) and all(isinstance(x, str) for x in settings["ignore"]):
         extra["ignore"] = settings["ignore"]

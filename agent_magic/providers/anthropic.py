@@ -18,7 +18,17 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigurationError, MissingAPIKeyError, ProviderError
 from .._store import crash_point
-from .base import EventCallback, ModelRequest, ModelResponse, PartialResponse, Provider
+from .base import (
+    EventCallback,
+    ModelRequest,
+    ModelResponse,
+    PartialResponse,
+    Provider,
+    env_number,
+    error_body,
+    one_line,
+    status_error,
+)
 
 if TYPE_CHECKING:
     import anthropic
@@ -59,16 +69,6 @@ def _http_client(anthropic: Any) -> Any:
     return anthropic.DefaultAsyncHttpxClient(verify=shared_ssl_context())
 
 
-def _env_number(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name}={raw!r} is not a number.") from None
-
-
 class AnthropicProvider(Provider):
     """Streams responses from the Anthropic Messages API."""
 
@@ -90,12 +90,12 @@ class AnthropicProvider(Provider):
 
         try:
             client = anthropic.AsyncAnthropic(
-                max_retries=int(_env_number("AGENT_MAGIC_MAX_RETRIES", 3)),
-                timeout=_env_number("AGENT_MAGIC_TIMEOUT", 600.0),
+                max_retries=int(env_number("AGENT_MAGIC_MAX_RETRIES", 3)),
+                timeout=env_number("AGENT_MAGIC_TIMEOUT", 600.0),
                 http_client=_http_client(anthropic),
             )
         except anthropic.AnthropicError as e:
-            raise MissingAPIKeyError(f"{_NO_KEY} ({_one_line(str(e))[:160]})") from None
+            raise MissingAPIKeyError(f"{_NO_KEY} ({one_line(str(e))[:160]})") from None
         except ValueError as e:
             raise ConfigurationError(f"The Anthropic client could not be set up: {e}") from None
         if not (client.api_key or client.auth_token or client.credentials):
@@ -168,7 +168,7 @@ class AnthropicProvider(Provider):
             ) from None
         except anthropic.APIError as e:
             raise ProviderError(
-                f"The API stream broke off ({_one_line(str(e))}). Run it again; the session is intact.",
+                f"The API stream broke off ({one_line(str(e))}). Run it again; the session is intact.",
                 kind="stream",
             ) from None
         except Exception as e:
@@ -181,7 +181,7 @@ class AnthropicProvider(Provider):
                     kind="connection",
                 ) from None
             raise ProviderError(
-                f"The API sent a response that could not be read ({type(e).__name__}: {_one_line(str(e))}). "
+                f"The API sent a response that could not be read ({type(e).__name__}: {one_line(str(e))}). "
                 "Run it again; the session is intact.",
                 kind="stream",
             ) from None
@@ -197,11 +197,11 @@ class AnthropicProvider(Provider):
 
     def _status_error(self, e: anthropic.APIStatusError) -> ProviderError:
         status = e.status_code
-        etype, emsg = _error_body(e)
+        etype, emsg = error_body(e)
         if status < 400:
             # An ``error`` event in the middle of a stream (the HTTP status was 200).
             status = {"overloaded_error": 529, "rate_limit_error": 429, "api_error": 500}.get(etype, 500)
-            detail = f"{etype or 'error'} mid-stream" + (f": {_one_line(emsg)[:200]}" if emsg else "")
+            detail = f"{etype or 'error'} mid-stream" + (f": {one_line(emsg)[:200]}" if emsg else "")
             kind = {529: "overloaded", 429: "rate_limit"}.get(status, "server")
             return ProviderError(
                 f"The API stopped the answer with an error ({detail}). Run it again; the session is intact.",
@@ -210,48 +210,14 @@ class AnthropicProvider(Provider):
             )
         detail = f"{status} {etype}" if etype else str(status)
         if emsg:
-            detail += f": {_one_line(emsg)[:200]}"
-        if status == 401:
-            msg = f"The API rejected the credentials ({detail}). Check ANTHROPIC_API_KEY."
-            kind = "auth"
-        elif status == 403:
-            msg = f"The API refused access ({detail}). Check the key's permissions."
-            kind = "auth"
-        elif status == 404:
-            msg = f"The API does not know this model or endpoint ({detail}). Check the model name and ANTHROPIC_BASE_URL."
-            kind = "bad_request"
-        elif status == 429:
-            msg = f"Rate limited by the API ({detail}) after retrying. Wait a minute and run it again."
-            kind = "rate_limit"
-        elif status == 529 or etype == "overloaded_error":
-            msg = f"The API is overloaded ({detail}) after retrying. Try again in a little while."
-            kind = "overloaded"
-        elif status >= 500:
-            msg = f"The API had a server error ({detail}) after retrying. Try again in a little while."
-            kind = "server"
-        elif status == 413:
-            msg = f"The request is too large for the API ({detail}). Start a new session with `--new` or shorten the prompt."
-            kind = "bad_request"
-        else:
-            msg = f"The API refused the request ({detail})."
-            kind = "bad_request"
-        return ProviderError(msg, status=status, kind=kind)
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            try:
-                await self._client.close()
-            finally:
-                self._client = None
-
-
-def _error_body(e: Any) -> tuple[str, str]:
-    body = getattr(e, "body", None)
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict):
-            return str(err.get("type") or ""), str(err.get("message") or "")
-    return "", str(getattr(e, "message", "") or "")
+            detail += f": {one_line(emsg)[:200]}"
+        if status == 529 or etype == "overloaded_error":
+            return ProviderError(
+                f"The API is overloaded ({detail}) after retrying. Try again in a little while.", status=status, kind="overloaded"
+            )
+        return status_error(
+            status, detail, key_var="ANTHROPIC_API_KEY", not_found="this model or endpoint; check the model name and ANTHROPIC_BASE_URL"
+        )
 
 
 def _is_transport_or_parse_error(e: Exception) -> bool:
@@ -262,10 +228,6 @@ def _is_transport_or_parse_error(e: Exception) -> bool:
         return True
     mod = type(e).__module__
     return mod.startswith(("httpx", "httpcore", "h11", "anyio", "anthropic"))
-
-
-def _one_line(s: str) -> str:
-    return " ".join(s.split())
 
 
 def _block_json(block: Any) -> dict[str, Any] | None:

@@ -10,10 +10,13 @@ ways, so the loop never changes.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from .._errors import ConfigurationError, ProviderError
 
 EventCallback = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -82,5 +85,72 @@ class Provider(ABC):
             With a one-line message saying what failed and what to do.
         """
 
+    #: The API client a provider keeps (closed by :meth:`aclose`).
+    _client: Any = None
+
     async def aclose(self) -> None:
-        return None
+        if self._client is not None:
+            try:
+                await self._client.close()
+            finally:
+                self._client = None
+
+
+# -- helpers shared by providers -------------------------------------------------------
+
+
+def one_line(s: str) -> str:
+    return " ".join(s.split())
+
+
+def env_number(name: str, default: float) -> float:
+    """A numeric setting from the environment (``AGENT_MAGIC_TIMEOUT``, ...)."""
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a number.") from None
+
+
+def error_body(e: Any) -> tuple[str, str]:
+    """(error type or code, message) from an API error's JSON body."""
+    body = getattr(e, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            return str(err.get("type") or err.get("code") or ""), str(err.get("message") or "")
+        if isinstance(err, str):
+            return "", err
+    return "", str(getattr(e, "message", "") or "")
+
+
+def status_error(status: int, detail: str, *, key_var: str, not_found: str, too_long: bool = False) -> ProviderError:
+    """The one-line error for an HTTP status every model API shares.
+
+    ``detail`` is "status type: message"; ``key_var`` names the credential to check,
+    ``not_found`` says what to check on a 404. Provider-specific cases (overloaded,
+    quota, no tool support) are decided by the provider before calling this.
+    """
+    if status == 401:
+        return ProviderError(f"The API rejected the credentials ({detail}). Check {key_var}.", status=status, kind="auth")
+    if status == 403:
+        return ProviderError(f"The API refused access ({detail}). Check the key's permissions.", status=status, kind="auth")
+    if status == 404:
+        return ProviderError(f"The API does not know {not_found} ({detail}).", status=status, kind="bad_request")
+    if status == 429:
+        return ProviderError(
+            f"Rate limited by the API ({detail}) after retrying. Wait a minute and run it again.", status=status, kind="rate_limit"
+        )
+    if status >= 500:
+        return ProviderError(
+            f"The API had a server error ({detail}) after retrying. Try again in a little while.", status=status, kind="server"
+        )
+    if status == 413 or too_long:
+        return ProviderError(
+            f"The conversation is too long for the model ({detail}). Start a new session with `--new` or shorten the prompt.",
+            status=status,
+            kind="bad_request",
+        )
+    return ProviderError(f"The API refused the request ({detail}).", status=status, kind="bad_request")

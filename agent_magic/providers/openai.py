@@ -31,8 +31,17 @@ import openai
 
 from .._errors import ConfigurationError, MissingAPIKeyError, ProviderError
 from .._loop import INVALID_JSON_KEY
-from .anthropic import _env_number, _one_line
-from .base import EventCallback, ModelRequest, ModelResponse, PartialResponse, Provider
+from .base import (
+    EventCallback,
+    ModelRequest,
+    ModelResponse,
+    PartialResponse,
+    Provider,
+    env_number,
+    error_body,
+    one_line,
+    status_error,
+)
 
 _NO_KEY = (
     "No OpenAI API key found: set OPENAI_API_KEY, or set OPENAI_BASE_URL to an OpenAI-compatible "
@@ -104,11 +113,11 @@ class OpenAIProvider(Provider):
             client = openai.AsyncOpenAI(
                 api_key=os.environ.get("OPENAI_API_KEY") or _PLACEHOLDER_KEY,
                 base_url=_base_url_env(),
-                max_retries=int(_env_number("AGENT_MAGIC_MAX_RETRIES", 3)),
-                timeout=_env_number("AGENT_MAGIC_TIMEOUT", 600.0),
+                max_retries=int(env_number("AGENT_MAGIC_MAX_RETRIES", 3)),
+                timeout=env_number("AGENT_MAGIC_TIMEOUT", 600.0),
             )
         except openai.OpenAIError as e:
-            raise ConfigurationError(f"The OpenAI client could not be set up: {_one_line(str(e))[:200]}") from None
+            raise ConfigurationError(f"The OpenAI client could not be set up: {one_line(str(e))[:200]}") from None
         self._client = client
         self._loop = loop
         return client
@@ -188,8 +197,8 @@ class OpenAIProvider(Provider):
             ) from None
         except openai.APIError as e:
             # An error object in the middle of the stream (the HTTP status was 200).
-            etype, emsg = _error_body(e)
-            detail = (etype or "error") + (f": {self._redact(_one_line(emsg))[:200]}" if emsg else "")
+            etype, emsg = error_body(e)
+            detail = (etype or "error") + (f": {self._redact(one_line(emsg))[:200]}" if emsg else "")
             raise ProviderError(
                 f"The API stopped the answer with an error ({detail}). Run it again; the session is intact.",
                 kind="stream",
@@ -204,7 +213,7 @@ class OpenAIProvider(Provider):
                     kind="connection",
                 ) from None
             raise ProviderError(
-                f"The API sent a response that could not be read ({type(e).__name__}: {_one_line(str(e))[:200]}). "
+                f"The API sent a response that could not be read ({type(e).__name__}: {one_line(str(e))[:200]}). "
                 "Run it again; the session is intact.",
                 kind="stream",
             ) from None
@@ -216,56 +225,33 @@ class OpenAIProvider(Provider):
 
     def _status_error(self, e: openai.APIStatusError, model: str) -> ProviderError:
         status = e.status_code
-        etype, emsg = _error_body(e)
+        etype, emsg = error_body(e)
         code = _error_code(e)
         detail = f"{status} {etype}" if etype else str(status)
         if emsg:
-            detail += f": {self._redact(_one_line(emsg))[:200]}"
+            detail += f": {self._redact(one_line(emsg))[:200]}"
         if 400 <= status < 500 and _NO_TOOLS.search(emsg):
             msg = (
                 f"The model {model!r} cannot call tools ({detail}), and agent-magic needs tool calling. "
                 "Choose a model that can with AGENT_MAGIC_MODEL."
             )
             return ProviderError(msg, status=status, kind="bad_request")
+        if status == 429 and "insufficient_quota" in (etype, code):
+            return ProviderError(
+                f"The API quota is used up ({detail}). Check the account's plan and billing.", status=status, kind="rate_limit"
+            )
         if status == 401:
-            msg = f"The API at {self.base_url} rejected the credentials ({detail}). Check OPENAI_API_KEY."
-            kind = "auth"
-        elif status == 403:
-            msg = f"The API refused access ({detail}). Check the key's permissions."
-            kind = "auth"
-        elif status == 404:
-            msg = (
-                f"The API at {self.base_url} does not know the model {model!r} or this endpoint ({detail}). "
-                "Check AGENT_MAGIC_MODEL (a local server must have the model pulled) and OPENAI_BASE_URL "
-                "(it usually ends in /v1)."
-            )
-            kind = "bad_request"
-        elif status == 429 and "insufficient_quota" in (etype, code):
-            msg = f"The API quota is used up ({detail}). Check the account's plan and billing."
-            kind = "rate_limit"
-        elif status == 429:
-            msg = f"Rate limited by the API ({detail}) after retrying. Wait a minute and run it again."
-            kind = "rate_limit"
-        elif status >= 500:
-            msg = f"The API had a server error ({detail}) after retrying. Try again in a little while."
-            kind = "server"
-        elif status == 413 or code == "context_length_exceeded" or "context length" in emsg.lower():
-            msg = (
-                f"The conversation is too long for the model ({detail}). "
-                "Start a new session with `--new` or shorten the prompt."
-            )
-            kind = "bad_request"
-        else:
-            msg = f"The API refused the request ({detail})."
-            kind = "bad_request"
-        return ProviderError(msg, status=status, kind=kind)
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            try:
-                await self._client.close()
-            finally:
-                self._client = None
+            detail = f"{detail}; server {self.base_url}"
+        return status_error(
+            status,
+            detail,
+            key_var="OPENAI_API_KEY",
+            not_found=(
+                f"the model {model!r} or this endpoint at {self.base_url}; check AGENT_MAGIC_MODEL (a local server must "
+                "have the model pulled) and OPENAI_BASE_URL (it usually ends in /v1)"
+            ),
+            too_long=code == "context_length_exceeded" or "context length" in emsg.lower(),
+        )
 
 
 def _base_url_env() -> str | None:
@@ -276,7 +262,7 @@ def _adapted(e: openai.APIStatusError, stream_options: bool, token_param: str) -
     """The request settings to try after a 400 that names a parameter the server rejects."""
     if e.status_code not in (400, 422):
         return None
-    msg = _error_body(e)[1] or str(e)
+    msg = error_body(e)[1] or str(e)
     if stream_options and "stream_options" in msg:
         return False, token_param
     if token_param == "max_tokens" and "max_completion_tokens" in msg:
@@ -284,17 +270,6 @@ def _adapted(e: openai.APIStatusError, stream_options: bool, token_param: str) -
     if token_param == "max_completion_tokens" and "max_completion_tokens" in msg:
         return stream_options, "max_tokens"
     return None
-
-
-def _error_body(e: Any) -> tuple[str, str]:
-    body = getattr(e, "body", None)
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict):
-            return str(err.get("type") or err.get("code") or ""), str(err.get("message") or "")
-        if isinstance(err, str):
-            return "", err
-    return "", str(getattr(e, "message", "") or "")
 
 
 def _error_code(e: Any) -> str:
@@ -598,7 +573,7 @@ def _parse_arguments(raw: str) -> dict[str, Any]:
             # Some models encode the arguments twice.
             value = json.loads(value)
     except ValueError as e:
-        return {INVALID_JSON_KEY: _one_line(str(e))[:200]}
+        return {INVALID_JSON_KEY: one_line(str(e))[:200]}
     if not isinstance(value, dict):
         return {INVALID_JSON_KEY: f"the arguments are a JSON {type(value).__name__}, not an object"}
     return value
