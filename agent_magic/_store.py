@@ -305,27 +305,19 @@ class JsonlFile:
         os.ftruncate(fd, keep)
 
     def append(self, obj: Any) -> None:
-        line = dumps_line(obj)
-        if self.path is None:
-            self._memory.append(line)
-            return
-        fd = self._open()
-        if _crash_at is not None:
-            self._crash_points(fd, line)
-        view = memoryview(line)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        if self._fsync:
-            os.fsync(fd)
+        """Append one line (durable in the OS before returning)."""
+        self._write([dumps_line(obj)])
 
     def append_many(self, objs: list[Any]) -> None:
-        if not objs:
-            return
-        data = b"".join(dumps_line(o) for o in objs)
+        """Append several lines with one write."""
+        if objs:
+            self._write([dumps_line(o) for o in objs])
+
+    def _write(self, lines: list[bytes]) -> None:
         if self.path is None:
-            self._memory.extend(dumps_line(o) for o in objs)
+            self._memory.extend(lines)
             return
+        data = lines[0] if len(lines) == 1 else b"".join(lines)
         fd = self._open()
         if _crash_at is not None:
             self._crash_points(fd, data)
