@@ -873,7 +873,7 @@ class CheckpointLog:
         self.current = checkpoint_id
         self._turn_files = []
         self._turn_cells = []
-        preview = " ".join(prompt.split())[:160]
+        preview = " ".join(prompt.split())[:100]
         self._append({"r": "turn", "checkpoint": checkpoint_id, "turn": turn, "prompt": preview})
 
     def end_turn(self) -> dict[str, Any]:
@@ -905,9 +905,12 @@ class CheckpointLog:
             if parent.parent == parent:
                 break
             parent = parent.parent
-        self._append(
-            {"r": "file", "path": rel, "before": before, "after": after, "tool": tool, "mode": mode, "dirs": created_dirs}
-        )
+        rec: dict[str, Any] = {"r": "file", "path": rel, "before": before, "after": after, "tool": tool}
+        if mode is not None:
+            rec["mode"] = mode
+        if created_dirs:
+            rec["dirs"] = created_dirs
+        self._append(rec)
         self._turn_files.append(rel)
 
     # -- ChangeRecorder: NotebookEdit ------------------------------------------

@@ -203,27 +203,27 @@ async def run_turn(
 
     duration_ms = int((time.monotonic() - turn.start) * 1000)
     is_error = turn.subtype != "success"
-    result_entry = {
+    # Only what is not stored elsewhere: the answer is in the last assistant line, the
+    # changes in checkpoints.jsonl; flags are written when true. (Transcripts stay small.)
+    result_entry: dict[str, Any] = {
         "type": "result",
         "subtype": turn.subtype,
         "checkpoint": checkpoint_id,
         "num_turns": turn.api_calls,
         "duration_ms": duration_ms,
-        "duration_api_ms": turn.api_ms,
-        "is_error": is_error,
         "usage": turn.usage,
         "total_cost_usd": turn.cost,
-        "cost_unknown": turn.cost is None,
-        "result": turn.result_text,
-        "no_response": not turn.had_response,
-        "model": rt.model,
     }
+    if turn.cost is None:
+        result_entry["cost_unknown"] = True
+    if not turn.had_response:
+        result_entry["no_response"] = True
+    if is_error and turn.result_text:
+        result_entry["result"] = turn.result_text
     if turn.errors:
         result_entry["errors"] = turn.errors
     if turn.api_status is not None:
         result_entry["api_error_status"] = turn.api_status
-    if changes:
-        result_entry["changes"] = changes
     stored = s.append(result_entry)
     if turn.cost is None:
         s.total_cost_usd = None
@@ -318,7 +318,7 @@ async def _turn_body(rt: Runtime, turn: _Turn, emit: Emit) -> None:
                     "content": content,
                     "model": response.model,
                     "stop_reason": response.stop_reason,
-                    "usage": response.usage,
+                    "usage": {k: v for k, v in response.usage.items() if v},
                 },
             }
         )
@@ -396,9 +396,11 @@ async def _append_results(
     s = rt.session
     for tu, block, meta in results:
         bd = block.to_dict()
-        entry: dict[str, Any] = {"type": "user", "is_prompt": False, "message": {"role": "user", "content": [bd]}}
+        # A tool result is never a prompt (its content says so); displays get the full
+        # details live, the transcript keeps the one-line summary.
+        entry: dict[str, Any] = {"type": "user", "message": {"role": "user", "content": [bd]}}
         if meta:
-            entry["tool_use_result"] = meta
+            entry["tool_use_result"] = {k: v for k, v in meta.items() if k != "data" and v not in (None, False)}
         stored = s.append(entry)
         if messages and messages[-1]["role"] == "user" and any(b.get("type") == "tool_result" for b in messages[-1]["content"]):
             messages[-1]["content"].append(bd)
@@ -661,7 +663,7 @@ async def _record_interrupt(rt: Runtime, turn: _Turn, emit: Emit) -> None:
             stored = s.append(
                 {
                     "type": "user",
-                    "is_prompt": False,
+                    
                     "message": {"role": "user", "content": [block.to_dict()]},
                     "tool_use_result": {"tool_name": tu.name, "is_error": True, "summary": "interrupted"},
                 }

@@ -25,9 +25,10 @@ def version() -> str:
 def warm_imports(op: str) -> None:
     """Import what ``op`` needs, so its clock starts with the library loaded (not for cold starts).
 
-    For turns that is the provider, the tools and the ``anthropic`` package
-    (imported lazily on the first request, about 1.3 s here); the session
-    helpers need only ``agent_magic`` and the helper itself.
+    For turns that is the provider, the tools, the ``anthropic`` package (imported
+    lazily on the first request, about 1.3 s here) and its HTTP transport: the state
+    of a notebook kernel after ``%load_ext agent_magic``. The session helpers need
+    only ``agent_magic`` and the helper itself.
     """
     import agent_magic
 
@@ -43,6 +44,11 @@ def warm_imports(op: str) -> None:
     builtin_tools(None)
     get_provider(None)
     _ = agent_magic.AgentClient
+    # The API client imports its HTTP transport (httpcore, trio) on first use and reads the
+    # CA bundle; %load_ext does this in a notebook's background thread. Do it here too.
+    from agent_magic.providers.anthropic import shared_ssl_context
+
+    shared_ssl_context()
 
 
 def run_turns(

@@ -182,14 +182,19 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
         return self.rfile.read(n) if n else b""
 
     def _read_request(self) -> tuple[RecordedRequest, Any]:
-        """Read a POST body; return its record (keys redacted) and the parsed JSON (None if not JSON)."""
+        """Read a POST body; return its record (keys redacted) and the parsed JSON (None if not JSON).
+
+        The record's ``time`` is when the request's headers arrived (before its body was
+        read and parsed), so latency measurements do not count the server's own work.
+        """
+        arrived = time.time()
         raw_body = self._read_body()
         try:
             body = json.loads(raw_body) if raw_body else {}
         except ValueError:
             body = None
         headers = {k.lower(): ("<redacted>" if k.lower() in _REDACT else v) for k, v in self.headers.items()}
-        rec = self.record_cls(self.command, self.path, headers, body if isinstance(body, dict) else None, time.time())
+        rec = self.record_cls(self.command, self.path, headers, body if isinstance(body, dict) else None, arrived)
         return rec, body
 
     def _send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
