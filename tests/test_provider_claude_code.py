@@ -140,7 +140,9 @@ def test_write_turn_is_mirrored_into_our_transcript(cc: FakeAnthropicServer, hom
     assert engine["engine"] == "claude-code" and engine["for_session"] == sid and len(engine["engine_session_id"]) == 36
     assert lines[3]["message"]["content"][1]["name"] == "Write" and lines[3]["engine_uuid"]
     assert lines[4]["message"]["content"][0]["type"] == "tool_result" and lines[4]["tool_use_result"]["tool_name"] == "Write"
-    assert lines[-1]["result"] == "Wrote notes.txt." and lines[-1]["model"] == "claude-opus-5-5"
+    # The answer is stored once, in the last assistant line; the result line keeps the totals.
+    assert lines[-2]["message"]["content"][0]["text"] == "Wrote notes.txt." and lines[-2]["message"]["model"] == "claude-opus-5-5"
+    assert lines[-1]["subtype"] == "success" and lines[-1]["checkpoint"] == lines[1]["uuid"] and "result" not in lines[-1]
     # The request went to the fake API with only agent-magic's tool set.
     body = cc.message_requests[0].body
     assert body is not None and cc.message_requests[0].last_prompt.endswith("write the notes")
