@@ -45,6 +45,7 @@ from ._store import (
     iso_to_ms,
     make_private_dir,
     new_uuid,
+    no_gc,
     now_ms,
     parse_lines,
     read_raw_lines,
@@ -997,7 +998,8 @@ class SessionState:
         return entry
 
     def api_messages(self) -> list[dict[str, Any]]:
-        return build_api_messages(self.entries)
+        with no_gc():  # thousands of fresh dicts, none cyclic: see _store.no_gc
+            return build_api_messages(self.entries)
 
     def prompts(self) -> list[dict[str, Any]]:
         return [e for e in self.entries if is_prompt_entry(e)]

@@ -26,8 +26,8 @@ def warm_imports(op: str) -> None:
     """Import what ``op`` needs, so its clock starts with the library loaded (not for cold starts).
 
     For turns that is the provider, the tools, the ``anthropic`` package (imported
-    lazily on the first request, about 1.3 s here) and its HTTP transport: the state
-    of a notebook kernel after ``%load_ext agent_magic``. The session helpers need
+    lazily on the first request, about 1.3 s here), its HTTP transport and response
+    models: the state of a notebook kernel after ``%load_ext agent_magic``. The session helpers need
     only ``agent_magic`` and the helper itself.
     """
     import agent_magic
@@ -44,11 +44,19 @@ def warm_imports(op: str) -> None:
     builtin_tools(None)
     get_provider(None)
     _ = agent_magic.AgentClient
-    # The API client imports its HTTP transport (httpcore, trio) on first use and reads the
-    # CA bundle; %load_ext does this in a notebook's background thread. Do it here too.
-    from agent_magic.providers.anthropic import shared_ssl_context
+    # The API client imports its HTTP transport on first use, reads the CA bundle and builds
+    # its response models on the first stream; %load_ext does this in a notebook's background
+    # thread (offline, agent_magic.providers.anthropic.warm_up). Do it here too.
+    import gc
 
-    shared_ssl_context()
+    import anyio._backends._asyncio  # noqa: F401  (the kernel's loop thread has it running)
+
+    from agent_magic._store import preload
+    from agent_magic.providers.anthropic import warm_up
+
+    preload()
+    warm_up()
+    gc.collect()  # as the warm-up thread does last
 
 
 def run_turns(

@@ -463,7 +463,17 @@ def w_cold(bench: Bench) -> list[Row]:
 
     for system in (OURS, CC):
         col.run(system, functools.partial(once, system))
+
+    def import_time(system: str) -> Iterator[float]:
+        module = "agent_magic" if system == OURS else "claude_agent_sdk"
+        code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+        for _ in range(bench.runs):
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+            yield float(out.stdout.strip().splitlines()[-1])
+
+    imports = per_system(bench, "s", import_time)
     return [
+        Row("cold", "import the package (agent_magic / claude_agent_sdk), fresh interpreter", imports[OURS], imports[CC]),
         col.row("cold", "process", "cold query: process start → result"),
         col.row("cold", "api", "cold query: query() call → result"),
         col.row("cold", "first", "cold query: query() call → first API request"),

@@ -13,8 +13,8 @@ transcript.
 from __future__ import annotations
 
 import html
-import os
 import json
+import os
 import sys
 import time
 from collections.abc import Callable

@@ -13,6 +13,7 @@ default 600) tune the client.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +68,79 @@ def shared_ssl_context() -> Any:
 
 def _http_client(anthropic: Any) -> Any:
     return anthropic.DefaultAsyncHttpxClient(verify=shared_ssl_context())
+
+
+def _sse(events: list[tuple[str, dict[str, Any]]]) -> bytes:
+    return b"".join(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events)
+
+
+# One short answer with a text block and a tool call, as the API streams it.
+_WARM_UP_EVENTS: list[tuple[str, dict[str, Any]]] = [
+    ("message_start", {"type": "message_start", "message": {
+        "id": "msg_warm_up", "type": "message", "role": "assistant", "model": "warm-up", "content": [],
+        "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 1, "output_tokens": 1}}}),
+    ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+    ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "ok"}}),
+    ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+    ("content_block_start", {"type": "content_block_start", "index": 1, "content_block": {
+        "type": "tool_use", "id": "toolu_warm_up", "name": "Read", "input": {}}}),
+    ("content_block_delta", {"type": "content_block_delta", "index": 1, "delta": {
+        "type": "input_json_delta", "partial_json": '{"file_path": "x"}'}}),
+    ("content_block_stop", {"type": "content_block_stop", "index": 1}),
+    ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                       "usage": {"output_tokens": 2}}),
+    ("message_stop", {"type": "message_stop"}),
+]
+
+
+def warm_up() -> None:
+    """Do the API client's first-use work now, offline, so the first real turn does not wait.
+
+    Imports ``anthropic`` and its HTTP stack, reads the CA bundle, and streams one
+    answer from an in-memory transport through :meth:`AnthropicProvider.stream`:
+    the client builds its response models (pydantic schemas, about 150 ms) on the
+    first stream it reads. Nothing leaves the process. ``%load_ext agent_magic``
+    runs this in a background thread.
+    """
+    import importlib
+
+    import anthropic
+
+    shared_ssl_context()
+    library = importlib.import_module(anthropic.DefaultAsyncHttpxClient.__mro__[1].__module__.split(".")[0])
+    body = _sse(_WARM_UP_EVENTS)
+
+    def answer(request: Any) -> Any:
+        return library.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+
+    async def go() -> None:
+        provider = AnthropicProvider()
+        provider._client = anthropic.AsyncAnthropic(
+            api_key="warm-up", base_url="http://warm-up.invalid", max_retries=0,
+            http_client=library.AsyncClient(transport=library.MockTransport(answer)),
+        )
+        provider._loop = asyncio.get_running_loop()
+
+        async def ignore(event: dict[str, Any]) -> None:
+            pass
+
+        request = ModelRequest(model="warm-up", system="", messages=[{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+                               tools=[], max_tokens=16)
+        try:
+            await provider.stream(request, ignore, PartialResponse())
+        finally:
+            await provider._client.close()
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(go())
+    else:  # called from async code: its own loop, in a thread of its own
+        import threading
+
+        t = threading.Thread(target=asyncio.run, args=(go(),), name="agent-magic-warm-up")
+        t.start()
+        t.join()
 
 
 class AnthropicProvider(Provider):

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar, TypeVar
 
+from .._store import no_gc
 from ._replies import Reply, text
 
 Responder = Callable[[dict[str, Any]], Reply]
@@ -190,7 +191,8 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
         arrived = time.time()
         raw_body = self._read_body()
         try:
-            body = json.loads(raw_body) if raw_body else {}
+            with no_gc():  # a long conversation is thousands of dicts, none of them cyclic
+                body = json.loads(raw_body) if raw_body else {}
         except ValueError:
             body = None
         headers = {k.lower(): ("<redacted>" if k.lower() in _REDACT else v) for k, v in self.headers.items()}
