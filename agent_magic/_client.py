@@ -162,8 +162,8 @@ class AgentClient:
                     assert store is not None
                     entries = [dict(e) for e in store.read_entries(sid)]
                     new_id = opts.session_id or new_uuid()
-                    for e in entries:
-                        e["session_id"] = new_id
+                    if entries and entries[0].get("type") == "session":
+                        entries[0]["session_id"] = new_id
                     self._build_runtime(provider, new_id, entries, persist=False, parent=sid)
             else:
                 assert store is not None

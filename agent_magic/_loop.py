@@ -211,7 +211,7 @@ async def run_turn(
         "checkpoint": checkpoint_id,
         "num_turns": turn.api_calls,
         "duration_ms": duration_ms,
-        "usage": turn.usage,
+        "usage": {k: v for k, v in turn.usage.items() if v or k in ("input_tokens", "output_tokens")},
         "total_cost_usd": turn.cost,
     }
     if turn.cost is None:

@@ -909,7 +909,7 @@ class SessionStore:
         prompts: set[str] = set()
         for e in body:
             e2 = dict(e)
-            e2["session_id"] = new_id
+            e2.pop("session_id", None)  # lines carry no session id; the folder says which
             lines.append(e2)
             if is_prompt_entry(e) and isinstance(e.get("uuid"), str):
                 prompts.add(e["uuid"])
@@ -989,7 +989,8 @@ class SessionState:
         """Append one line to the transcript (durable in the OS before returning)."""
         entry.setdefault("uuid", new_uuid())
         entry.setdefault("parent_uuid", self.last_uuid)
-        entry["session_id"] = self.session_id
+        # The session is the folder (and the header line); lines do not repeat its id.
+        entry.pop("session_id", None)
         entry.setdefault("timestamp", iso_now())
         self.transcript.append(entry)
         self.entries.append(entry)

@@ -54,9 +54,10 @@ def test_new_query_creates_a_session(fake_api: FakeAnthropicServer, home: Path, 
     rows = lines(transcript(home, sid))
     assert rows[0]["type"] == "session" and rows[0]["cwd"] == str(workspace)
     assert [r["type"] for r in rows[1:]] == ["user", "assistant", "result"]
+    assert rows[0]["session_id"] == sid
     for r in rows[1:]:
-        assert {"type", "uuid", "parent_uuid", "session_id", "timestamp"} <= r.keys()
-        assert r["session_id"] == sid
+        assert {"type", "uuid", "parent_uuid", "timestamp"} <= r.keys()
+        assert "session_id" not in r  # the folder and the header say which session it is
     assert rows[2]["parent_uuid"] == rows[1]["uuid"]
     body = fake_api.message_requests[0].body
     assert body["stream"] is True and body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Say hello"}]}]
