@@ -114,6 +114,17 @@ class Runtime:
     def permission_mode(self) -> str:
         return self.options.permission_mode
 
+    def apply_permission_updates(self, updates: Any) -> None:
+        """Add the rules of a callback's ``updated_permissions`` (an "Always allow" answer)."""
+        for upd in updates or []:
+            target = self.allow_rules if upd.behavior == "allow" else self.deny_rules
+            for r in upd.rules:
+                rule = Rule.parse(r)
+                if rule not in target:
+                    target.append(rule)
+                if upd.behavior == "allow" and rule not in self.granted_rules:
+                    self.granted_rules.append(rule)
+
 
 @dataclass
 class _Turn:
@@ -534,14 +545,7 @@ async def _run_tool(
             return ToolResultBlock(tu.id, answer.message or f"The person denied permission to use {tu.name}.", True), meta
         if answer.updated_input is not None:
             tool_input = answer.updated_input
-        for upd in answer.updated_permissions or []:
-            target = rt.allow_rules if upd.behavior == "allow" else rt.deny_rules
-            for r in upd.rules:
-                rule = Rule.parse(r)
-                if rule not in target:
-                    target.append(rule)
-                if upd.behavior == "allow" and rule not in rt.granted_rules:
-                    rt.granted_rules.append(rule)
+        rt.apply_permission_updates(answer.updated_permissions)
 
     crash_point("tool.start")
     try:

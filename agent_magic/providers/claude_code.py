@@ -66,7 +66,7 @@ from .._messages import (
 )
 from .._permissions import PermissionResultAllow as OurAllow
 from .._permissions import PermissionResultDeny as OurDeny
-from .._permissions import Rule, decide
+from .._permissions import decide
 from .._pricing import cost_usd, price_for
 from .._sessions import is_prompt_entry, prompt_text
 from .._store import new_uuid
@@ -794,14 +794,7 @@ class ClaudeCodeEngine(Provider):
             )
         assert isinstance(answer, OurAllow)
         final = answer.updated_input if answer.updated_input is not None else tool_input
-        for upd in answer.updated_permissions or []:
-            target = rt.allow_rules if upd.behavior == "allow" else rt.deny_rules
-            for r in upd.rules:
-                rule = Rule.parse(r)
-                if rule not in target:
-                    target.append(rule)
-                if upd.behavior == "allow" and rule not in rt.granted_rules:
-                    rt.granted_rules.append(rule)
+        rt.apply_permission_updates(answer.updated_permissions)
         problem = self._backup(a, tool_use_id, name, final)
         if problem:
             return sdk.PermissionResultDeny(message=problem)

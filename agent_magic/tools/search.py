@@ -405,6 +405,17 @@ def _split_literal_prefix(pattern: str) -> tuple[str, str]:
     return "/".join(literal), segments[-1]
 
 
+def _pattern_and_path(input: dict[str, Any], ctx: ToolContext) -> tuple[str, str | None, Path]:
+    """The ``pattern`` and optional ``path`` inputs of Glob and Grep, checked; the folder to search."""
+    pattern = require_str(input, "pattern")
+    if "\x00" in pattern:
+        raise ToolError("The pattern contains a NUL byte.")
+    path_arg = input.get("path")
+    if path_arg is not None and not isinstance(path_arg, str):
+        raise ToolError("The parameter `path` must be a string.")
+    return pattern, path_arg, (ctx.resolve(path_arg) if path_arg else ctx.cwd.resolve())
+
+
 class GlobTool(Tool):
     """Find files by name pattern."""
 
@@ -437,13 +448,7 @@ class GlobTool(Tool):
     }
 
     async def run(self, input: dict[str, Any], ctx: ToolContext) -> ToolResult:
-        pattern = require_str(input, "pattern")
-        if "\x00" in pattern:
-            raise ToolError("The pattern contains a NUL byte.")
-        path_arg = input.get("path")
-        if path_arg is not None and not isinstance(path_arg, str):
-            raise ToolError("The parameter `path` must be a string.")
-        base = ctx.resolve(path_arg) if path_arg else ctx.cwd.resolve()
+        pattern, path_arg, base = _pattern_and_path(input, ctx)
 
         pattern = pattern.replace(os.sep, "/") if os.sep != "/" else pattern
         if pattern.startswith("/"):
@@ -981,13 +986,7 @@ class GrepTool(Tool):
         return rg
 
     async def run(self, input: dict[str, Any], ctx: ToolContext) -> ToolResult:
-        pattern = require_str(input, "pattern")
-        if "\x00" in pattern:
-            raise ToolError("The pattern contains a NUL byte.")
-        path_arg = input.get("path")
-        if path_arg is not None and not isinstance(path_arg, str):
-            raise ToolError("The parameter `path` must be a string.")
-        root = ctx.resolve(path_arg) if path_arg else ctx.cwd.resolve()
+        pattern, _, root = _pattern_and_path(input, ctx)
         glob = input.get("glob")
         if glob is not None and (not isinstance(glob, str) or "\x00" in glob):
             raise ToolError("The parameter `glob` must be a string.")
