@@ -326,6 +326,10 @@ class SessionIndex:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=30000")
+        # The index is a small cache: keep its write-ahead log small too (SQLite's default lets
+        # it reach 4 MB and never shrinks it).
+        conn.execute("PRAGMA wal_autocheckpoint=256")
+        conn.execute("PRAGMA journal_size_limit=1048576")
         return conn
 
     def _create(self, conn: sqlite3.Connection) -> None:
