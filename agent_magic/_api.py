@@ -200,6 +200,7 @@ def rewind_files(
             return log.rewind(checkpoint_id, dry_run=True, force=force, bridge=bridge)
         with store.lock(sid, timeout=10.0):
             log.recover()
+            log.sweep_temp_files()
             return log.rewind(checkpoint_id, dry_run=False, force=force, bridge=bridge)
     finally:
         log.records.close()

@@ -51,6 +51,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import stat as stat_mod
 import time
 import zlib
@@ -74,6 +75,9 @@ from ._store import (
     want_fsync,
 )
 from .tools.base import CellEdit
+
+#: The tail of an atomic write's temp file name, ``.<name>.<8 hex>.tmp`` (see _safefs).
+_TEMP_TAIL = re.compile(r"[0-9a-f]{8}\.tmp")
 
 MIN_PREFIX = 4
 
@@ -1145,6 +1149,50 @@ class CheckpointLog:
                     side.unlink()
             fixed += 1
         return fixed
+
+    def sweep_temp_files(self) -> int:
+        """Delete temp files that killed atomic writes of the last turn left beside their targets.
+
+        A write goes to ``.<name>.<8 hex>.tmp`` and is renamed over ``<name>``; a process
+        killed between the two leaves the temp file, and the folders the write created for
+        it. Those folders are removed too when the sweep leaves them empty and the target
+        was never written. Call with the session's lock held (no other writer of this
+        session is running). Returns how many temp files were removed.
+        """
+        recs = self.read_records()
+        last = next((r.get("checkpoint") for r in reversed(recs) if r.get("r") == "turn"), None)
+        if last is None:
+            return 0
+        created: dict[str, list[str]] = {}
+        for r in recs:
+            if r.get("checkpoint") == last and isinstance(r.get("path"), str):
+                created.setdefault(r["path"], []).extend(d for d in r.get("dirs") or [] if isinstance(d, str))
+        removed = 0
+        for rel, dirs in created.items():
+            target = self.abs(rel)
+            prefix = f".{target.name[:100]}."
+            try:
+                with os.scandir(target.parent) as it:
+                    names = [
+                        e.name for e in it
+                        if e.name.startswith(prefix) and _TEMP_TAIL.fullmatch(e.name[len(prefix):])
+                        and e.is_file(follow_symlinks=False)
+                    ]
+            except OSError:
+                continue
+            for name in names:
+                try:
+                    unlink_nofollow(target.parent / name)
+                except (OSError, ToolError):
+                    continue
+                removed += 1
+            if names and _lstat(target) is None:
+                for d in dirs:  # innermost first; stops at the first folder that is not empty
+                    try:
+                        rmdir_nofollow(self.abs(d))
+                    except (OSError, ToolError):
+                        break
+        return removed
 
     # -- listing ----------------------------------------------------------------
     def checkpoints(self) -> list[CheckpointInfo]:

@@ -69,6 +69,7 @@ class AgentClient:
         self._resumed = False
         self.last_result: ResultMessage | None = None
         self._known_size = -1
+        self._swept = False
 
     # -- lifecycle -----------------------------------------------------------
     async def __aenter__(self) -> AgentClient:
@@ -324,6 +325,11 @@ class AgentClient:
             await self._acquire_lock(store, rt.session.session_id)
             store.set_current(rt.session.scope, rt.session.session_id)
             self._refresh_from_disk(store)
+            if not self._swept and isinstance(rt.recorder, CheckpointLog):
+                # A process killed mid-write leaves a temp file beside its target; with the
+                # lock held nobody else is writing for this session.
+                rt.recorder.sweep_temp_files()
+                self._swept = True
         self._running = True
         self._turn_done = anyio.Event()
         self._tg.start_soon(self._turn, prompt)

@@ -20,6 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from agent_magic.testing import FakeAnthropicServer
+
+from .conftest import result_of, run_query
 from .reliability.crash import PHASES, CrashReport, run_campaign, run_plans
 
 pytestmark = pytest.mark.skipif(
@@ -119,3 +122,29 @@ def test_crash_points_are_inert_when_unset() -> None:
     assert _store._crash_at is None
     _store.crash_point("append:transcript")  # returns at once
     assert _store._crash_hits == {}
+
+
+def test_the_next_turn_sweeps_temp_files_a_killed_write_left(tmp_path: Path) -> None:
+    """Killed between writing a Write's temp file and renaming it: the resumed session removes it."""
+    report = run_plans(tmp_path, ["write", "write", "write"], ["file.tmp:1"])
+    _fail_on(report)
+    assert report.leftovers >= 1, "the kill should have left a temp file to sweep"
+    left = [p for p in (tmp_path / "ep0" / "ws").rglob("*.tmp")]
+    assert left == []
+
+
+def test_sweep_removes_only_temp_files_of_the_last_turn(fake_api: FakeAnthropicServer, home: Path, workspace: Path) -> None:
+    from agent_magic.testing import text, tool_use
+
+    (workspace / "other.txt").write_text("x\n")
+    fake_api.add(tool_use("Write", {"file_path": str(workspace / "notes.txt"), "content": "a\n"}), text("ok"))
+    res = result_of(run_query("write notes", cwd=str(workspace), permission_mode="acceptEdits"))
+    stray = workspace / ".notes.txt.0123abcd.tmp"
+    keep = [workspace / ".notes.txt.backup.tmp", workspace / ".other.txt.0123abcd.tmp", workspace / ".notes.txt.0123ABCD.tmp"]
+    for p in [stray, *keep]:
+        p.write_text("partial")
+    fake_api.add(text("again"))
+    result_of(run_query("hello", cwd=str(workspace), resume=res.session_id))
+    assert not stray.exists()
+    assert all(p.exists() for p in keep)
+    assert (workspace / "notes.txt").read_text() == "a\n"
