@@ -176,6 +176,9 @@ def import_session(
             try:
                 with z.open(names[name]) as f:
                     data = f.read(MAX_ENTRY_BYTES + 1)
+            # What zipfile raises for a damaged or foreign entry: BadZipFile (CRC, header),
+            # zlib.error/EOFError (deflate stream), NotImplementedError (compression method),
+            # RuntimeError (encrypted).
             except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError, ValueError) as e:
                 raise BundleError(f"{src}: entry {name!r} cannot be read ({type(e).__name__}: {e}); the bundle is damaged.") from None
             if len(data) > MAX_ENTRY_BYTES:

@@ -731,12 +731,10 @@ BUNDLE_CASES: dict[str, tuple[Callable[[Path, dict[str, bytes]], Path], type[Exc
 }
 
 
-def _declared_size_bomb(path: Path, entries: dict[str, bytes]) -> Path:
-    """A zip whose central directory claims a 2 GiB transcript (rejected before reading it)."""
+def _patch_central_entry(path: Path, entries: dict[str, bytes], name: bytes, patch: Callable[[bytearray, int], None]) -> Path:
+    """Write the zip, then ``patch(data, offset)`` the central-directory record of entry ``name``."""
     _write_zip(path, entries)
     data = bytearray(path.read_bytes())
-    name = b"transcript.jsonl"
-    # Patch the uncompressed size of the transcript's central-directory entry.
     pos = 0
     while True:
         cd = data.find(b"PK\x01\x02", pos)
@@ -744,31 +742,58 @@ def _declared_size_bomb(path: Path, entries: dict[str, bytes]) -> Path:
             break
         n = int.from_bytes(data[cd + 28 : cd + 30], "little")
         if bytes(data[cd + 46 : cd + 46 + n]) == name:
-            data[cd + 24 : cd + 28] = (2**31).to_bytes(4, "little")
+            patch(data, cd)
         pos = cd + 4
     path.write_bytes(bytes(data))
     return path
 
 
+def _set_field(offset: int, value: int, size: int) -> Callable[[bytearray, int], None]:
+    def patch(data: bytearray, cd: int) -> None:
+        data[cd + offset : cd + offset + size] = value.to_bytes(size, "little")
+
+    return patch
+
+
+def _declared_size_bomb(path: Path, entries: dict[str, bytes]) -> Path:
+    """A zip whose central directory claims a 2 GiB transcript (rejected before reading it)."""
+    return _patch_central_entry(path, entries, b"transcript.jsonl", _set_field(24, 2**31, 4))
+
+
 def _lying_size(path: Path, entries: dict[str, bytes]) -> Path:
     """A zip whose central directory under-states the transcript's size (its CRC check fails)."""
+    return _patch_central_entry(path, entries, b"transcript.jsonl", _set_field(24, 10, 4))
+
+
+def _unknown_compression(path: Path, entries: dict[str, bytes]) -> Path:
+    """The manifest stored with a compression method zipfile does not know (NotImplementedError)."""
+    return _patch_central_entry(path, entries, b"manifest.json", _set_field(10, 99, 2))
+
+
+def _corrupt_deflate(path: Path, entries: dict[str, bytes]) -> Path:
+    """The transcript's compressed bytes damaged in the middle (zlib error or CRC mismatch)."""
     _write_zip(path, entries)
     data = bytearray(path.read_bytes())
-    pos = 0
-    while True:
-        cd = data.find(b"PK\x01\x02", pos)
-        if cd < 0:
+    name = b"transcript.jsonl"
+    lh = data.find(b"PK\x03\x04")
+    while lh >= 0:
+        n = int.from_bytes(data[lh + 26 : lh + 28], "little")
+        extra = int.from_bytes(data[lh + 28 : lh + 30], "little")
+        if bytes(data[lh + 30 : lh + 30 + n]) == name:
+            size = int.from_bytes(data[lh + 18 : lh + 22], "little")
+            start = lh + 30 + n + extra
+            for i in range(start + size // 3, start + size // 3 + 8):
+                data[i] ^= 0xFF
             break
-        n = int.from_bytes(data[cd + 28 : cd + 30], "little")
-        if bytes(data[cd + 46 : cd + 46 + n]) == b"transcript.jsonl":
-            data[cd + 24 : cd + 28] = (10).to_bytes(4, "little")
-        pos = cd + 4
+        lh = data.find(b"PK\x03\x04", lh + 4)
     path.write_bytes(bytes(data))
     return path
 
 
 BUNDLE_CASES["declared-2gib-entry"] = (_declared_size_bomb, BundleError)
 BUNDLE_CASES["lying-entry-size"] = (_lying_size, BundleError)
+BUNDLE_CASES["unknown-compression"] = (_unknown_compression, BundleError)
+BUNDLE_CASES["corrupt-compressed-data"] = (_corrupt_deflate, BundleError)
 
 
 def check_bundle_case(name: str, good: Path, home: Path, work: Path) -> str:
