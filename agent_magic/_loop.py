@@ -267,27 +267,36 @@ def _content_blocks(content: str | list[dict[str, Any]]) -> str | list[Any]:
     return [block_from_dict(b) for b in content]
 
 
-async def _turn_body(rt: Runtime, turn: _Turn, emit: Emit) -> None:
-    s = rt.session
-    opts = rt.options
-    price = price_for(rt.model, opts.prices)
+async def prompt_submit_hook(rt: Runtime, turn: _Turn, emit: Emit) -> list[str] | None:
+    """Run the UserPromptSubmit hooks on the turn's prompt (the session's last entry).
 
-    prompt_entry = s.entries[-1]
+    Returns the context the hooks added (also appended to the session as a user
+    message), or None when a hook blocked the prompt (the turn is then an error).
+    """
     outcome = await run_hooks(
-        opts.hooks,
+        rt.options.hooks,
         "UserPromptSubmit",
-        _hook_base(rt, "UserPromptSubmit") | {"prompt": prompt_text(prompt_entry["message"])},
+        _hook_base(rt, "UserPromptSubmit") | {"prompt": prompt_text(rt.session.entries[-1]["message"])},
     )
     await _report_hook(outcome, emit)
     if outcome.decision == "block" or outcome.stop:
         turn.subtype = "error_during_execution"
         turn.result_text = f"A hook blocked the prompt: {outcome.reason or outcome.stop_reason}"
         turn.errors.append(turn.result_text)
+        return None
+    extra = list(outcome.additional_context)
+    if extra:
+        rt.session.append({"type": "user", "is_prompt": False, "message": {"role": "user", "content": [{"type": "text", "text": "\n".join(extra)}]}})
+    return extra
+
+
+async def _turn_body(rt: Runtime, turn: _Turn, emit: Emit) -> None:
+    s = rt.session
+    opts = rt.options
+    price = price_for(rt.model, opts.prices)
+
+    if await prompt_submit_hook(rt, turn, emit) is None:
         return
-    if outcome.additional_context:
-        s.append(
-            {"type": "user", "is_prompt": False, "message": {"role": "user", "content": [{"type": "text", "text": "\n".join(outcome.additional_context)}]}}
-        )
 
     messages = s.api_messages()
     tool_specs = [t.spec() for t in rt.tools.values()]

@@ -33,8 +33,7 @@ import sys
 import tempfile
 import time
 import zlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,20 +91,6 @@ def _stats(values: list[float]) -> dict[str, float]:
         "p95": s[min(len(s) - 1, int(len(s) * 0.95))],
         "max": s[-1],
     }
-
-
-@contextmanager
-def _env(**values: str) -> Iterator[None]:
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 class _TimedLog(CheckpointLog):
@@ -290,10 +275,10 @@ def _loop_session(tmp: Path, name: str, turns: list[tuple[str, list[Any]]], prep
     cps: list[str] = []
     after_turn: list[int] = []
     sid = ""
-    with FakeAnthropicServer() as server, _env(AGENT_MAGIC_HOME=str(home), **server.env()):
+    with FakeAnthropicServer() as server, server.environ():
 
         async def go() -> str:
-            async with AgentClient(AgentOptions(cwd=work, permission_mode="bypassPermissions")) as client:
+            async with AgentClient(AgentOptions(cwd=work, permission_mode="bypassPermissions", home=home)) as client:
                 for prompt, replies in turns:
                     server.add(*replies)
                     await client.query(prompt)

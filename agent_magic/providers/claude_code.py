@@ -53,7 +53,7 @@ import claude_agent_sdk as sdk
 
 from .._errors import ConfigurationError, MissingAPIKeyError, ProviderError, ToolError
 from .._hooks import run_hooks
-from .._loop import _ask, _hook_base, _report_hook
+from .._loop import _ask, _hook_base, _report_hook, prompt_submit_hook
 from .._messages import (
     AssistantMessage,
     Message,
@@ -493,20 +493,10 @@ class ClaudeCodeEngine(Provider):
     # -- the turn ------------------------------------------------------------------------
     async def run_turn_body(self, rt: Any, turn: Any, emit: Emit) -> None:
         """Send the turn's prompt to Claude Code; mirror, checkpoint and permission its work."""
-        prompt_entry = rt.session.entries[-1]
-        prompt_msg = prompt_entry["message"]
-        outcome = await run_hooks(
-            rt.options.hooks, "UserPromptSubmit", _hook_base(rt, "UserPromptSubmit") | {"prompt": prompt_text(prompt_msg)}
-        )
-        await _report_hook(outcome, emit)
-        if outcome.decision == "block" or outcome.stop:
-            turn.subtype = "error_during_execution"
-            turn.result_text = f"A hook blocked the prompt: {outcome.reason or outcome.stop_reason}"
-            turn.errors.append(turn.result_text)
+        prompt_msg = rt.session.entries[-1]["message"]
+        extra = await prompt_submit_hook(rt, turn, emit)
+        if extra is None:
             return
-        extra = list(outcome.additional_context)
-        if extra:
-            rt.session.append({"type": "user", "is_prompt": False, "message": {"role": "user", "content": [{"type": "text", "text": "\n".join(extra)}]}})
 
         earlier = await self._ensure_connected(rt, emit)
         content = prompt_msg.get("content")
