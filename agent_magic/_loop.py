@@ -39,6 +39,7 @@ from ._messages import (
 )
 from ._options import AgentOptions
 from ._permissions import (
+    Decision,
     PermissionResultAllow,
     PermissionResultDeny,
     Rule,
@@ -265,6 +266,30 @@ def _content_blocks(content: str | list[dict[str, Any]]) -> str | list[Any]:
     if isinstance(content, str):
         return content
     return [block_from_dict(b) for b in content]
+
+
+def permission_for(
+    rt: Runtime, name: str, tool: Tool, tool_input: dict[str, Any], ctx: ToolContext, hook_decision: str | None
+) -> tuple[str, Decision]:
+    """The permission rules' decision on one tool call, with a PreToolUse hook's ``allow``/``ask`` applied.
+
+    Returns the behavior to follow (``allow``, ``deny`` or ``ask``) and the rules' decision.
+    """
+    paths = tool.paths(tool_input, ctx)
+    rule_value = tool.rule_content(tool_input)
+    rule_is_path = tool.kind != "execute" and bool(paths)
+    if rule_is_path and paths:
+        rule_value = str(paths[0])
+    decision = decide(
+        tool_name=name, kind=tool.kind, rule_value=rule_value, rule_is_path=rule_is_path, paths=paths,
+        mode=rt.permission_mode, allow=rt.allow_rules, deny=rt.deny_rules, workspace=rt.workspace, cwd=rt.session.cwd,
+    )
+    behavior: str = decision.behavior
+    if hook_decision == "allow" and behavior == "ask":
+        behavior = "allow"
+    elif hook_decision == "ask" and behavior == "allow":
+        behavior = "ask"
+    return behavior, decision
 
 
 async def prompt_submit_hook(rt: Runtime, turn: _Turn, emit: Emit) -> list[str] | None:
@@ -519,28 +544,7 @@ async def _run_tool(
         notebook_bridge=rt.notebook_bridge,
         add_dirs=rt.workspace[1:],
     )
-    paths = tool.paths(tool_input, ctx)
-    rule_value = tool.rule_content(tool_input)
-    rule_is_path = tool.kind != "execute" and bool(paths)
-    if rule_is_path and paths:
-        rule_value = str(paths[0])
-    decision = decide(
-        tool_name=tu.name,
-        kind=tool.kind,
-        rule_value=rule_value,
-        rule_is_path=rule_is_path,
-        paths=paths,
-        mode=rt.permission_mode,
-        allow=rt.allow_rules,
-        deny=rt.deny_rules,
-        workspace=rt.workspace,
-        cwd=rt.session.cwd,
-    )
-    behavior = decision.behavior
-    if pre.decision == "allow" and behavior == "ask":
-        behavior = "allow"
-    elif pre.decision == "ask" and behavior == "allow":
-        behavior = "ask"
+    behavior, decision = permission_for(rt, tu.name, tool, tool_input, ctx, pre.decision)
     if behavior == "deny":
         meta["summary"] = "permission denied"
         return ToolResultBlock(tu.id, f"Permission denied: {decision.reason}.", True), meta

@@ -53,7 +53,7 @@ import claude_agent_sdk as sdk
 
 from .._errors import ConfigurationError, MissingAPIKeyError, ProviderError, ToolError
 from .._hooks import run_hooks
-from .._loop import _ask, _hook_base, _report_hook, prompt_submit_hook
+from .._loop import _ask, _hook_base, _report_hook, permission_for, prompt_submit_hook
 from .._messages import (
     AssistantMessage,
     Message,
@@ -66,7 +66,6 @@ from .._messages import (
 )
 from .._permissions import PermissionResultAllow as OurAllow
 from .._permissions import PermissionResultDeny as OurDeny
-from .._permissions import decide
 from .._pricing import cost_usd, price_for
 from .._sessions import is_prompt_entry, prompt_text
 from .._store import new_uuid
@@ -153,12 +152,7 @@ def _block_json(block: Any) -> dict[str, Any] | None:
         inp = block.input if isinstance(block.input, dict) else {}
         return {"type": "tool_use", "id": block.id, "name": our_tool_name(block.name), "input": inp}
     if isinstance(block, sdk.ToolResultBlock):
-        d: dict[str, Any] = {"type": "tool_result", "tool_use_id": block.tool_use_id}
-        if block.content is not None:
-            d["content"] = block.content
-        if block.is_error:
-            d["is_error"] = True
-        return d
+        return ToolResultBlock(block.tool_use_id, block.content, block.is_error).to_dict()
     return None  # server tools (web search) are Claude Code's business
 
 
@@ -735,20 +729,7 @@ class ClaudeCodeEngine(Provider):
         if pre.decision in ("deny", "block"):
             return refuse(f"Blocked by a hook: {pre.reason or 'no reason given'}")
         ctx = self._ctx(rt, tool_use_id)
-        paths = tool.paths(tool_input, ctx)
-        rule_value = tool.rule_content(tool_input)
-        rule_is_path = tool.kind != "execute" and bool(paths)
-        if rule_is_path and paths:
-            rule_value = str(paths[0])
-        d = decide(
-            tool_name=name, kind=tool.kind, rule_value=rule_value, rule_is_path=rule_is_path, paths=paths,
-            mode=rt.permission_mode, allow=rt.allow_rules, deny=rt.deny_rules, workspace=rt.workspace, cwd=rt.session.cwd,
-        )
-        behavior = d.behavior
-        if pre.decision == "allow" and behavior == "ask":
-            behavior = "allow"
-        elif pre.decision == "ask" and behavior == "allow":
-            behavior = "ask"
+        behavior, d = permission_for(rt, name, tool, tool_input, ctx, pre.decision)
         stop = {"continue_": False, "stopReason": pre.stop_reason or "a hook stopped the turn"} if pre.stop else {}
         if behavior != "allow":
             # Claude Code asks can_use_tool next, which denies with this reason or asks the person.
