@@ -299,23 +299,51 @@ class SessionIndex:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
             return conn
-        fresh = not self.path.exists()
+        conn = self._open_current()
+        if conn is None:
+            # Missing, empty, damaged or from another version: one process (re)builds it
+            # while the others wait, so none reads a half-made index or deletes a new one.
+            import filelock
+
+            with filelock.FileLock(str(self.path) + ".lock", timeout=120, mode=0o600):
+                conn = self._open_current()
+                if conn is None:
+                    conn = self._recreate()
+        self._local.conn = conn
+        return conn
+
+    def _open_current(self) -> sqlite3.Connection | None:
+        """A connection to the index if it exists and is complete (its version is set last)."""
+        if not self.path.exists():
+            return None
         try:
             conn = self._open()
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version != INDEX_SCHEMA:
-                conn.close()
-                raise sqlite3.DatabaseError("index schema changed")
         except sqlite3.DatabaseError:
-            for suffix in ("", "-wal", "-shm"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(str(self.path) + suffix)
-            conn = self._open()
-            fresh = True
+            return None
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError:
+            version = None
+        if version != INDEX_SCHEMA:
+            conn.close()
+            return None
+        return conn
+
+    def _recreate(self) -> sqlite3.Connection:
+        """Build the index from the transcripts; the caller holds the creation lock."""
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(str(self.path) + suffix)
+        conn = self._open()
+        self._create(conn)
         self._local.conn = conn
-        if fresh:
-            self._create(conn)
+        try:
             self.rebuild()
+        except BaseException:
+            self._local.conn = None
+            conn.close()
+            raise
+        conn.execute(f"PRAGMA user_version={INDEX_SCHEMA}")
         return conn
 
     def _open(self) -> sqlite3.Connection:
@@ -334,7 +362,7 @@ class SessionIndex:
 
     def _create(self, conn: sqlite3.Connection) -> None:
         conn.executescript(
-            f"""
+            """
             CREATE TABLE IF NOT EXISTS sessions(
                 session_id TEXT PRIMARY KEY, scope TEXT NOT NULL, cwd TEXT NOT NULL,
                 title TEXT, first_prompt TEXT, created_ms INTEGER NOT NULL, modified_ms INTEGER NOT NULL,
@@ -343,7 +371,6 @@ class SessionIndex:
             CREATE INDEX IF NOT EXISTS sessions_scope ON sessions(scope, modified_ms);
             CREATE INDEX IF NOT EXISTS sessions_modified ON sessions(modified_ms);
             CREATE TABLE IF NOT EXISTS current(scope TEXT PRIMARY KEY, session_id TEXT NOT NULL, updated_ms INTEGER NOT NULL);
-            PRAGMA user_version={INDEX_SCHEMA};
             """
         )
 

@@ -251,6 +251,26 @@ def test_index_is_rebuilt_from_transcripts(fake_api: FakeAnthropicServer, home: 
     assert info.first_prompt == "remember me" and info.title == "titled" and info.num_turns == 1
 
 
+@pytest.mark.parametrize("kind", ["older version", "half built"])
+def test_an_index_left_unfinished_or_old_is_rebuilt(
+    fake_api: FakeAnthropicServer, home: Path, workspace: Path, kind: str
+) -> None:
+    """The index's version is written last: one a crash left half made, or an older one, is rebuilt."""
+    import sqlite3
+
+    from agent_magic._sessions import SessionStore
+
+    fake_api.add(text("1"))
+    sid = result_of(run_query("still here", cwd=workspace)).session_id
+    SessionStore.forget_instances()
+    conn = sqlite3.connect(home / "index.sqlite3", isolation_level=None)
+    conn.execute("DELETE FROM sessions")
+    conn.execute("PRAGMA user_version=" + ("1" if kind == "older version" else "0"))
+    conn.close()
+    assert [i.session_id for i in am.list_sessions()] == [sid]
+    assert am.get_session_info(sid).first_prompt == "still here"
+
+
 def test_torn_last_line_is_skipped_then_repaired(fake_api: FakeAnthropicServer, home: Path, workspace: Path) -> None:
     fake_api.add(text("fine"), text("after crash"))
     sid = result_of(run_query("before", cwd=workspace)).session_id

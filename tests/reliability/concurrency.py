@@ -91,12 +91,18 @@ def append_process(cfg: dict[str, Any]) -> None:
     jf.close()
 
 
-def create_process(cfg: dict[str, Any]) -> None:
-    """Create ``cfg['n']`` sessions in the store, listing the store between them."""
+def create_process(cfg: dict[str, Any], go: Any = None) -> None:
+    """Create ``cfg['n']`` sessions in the store, listing the store between them.
+
+    With ``go`` (an event), every creator opens the store at the same moment: the first
+    one to arrive makes its index while the others open it.
+    """
     from agent_magic import list_sessions
     from agent_magic._sessions import SessionStore
 
     _child_env(cfg)
+    if go is not None:
+        go.wait(60)
     store = SessionStore.at(cfg["home"])
     made, listed = [], []
     errors: list[str] = []
@@ -297,15 +303,18 @@ def many_creators(root: Path, processes: int = 6, each: int = 10) -> Concurrency
     report = ConcurrencyReport(scenarios=1, processes=processes)
     home = root / "store"
     ctx = _ctx()
+    go = ctx.Event()
     procs, outs = [], []
     for k in range(processes):
         out = str(root / f"creator-{k}.json")
         outs.append(out)
-        p = ctx.Process(target=create_process, args=({"home": str(home), "n": each, "name": f"p{k}", "out": out},))
-        procs.append(p)
+        cfg = {"home": str(home), "n": each, "name": f"p{k}", "out": out}
+        procs.append(ctx.Process(target=create_process, args=(cfg, go)))
     root.mkdir(parents=True, exist_ok=True)
     for p in procs:
         p.start()
+    time.sleep(0.5)  # every creator is waiting at the gate
+    go.set()
     for p in procs:
         p.join(120)
     made: list[str] = []
