@@ -517,8 +517,11 @@ class SessionIndex:
             return
         self._checked = True
         conn = self._connect()
-        on_disk = set(self._store.session_dirs())
+        # The index first, then the disk: a session another process creates in between is
+        # then on disk but not yet read from the index (added, harmlessly), never the reverse
+        # (which would delete its row).
         sizes = {r[0]: r[1] for r in conn.execute("SELECT session_id, file_size FROM sessions").fetchall()}
+        on_disk = set(self._store.session_dirs())
         indexed = set(sizes)
         missing = on_disk - indexed
         gone = indexed - on_disk
