@@ -549,13 +549,13 @@ class _FilesRead(dict[str, int]):
         super().__init__()
         self._cwd = cwd
         self._pending: dict[str, list[str]] = {}
-        for raw in raw_paths:
-            self._pending.setdefault(Path(raw).name, []).append(raw)
+        for raw in raw_paths:  # os.path, not pathlib: hundreds of paths on every resume
+            self._pending.setdefault(os.path.basename(raw.rstrip("/")), []).append(raw)  # noqa: PTH119
 
     def _load(self, key: object) -> None:
         if not self._pending or not isinstance(key, str):
             return
-        for raw in self._pending.pop(Path(key).name, []):
+        for raw in self._pending.pop(os.path.basename(key.rstrip("/")), []):  # noqa: PTH119
             try:
                 p = Path(raw).expanduser()
                 p = (p if p.is_absolute() else self._cwd / p).resolve()

@@ -81,6 +81,11 @@ def _forked(spec: dict[str, Any], conn: Any) -> None:
 def _run(spec: dict[str, Any]) -> dict[str, Any]:
     kwargs = spec.get("kwargs") or {}
     os.environ.update(spec.get("env") or {})
+    # The bench points ANTHROPIC_CONFIG_DIR at an empty guard folder, which makes the
+    # anthropic client log "ANTHROPIC_API_KEY ... takes precedence" once per process.
+    import logging
+
+    logging.getLogger("anthropic.lib.credentials").setLevel(logging.ERROR)
     if spec["system"] == "ours":
         from . import _ours
 

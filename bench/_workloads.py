@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import json
 import os
 import shutil
@@ -164,8 +165,19 @@ class Bench:
             e["AGENT_MAGIC_HOME"] = str(home)
         return e
 
+    def settle(self) -> None:
+        """Before a measurement: drop the server's record of earlier requests and collect garbage.
+
+        Building a 500-turn session leaves the server holding every request body it parsed
+        (hundreds of MB of objects); a full collection of those in the server's process,
+        landing in the middle of a timed run, would be measured as the system's time.
+        """
+        self.server.clear_requests()
+        gc.collect()
+
     def child(self, system: str, op: str, kwargs: dict[str, Any], *, warm: bool, home: Path | None = None) -> dict[str, Any]:
         """Run one operation in a fresh process (see :mod:`bench._child`); its result plus ``t_spawn``."""
+        self.settle()
         spec: dict[str, Any] = {"system": system, "op": op, "kwargs": kwargs, "warm": warm}
         t_spawn = time.time()
         if warm:
@@ -190,6 +202,7 @@ class Bench:
         return out
 
     def cc_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        self.settle()
         res = fn(*args, **kwargs)
         if asyncio.iscoroutine(res):
             return asyncio.run(res)
@@ -698,6 +711,7 @@ def magic_overhead(bench: Bench) -> tuple[Figure, Figure]:
         n = max(3, bench.runs * 2)
         for k in range(n):
             marker = f"overhead probe {k}"
+            bench.settle()
             run("_agent_bench_times.clear()")
             run("%%agent\n" + prompt(None, note=marker))
             printed: list[str] = []

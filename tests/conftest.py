@@ -15,7 +15,8 @@ from agent_magic._sessions import SessionStore
 from agent_magic.testing import FakeAnthropicServer
 
 _SECRET_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "ANTHROPIC_PROFILE",
-                "AGENT_MAGIC_MODEL", "AGENT_MAGIC_PROVIDER", "AGENT_MAGIC_HOME", "OPENAI_API_KEY", "OPENAI_BASE_URL")
+                "AGENT_MAGIC_MODEL", "AGENT_MAGIC_PROVIDER", "AGENT_MAGIC_HOME", "AGENT_MAGIC_PROMPT_CACHING",
+                "OPENAI_API_KEY", "OPENAI_BASE_URL")
 
 
 @pytest.fixture(autouse=True)

@@ -60,7 +60,9 @@ def test_new_query_creates_a_session(fake_api: FakeAnthropicServer, home: Path, 
         assert "session_id" not in r  # the folder and the header say which session it is
     assert rows[2]["parent_uuid"] == rows[1]["uuid"]
     body = fake_api.message_requests[0].body
-    assert body["stream"] is True and body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Say hello"}]}]
+    # The prompt ends the prefix the API caches for the next request (prompt caching).
+    mark = {"cache_control": {"type": "ephemeral"}}
+    assert body["stream"] is True and body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Say hello", **mark}]}]
 
 
 def test_resume_continues_with_full_history(fake_api: FakeAnthropicServer, home: Path, workspace: Path) -> None:

@@ -206,7 +206,11 @@ class TurnView:
             checkpoint_id=result.checkpoint_id,
             status=result.subtype,
             cost_usd=result.total_cost_usd,
-            input_tokens=tokens.get("input_tokens"),
+            # Every input token the model read, cached or not; the cached share said apart.
+            input_tokens=None if tokens.get("input_tokens") is None else sum(
+                int(tokens.get(k) or 0) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+            ),
+            cached_tokens=int(tokens.get("cache_read_input_tokens") or 0),
             output_tokens=tokens.get("output_tokens"),
             duration_ms=result.duration_ms,
         )
@@ -231,7 +235,8 @@ class TurnView:
         if cp:
             bits.append(f"checkpoint `{cp[:8]}`")
         if p.get("input_tokens") is not None:
-            bits.append(f"{p['input_tokens']:,} in / {p.get('output_tokens') or 0:,} out tokens")
+            cached = f" ({p['cached_tokens']:,} cached)" if p.get("cached_tokens") else ""
+            bits.append(f"{p['input_tokens']:,} in{cached} / {p.get('output_tokens') or 0:,} out tokens")
         cost = p.get("cost_usd")
         bits.append("cost unknown" if cost is None else f"${cost:.4f}")
         if p.get("forked_from"):

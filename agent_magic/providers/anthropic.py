@@ -8,6 +8,11 @@ connection errors; ``retry-after`` honoured) and credential lookup
 
 ``AGENT_MAGIC_MAX_RETRIES`` (default 3) and ``AGENT_MAGIC_TIMEOUT`` (seconds,
 default 600) tune the client.
+
+Prompt caching is on (``AGENT_MAGIC_PROMPT_CACHING=0`` turns it off): every
+request marks the system prompt and the ends of the last two user messages with
+``cache_control``, so each request of a session reads the conversation so far
+from the cache (a tenth of the input price) instead of paying for it again.
 """
 
 from __future__ import annotations
@@ -68,6 +73,57 @@ def shared_ssl_context() -> Any:
 
 def _http_client(anthropic: Any) -> Any:
     return anthropic.DefaultAsyncHttpxClient(verify=shared_ssl_context())
+
+
+#: Block types the API accepts a ``cache_control`` on (not thinking blocks).
+_CACHEABLE = frozenset({"text", "image", "document", "tool_use", "tool_result", "search_result"})
+_EPHEMERAL = {"type": "ephemeral"}
+
+
+def prompt_caching_enabled() -> bool:
+    return os.environ.get("AGENT_MAGIC_PROMPT_CACHING", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _mark_last_block(message: dict[str, Any]) -> dict[str, Any] | None:
+    """A copy of ``message`` with a cache breakpoint on its last block that can carry one."""
+    content = message.get("content")
+    if isinstance(content, str):
+        if not content:
+            return None
+        return {**message, "content": [{"type": "text", "text": content, "cache_control": _EPHEMERAL}]}
+    if not isinstance(content, list):
+        return None
+    for i in range(len(content) - 1, -1, -1):
+        b = content[i]
+        if not isinstance(b, dict) or b.get("type") not in _CACHEABLE:
+            continue
+        if b.get("type") == "text" and not b.get("text"):
+            continue  # the API refuses cache_control on an empty text block
+        blocks = list(content)
+        blocks[i] = {**b, "cache_control": _EPHEMERAL}
+        return {**message, "content": blocks}
+    return None
+
+
+def with_cache_breakpoints(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``messages`` with cache breakpoints at the ends of the last two user messages.
+
+    The last one writes the conversation so far to the cache; the one before was the
+    previous request's last, so this request reads everything up to it from the cache.
+    Only the two marked messages are copied; nothing stored is changed.
+    """
+    out = list(messages)
+    marked = 0
+    for i in range(len(out) - 1, -1, -1):
+        if marked == 2:
+            break
+        if out[i].get("role") != "user":
+            continue
+        m = _mark_last_block(out[i])
+        if m is not None:
+            out[i] = m
+            marked += 1
+    return out
 
 
 def _sse(events: list[tuple[str, dict[str, Any]]]) -> bytes:
@@ -203,13 +259,16 @@ class AnthropicProvider(Provider):
         import anthropic
 
         client = self._get_client()
+        caching = prompt_caching_enabled()
         kwargs: dict[str, Any] = {
             "model": request.model,
             "max_tokens": request.max_tokens,
-            "messages": request.messages,
+            "messages": with_cache_breakpoints(request.messages) if caching else request.messages,
         }
         if request.system:
-            kwargs["system"] = request.system
+            # The tools and the system prompt are the same for every request of a session
+            # (and of every session in the notebook): cached on their own too.
+            kwargs["system"] = [{"type": "text", "text": request.system, "cache_control": _EPHEMERAL}] if caching else request.system
         if request.tools:
             kwargs["tools"] = request.tools
         if request.metadata:

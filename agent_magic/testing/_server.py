@@ -36,6 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar, TypeVar
 
 from .._store import no_gc
+from ._prompt_cache import CacheControlError, PromptCache
 from ._replies import Reply, text
 
 Responder = Callable[[dict[str, Any]], Reply]
@@ -135,21 +136,34 @@ class _State:
     default: Any = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     cond: threading.Condition = field(init=False)
+    prompt_cache: PromptCache = field(default_factory=PromptCache)
 
     def __post_init__(self) -> None:
         self.cond = threading.Condition(self.lock)
 
 
-def _estimate_tokens(s: str) -> int:
-    return max(1, len(s) // 4)
+def _estimate_tokens(chars: int) -> int:
+    return max(1, chars // 4)
 
 
-def reply_usage(body: dict[str, Any], reply: Reply) -> tuple[int, int]:
-    """Input and output token counts for ``reply``: as scripted, else estimated from the text."""
+def reply_usage(body: dict[str, Any], reply: Reply, body_size: int | None = None) -> tuple[int, int]:
+    """Input and output token counts for ``reply``: as scripted, else estimated from the text.
+
+    ``body_size`` (the request's length in bytes) makes the input estimate free; without
+    it the messages are serialized again (milliseconds for a long conversation).
+    """
     given = reply.get("usage") or {}
-    out_chars = sum(len(b.get("text", "")) + len(json.dumps(b.get("input", b.get("raw_json", "")))) for b in reply["blocks"])
-    inp = given.get("input_tokens", _estimate_tokens(json.dumps(body.get("messages", [])) + str(body.get("system", ""))))
-    out = given.get("output_tokens", _estimate_tokens("x" * out_chars))
+    if "input_tokens" in given:
+        inp = given["input_tokens"]
+    elif body_size is not None:
+        inp = _estimate_tokens(body_size)
+    else:
+        inp = _estimate_tokens(len(json.dumps(body.get("messages", []))) + len(str(body.get("system", ""))))
+    if "output_tokens" in given:
+        out = given["output_tokens"]
+    else:
+        out_chars = sum(len(b.get("text", "")) + len(json.dumps(b.get("input", b.get("raw_json", "")))) for b in reply["blocks"])
+        out = _estimate_tokens(out_chars)
     return int(inp), int(out)
 
 
@@ -161,6 +175,10 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
     """HTTP plumbing and reply picking shared by the fake servers."""
 
     protocol_version = "HTTP/1.1"
+    #: Length of the request body being served (for token estimates).
+    body_size: int | None = None
+    #: Prompt-cache tokens (read, written) of the request being served.
+    cache_usage: tuple[int, int] = (0, 0)
     sys_version = ""
     request_id_header = "request-id"
     record_cls: ClassVar[type[RecordedRequest]] = RecordedRequest
@@ -190,6 +208,7 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
         """
         arrived = time.time()
         raw_body = self._read_body()
+        self.body_size = len(raw_body)
         try:
             with no_gc():  # a long conversation is thousands of dicts, none of them cyclic
                 body = json.loads(raw_body) if raw_body else {}
@@ -321,7 +340,7 @@ class _AnthropicHandler(_ScriptedHandler):
         path = self.path.split("?", 1)[0].rstrip("/")
         if path.endswith("/v1/messages/count_tokens"):
             self._record(rec, "count_tokens")
-            self._send_json(200, {"input_tokens": _estimate_tokens(json.dumps((body or {}).get("messages", [])))})
+            self._send_json(200, {"input_tokens": _estimate_tokens(self.body_size or 0)})
             return
         if not path.endswith("/v1/messages"):
             self._record(rec, "not_found")
@@ -330,6 +349,12 @@ class _AnthropicHandler(_ScriptedHandler):
         if not isinstance(body, dict):
             self._record(rec, "invalid")
             self._send_json(400, {"type": "error", "error": {"type": "invalid_request_error", "message": "Body is not JSON"}})
+            return
+        try:
+            self.cache_usage = self.state.prompt_cache.use(body)
+        except CacheControlError as e:
+            self._record(rec, "invalid")
+            self._send_json(400, {"type": "error", "error": {"type": "invalid_request_error", "message": str(e)}})
             return
         reply = self._pick(body)
         self._record(rec, str(reply.get("kind")))
@@ -382,8 +407,24 @@ class _AnthropicHandler(_ScriptedHandler):
         self._end_stream()
 
     # -- message building ------------------------------------------------
+    def _input_usage(self, inp: int, reply: Reply) -> dict[str, int]:
+        """Input token counts: as scripted, else the estimate split by the prompt cache."""
+        given = reply.get("usage") or {}
+        if "input_tokens" in given:
+            return {
+                "input_tokens": int(given["input_tokens"]),
+                "cache_creation_input_tokens": int(given.get("cache_creation_input_tokens") or 0),
+                "cache_read_input_tokens": int(given.get("cache_read_input_tokens") or 0),
+            }
+        read, written = self.cache_usage
+        return {
+            "input_tokens": max(0, inp - read - written),
+            "cache_creation_input_tokens": written,
+            "cache_read_input_tokens": read,
+        }
+
     def _message_json(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
-        inp, out = reply_usage(body, reply)
+        inp, out = reply_usage(body, reply, self.body_size)
         content = []
         for b in reply["blocks"]:
             if "raw_json" in b:
@@ -397,11 +438,11 @@ class _AnthropicHandler(_ScriptedHandler):
             "content": content,
             "stop_reason": reply["stop_reason"],
             "stop_sequence": None,
-            "usage": {"input_tokens": inp, "output_tokens": out, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+            "usage": {"output_tokens": out, **self._input_usage(inp, reply)},
         }
 
     def _message_events(self, body: dict[str, Any], reply: Reply) -> Iterator[tuple[str, dict[str, Any]]]:
-        inp, out = reply_usage(body, reply)
+        inp, out = reply_usage(body, reply, self.body_size)
         size = int(reply.get("chunk_size") or 24)
         yield "message_start", {
             "type": "message_start",
@@ -413,7 +454,7 @@ class _AnthropicHandler(_ScriptedHandler):
                 "content": [],
                 "stop_reason": None,
                 "stop_sequence": None,
-                "usage": {"input_tokens": inp, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 1},
+                "usage": {**self._input_usage(inp, reply), "output_tokens": 1},
             },
         }
         yield "ping", {"type": "ping"}
@@ -548,6 +589,16 @@ class _ScriptedServer:
             self._state.rules.clear()
             self._state.requests.clear()
             self._state.default = None
+        self._state.prompt_cache.clear()
+
+    def clear_requests(self) -> None:
+        """Forget the recorded requests, keeping the script.
+
+        A long benchmark calls it between measurements: every request body is kept
+        parsed, and a long session's bodies add up to hundreds of megabytes.
+        """
+        with self._state.lock:
+            self._state.requests.clear()
 
     @property
     def pending(self) -> int:

@@ -149,7 +149,8 @@ class JupyterLab:
 
 #: The developer's keys and stores never reach the server or its kernels.
 _SECRET_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "ANTHROPIC_PROFILE",
-                "AGENT_MAGIC_MODEL", "AGENT_MAGIC_PROVIDER", "AGENT_MAGIC_HOME", "OPENAI_API_KEY", "OPENAI_BASE_URL")
+                "AGENT_MAGIC_MODEL", "AGENT_MAGIC_PROVIDER", "AGENT_MAGIC_HOME", "AGENT_MAGIC_PROMPT_CACHING",
+                "OPENAI_API_KEY", "OPENAI_BASE_URL")
 
 
 def _lab_env(home: Path) -> dict[str, str]:

@@ -10,6 +10,7 @@ Screenshots go to ``test-artifacts/widgets-*.png``.
 # mypy: disable-error-code="no-untyped-call"
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -83,7 +84,9 @@ def test_widgets_in_jupyterlab(
     original = d["barSessionIds"][0]
     assert d["barSessionIds"] == [original] * 3
     assert [t.split(" turn ")[1][:6] for t in d["barTexts"]] == ["1 of 3", "2 of 3", "3 of 3"]
-    assert all(original[:8] in t and " in / " in t and "$" in t for t in d["barTexts"])
+    assert all(original[:8] in t and re.search(r"\d in( \([\d,]+ cached\))? / \d", t) and "$" in t for t in d["barTexts"])
+    # Turns 2 and 3 read the conversation before them from the prompt cache.
+    assert all(re.search(r" in \([\d,]+ cached\) / ", t) for t in d["barTexts"][1:]), d["barTexts"]
 
     # Fork at turn 2: a new session with the conversation up to the end of turn 2
     assert d["forkNotice"].startswith(f"Forked {original[:8]} at turn 2 into ")

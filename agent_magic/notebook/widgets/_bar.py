@@ -36,7 +36,8 @@ class SessionBar(Widget):
     turns = traitlets.Int(0, help="Turns the session has now.").tag(sync=True)
     checkpoint_id = traitlets.Unicode("", help="The turn's checkpoint ('' if it was not saved).").tag(sync=True)
     forked_from = traitlets.Unicode("", help="The session this one was forked from.").tag(sync=True)
-    input_tokens = traitlets.Int(None, allow_none=True, help="Input tokens of the turn.").tag(sync=True)
+    input_tokens = traitlets.Int(None, allow_none=True, help="Input tokens of the turn (cached ones included).").tag(sync=True)
+    cached_tokens = traitlets.Int(0, help="Input tokens of the turn read from the prompt cache.").tag(sync=True)
     output_tokens = traitlets.Int(None, allow_none=True, help="Output tokens of the turn.").tag(sync=True)
     cost_usd = traitlets.Float(None, allow_none=True, help="Cost of the turn in dollars (None: unknown).").tag(sync=True)
     saved = traitlets.Bool(True, help="The session is in the store (False for --no-persist turns).").tag(sync=True)
@@ -121,6 +122,7 @@ def finish_bar(bar: SessionBar, magics: Any, result: Any, provenance: dict[str, 
         bar.checkpoint_id = str(provenance.get("checkpoint_id") or "") if saved else ""
         bar.forked_from = str(provenance.get("forked_from") or "")
         bar.input_tokens = provenance.get("input_tokens")
+        bar.cached_tokens = int(provenance.get("cached_tokens") or 0)
         bar.output_tokens = provenance.get("output_tokens")
         bar.cost_usd = provenance.get("cost_usd")
         bar.current_session = current

@@ -81,7 +81,8 @@ function render({ model, el }) {
     turn.textContent = `turn ${n} of ${m}`;
     const tin = model.get("input_tokens");
     const tout = model.get("output_tokens");
-    const tokens = tin === null || tin === undefined ? "" : `${fmtInt(tin)} in / ${fmtInt(tout || 0)} out · `;
+    const cached = model.get("cached_tokens") ? ` (${fmtInt(model.get("cached_tokens"))} cached)` : "";
+    const tokens = tin === null || tin === undefined ? "" : `${fmtInt(tin)} in${cached} / ${fmtInt(tout || 0)} out · `;
     usage.textContent = tokens + fmtCost(model.get("cost_usd"));
     const forkable = model.get("saved") && !!model.get("checkpoint_id");
     fork.disabled = !forkable;
