@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar, TypeVar
 
+import orjson
+
 from .._store import no_gc
 from ._prompt_cache import CacheControlError, PromptCache
 from ._replies import Reply, text
@@ -211,8 +213,8 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
         self.body_size = len(raw_body)
         try:
             with no_gc():  # a long conversation is thousands of dicts, none of them cyclic
-                body = json.loads(raw_body) if raw_body else {}
-        except ValueError:
+                body = orjson.loads(raw_body) if raw_body else {}
+        except ValueError:  # orjson's JSONDecodeError; like the API it refuses NaN and bad UTF-8
             body = None
         headers = {k.lower(): ("<redacted>" if k.lower() in _REDACT else v) for k, v in self.headers.items()}
         rec = self.record_cls(self.command, self.path, headers, body if isinstance(body, dict) else None, arrived)
