@@ -680,7 +680,6 @@ async def _record_interrupt(rt: Runtime, turn: _Turn, emit: Emit) -> None:
             stored = s.append(
                 {
                     "type": "user",
-
                     "message": {"role": "user", "content": [block.to_dict()]},
                     "tool_use_result": {"tool_name": tu.name, "is_error": True, "summary": "interrupted"},
                 }

@@ -26,7 +26,7 @@ def warm_imports(op: str) -> None:
     """Import what ``op`` needs, so its clock starts with the library loaded (not for cold starts).
 
     For turns that is the provider, the tools, the ``anthropic`` package (imported
-    lazily on the first request, about 1.3 s here), its HTTP transport and response
+    lazily on the first request, about 1 s here), its HTTP transport and response
     models: the state of a notebook kernel after ``%load_ext agent_magic``. The session helpers need
     only ``agent_magic`` and the helper itself.
     """

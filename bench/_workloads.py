@@ -744,7 +744,7 @@ def w_magic(bench: Bench) -> list[Row]:
     none = Figure("s", note="n/a (no magics)")
     return [
         Row("magic", "%%agent overhead: cell start to first request (real kernel)", start, none),
-        Row("magic", "%%agent overhead: last SSE event to cell end (real kernel)", end, Figure("s", note="n/a (no magics)")),
+        Row("magic", "%%agent overhead: last SSE event to cell end (real kernel)", end, none),
     ]
 
 

@@ -57,6 +57,11 @@ def display_path(value: str, cwd: str | None) -> str:
     return value if rel.startswith("..") else rel
 
 
+def strip_cwd(text: str, cwd: str | None) -> str:
+    """``text`` with every path inside the session's folder made relative to it (diffs, titles)."""
+    return text.replace(str(cwd).rstrip("/") + "/", "") if cwd else text
+
+
 def _target(name: str, inp: dict[str, Any], cwd: str | None = None) -> str:
     for key in ("file_path", "notebook_path", "command", "pattern", "code", "path"):
         v = inp.get(key)
@@ -177,11 +182,7 @@ class TurnView:
                     call.summary = meta.get("summary") or (b.text.strip().splitlines()[0][:120] if b.text.strip() else None)
                     data = meta.get("data") or {}
                     if isinstance(data.get("diff"), str) and data["diff"]:
-                        diff = data["diff"]
-                        cwd = self.provenance.get("cwd")
-                        if cwd:
-                            diff = diff.replace(str(cwd).rstrip("/") + "/", "")
-                        call.details, call.details_lang = diff, "diff"
+                        call.details, call.details_lang = strip_cwd(data["diff"], self.provenance.get("cwd")), "diff"
                     elif b.text:
                         call.details = b.text
                     self._print_plain_result(call)

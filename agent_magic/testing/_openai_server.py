@@ -256,7 +256,7 @@ class _OpenAIHandler(_ScriptedHandler):
 
     # -- response building ------------------------------------------------
     def _usage(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
-        inp, out = reply_usage(body, reply, self.body_size)
+        inp, out = reply_usage(reply, self.body_size)
         cached = int((reply.get("usage") or {}).get("cache_read_input_tokens") or 0)
         # Chat completions count cached tokens inside prompt_tokens.
         return {

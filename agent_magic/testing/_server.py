@@ -148,19 +148,13 @@ def _estimate_tokens(chars: int) -> int:
     return max(1, chars // 4)
 
 
-def reply_usage(body: dict[str, Any], reply: Reply, body_size: int | None = None) -> tuple[int, int]:
-    """Input and output token counts for ``reply``: as scripted, else estimated from the text.
+def reply_usage(reply: Reply, body_size: int) -> tuple[int, int]:
+    """Input and output token counts for ``reply``: as scripted, else estimated.
 
-    ``body_size`` (the request's length in bytes) makes the input estimate free; without
-    it the messages are serialized again (milliseconds for a long conversation).
+    The input estimate is the request's length in bytes (``body_size``) over four.
     """
     given = reply.get("usage") or {}
-    if "input_tokens" in given:
-        inp = given["input_tokens"]
-    elif body_size is not None:
-        inp = _estimate_tokens(body_size)
-    else:
-        inp = _estimate_tokens(len(json.dumps(body.get("messages", []))) + len(str(body.get("system", ""))))
+    inp = given["input_tokens"] if "input_tokens" in given else _estimate_tokens(body_size)
     if "output_tokens" in given:
         out = given["output_tokens"]
     else:
@@ -178,7 +172,7 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     #: Length of the request body being served (for token estimates).
-    body_size: int | None = None
+    body_size: int = 0
     #: Prompt-cache tokens (read, written) of the request being served.
     cache_usage: tuple[int, int] = (0, 0)
     sys_version = ""
@@ -342,7 +336,7 @@ class _AnthropicHandler(_ScriptedHandler):
         path = self.path.split("?", 1)[0].rstrip("/")
         if path.endswith("/v1/messages/count_tokens"):
             self._record(rec, "count_tokens")
-            self._send_json(200, {"input_tokens": _estimate_tokens(self.body_size or 0)})
+            self._send_json(200, {"input_tokens": _estimate_tokens(self.body_size)})
             return
         if not path.endswith("/v1/messages"):
             self._record(rec, "not_found")
@@ -426,7 +420,7 @@ class _AnthropicHandler(_ScriptedHandler):
         }
 
     def _message_json(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
-        inp, out = reply_usage(body, reply, self.body_size)
+        inp, out = reply_usage(reply, self.body_size)
         content = []
         for b in reply["blocks"]:
             if "raw_json" in b:
@@ -444,7 +438,7 @@ class _AnthropicHandler(_ScriptedHandler):
         }
 
     def _message_events(self, body: dict[str, Any], reply: Reply) -> Iterator[tuple[str, dict[str, Any]]]:
-        inp, out = reply_usage(body, reply, self.body_size)
+        inp, out = reply_usage(reply, self.body_size)
         size = int(reply.get("chunk_size") or 24)
         yield "message_start", {
             "type": "message_start",

@@ -12,7 +12,7 @@ from typing import Any
 import traitlets
 
 from ..._permissions import PermissionResultAllow, PermissionResultDeny, PermissionUpdate
-from .._display import display_path
+from .._display import display_path, strip_cwd
 from ._base import Widget, _module
 
 
@@ -78,14 +78,6 @@ def preview_for(tool_name: str, tool_input: dict[str, Any], cwd: Path | None = N
     return json.dumps(tool_input, indent=1)[:4000], "text"
 
 
-def _short_title(title: str, cwd: Path | None) -> str:
-    """'Allow Write(/long/project/path/notes.txt)?' -> 'Allow Write(notes.txt)?' inside the project."""
-    if cwd is None:
-        return title
-    root = str(cwd).rstrip("/") + "/"
-    return title.replace(root, "")
-
-
 def show_approval(
     payload: dict[str, Any],
     reply: Callable[[Any], None],
@@ -105,7 +97,7 @@ def show_approval(
     text, kind = preview_for(tool, tool_input, cwd)
     rules = ctx.suggestions[0].rules if ctx is not None and ctx.suggestions else [tool]
     w = ApprovalWidget(
-        title=_short_title(ctx.title if ctx is not None and ctx.title else f"Allow {tool}?", cwd),
+        title=strip_cwd(ctx.title if ctx is not None and ctx.title else f"Allow {tool}?", str(cwd) if cwd else None),
         reason=(ctx.decision_reason or "") if ctx is not None else "",
         preview=text,
         preview_kind=kind,
