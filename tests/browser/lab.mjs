@@ -71,21 +71,53 @@ export async function launchBrowser(options = {}) {
 }
 
 /**
- * Run `fn(page)` in a fresh browser and close it afterwards. On failure, saves
- * `<name>-failure.png` and the browser console to ARTIFACTS_DIR, then rethrows
- * so the script exits non-zero.
+ * Whether a console message comes from agent-magic: our labextension's bundle
+ * (served under .../agent-magic-labextension/...), our widgets' ES modules
+ * (anywidget imports them from blob: URLs), or text naming us.
  */
-export async function withPage(name, fn, { viewport = { width: 1366, height: 900 } } = {}) {
+export function isOurConsoleMessage(msg) {
+  const url = msg.location()?.url ?? '';
+  return /agent[-_]magic/i.test(url) || url.startsWith('blob:') || /agent[-_]magic/i.test(msg.text());
+}
+
+/**
+ * Run `fn(page)` in a fresh browser and close it afterwards. Fails if the page
+ * threw an uncaught error or our code logged a console error, even when `fn`
+ * passed; `allowErrors` lists regexps for errors a script provokes on purpose.
+ * On failure, saves `<name>-failure.png` and the browser console to
+ * ARTIFACTS_DIR, then rethrows so the script exits non-zero.
+ */
+export async function withPage(
+  name,
+  fn,
+  { viewport = { width: 1366, height: 900 }, allowErrors = [] } = {}
+) {
   const browser = await launchBrowser();
   const consoleLines = [];
+  const errors = [];
+  const allowed = text => allowErrors.some(re => re.test(text));
   try {
     const context = await browser.newContext({ viewport });
     const page = await context.newPage();
     page.setDefaultTimeout(30_000);
-    page.on('console', msg => consoleLines.push(`[${msg.type()}] ${msg.text()}`));
-    page.on('pageerror', err => consoleLines.push(`[pageerror] ${err.message}`));
+    page.on('console', msg => {
+      consoleLines.push(`[${msg.type()}] ${msg.text()}`);
+      if (msg.type() === 'error' && isOurConsoleMessage(msg) && !allowed(msg.text())) {
+        errors.push(`console error: ${msg.text()} (${msg.location()?.url ?? '?'})`);
+      }
+    });
+    page.on('pageerror', err => {
+      consoleLines.push(`[pageerror] ${err.message}`);
+      if (!allowed(err.message)) {
+        errors.push(`uncaught page error: ${err.stack ?? err.message}`);
+      }
+    });
     try {
-      return await fn(page);
+      const result = await fn(page);
+      if (errors.length > 0) {
+        throw new Error(`JavaScript errors in the page:\n${errors.join('\n')}`);
+      }
+      return result;
     } catch (err) {
       await screenshot(page, `${name}-failure`).catch(() => undefined);
       console.error(`--- browser console (${name}) ---\n${consoleLines.join('\n')}`);
