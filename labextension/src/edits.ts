@@ -15,24 +15,8 @@ import type { INotebookModel } from '@jupyterlab/notebook';
 import type { ISharedCell, ISharedNotebook } from '@jupyter/ydoc';
 import type { PartialJSONObject } from '@lumino/coreutils';
 
+import { fromModelJSON, toModelCell, toModelNotebook } from './convert';
 import type { ICellEdit } from './protocol';
-
-/** Multi-line strings come as lists of lines from checkpoint records. */
-function joined(value: unknown): string {
-  if (Array.isArray(value)) {
-    return value.map(v => String(v)).join('');
-  }
-  return typeof value === 'string' ? value : '';
-}
-
-/** A cell as the shared model wants it: sources joined, id and type kept. */
-function sharedCell(cell: nbformat.ICell): nbformat.ICell {
-  const out = { ...cell, source: joined(cell.source) } as nbformat.ICell;
-  if (out.metadata === undefined || out.metadata === null) {
-    out.metadata = {};
-  }
-  return out;
-}
 
 function indexOf(shared: ISharedNotebook, cellId: string): number {
   return shared.cells.findIndex(c => c.id === cellId);
@@ -48,9 +32,9 @@ function replaceMetadata(cell: ISharedCell, metadata: PartialJSONObject): void {
   cell.setMetadata(metadata as nbformat.IBaseCellMetadata);
 }
 
-/** Update `target` in place to be `cell` (same cell type). */
+/** Update `target` in place to be `cell` (same cell type; `cell` in the model's form). */
 function overwrite(target: ISharedCell, cell: nbformat.ICell): void {
-  target.setSource(joined(cell.source));
+  target.setSource(cell.source as string);
   replaceMetadata(target, (cell.metadata ?? {}) as PartialJSONObject);
   if (cell.cell_type === 'code') {
     const code = target as ISharedCell & {
@@ -78,6 +62,7 @@ function overwrite(target: ISharedCell, cell: nbformat.ICell): void {
 export function applyEdit(model: INotebookModel, edit: ICellEdit): boolean {
   const shared = model.sharedModel;
   let ok = true;
+  const cell = edit.after_cell ? toModelCell(edit.after_cell) : null;
   shared.transact(() => {
     const at = indexOf(shared, edit.cell_id);
     if (edit.op === 'delete') {
@@ -86,7 +71,6 @@ export function applyEdit(model: INotebookModel, edit: ICellEdit): boolean {
       }
       return;
     }
-    const cell = edit.after_cell;
     if (!cell) {
       ok = false;
       return;
@@ -102,7 +86,7 @@ export function applyEdit(model: INotebookModel, edit: ICellEdit): boolean {
         const prev = indexOf(shared, edit.prev_cell_id);
         pos = prev >= 0 ? prev + 1 : Math.min(edit.index, shared.cells.length);
       }
-      shared.insertCell(pos, sharedCell(cell));
+      shared.insertCell(pos, cell);
       return;
     }
     // replace
@@ -115,7 +99,7 @@ export function applyEdit(model: INotebookModel, edit: ICellEdit): boolean {
       overwrite(target, cell);
     } else {
       shared.deleteCell(at);
-      shared.insertCell(at, sharedCell(cell));
+      shared.insertCell(at, cell);
     }
   });
   return ok;
@@ -129,12 +113,13 @@ export function replaceAll(
   if (!Array.isArray(nb.cells)) {
     return false;
   }
+  const content = toModelNotebook(nb);
   const shared = model.sharedModel;
   shared.transact(() => {
     shared.deleteCellRange(0, shared.cells.length);
-    shared.insertCells(0, nb.cells.map(sharedCell));
-    if (nb.metadata) {
-      shared.setMetadata(nb.metadata);
+    shared.insertCells(0, content.cells);
+    if (content.metadata) {
+      shared.setMetadata(content.metadata);
     }
   });
   return true;
@@ -142,5 +127,5 @@ export function replaceAll(
 
 /** The open notebook's content as nbformat JSON (what the person sees, saved or not). */
 export function readNotebook(model: INotebookModel): nbformat.INotebookContent {
-  return model.toJSON() as nbformat.INotebookContent;
+  return fromModelJSON(model.toJSON() as nbformat.INotebookContent);
 }
