@@ -273,8 +273,12 @@ class AnthropicProvider(Provider):
             kwargs["tools"] = request.tools
         if request.metadata:
             kwargs["metadata"] = request.metadata
+        # The client retries only until an answer starts; after that a connection error
+        # means the answer broke off mid-stream (the connection was made).
+        answering = False
         try:
             async with client.messages.stream(**kwargs) as stream:
+                answering = True
                 async for event in stream:
                     crash_point("stream.event")
                     ev: Any = event
@@ -294,6 +298,12 @@ class AnthropicProvider(Provider):
             ) from None
         except anthropic.APIConnectionError as e:
             cause = e.__cause__ or e
+            if answering:
+                raise ProviderError(
+                    f"The answer broke off mid-stream: the API closed the connection ({type(cause).__name__}). "
+                    "The session is intact; run the cell again to resume it.",
+                    kind="stream",
+                ) from None
             raise ProviderError(
                 f"Could not connect to the API at {self.base_url} ({type(cause).__name__}). "
                 "Check your network connection and ANTHROPIC_BASE_URL, then run it again.",

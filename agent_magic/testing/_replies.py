@@ -31,8 +31,12 @@ def text_block(text: str) -> Block:
     return {"type": "text", "text": text}
 
 
-def thinking_block(thinking: str, signature: str = "sig-scripted") -> Block:
-    """An extended-thinking block."""
+def thinking_block(thinking: str, signature: str | None = None) -> Block:
+    """An extended-thinking block.
+
+    Without ``signature`` the server signs the text, and refuses the block if it
+    comes back changed, as the API does.
+    """
     return {"type": "thinking", "thinking": thinking, "signature": signature}
 
 

@@ -15,6 +15,12 @@ chunked transfer encoding. Replies come from, in order:
 
 Every request is recorded (API keys redacted) for assertions.
 
+Requests are checked as the API checks them (``_validate.py``): a conversation
+the real API refuses (a tool call without its result, an empty message, a
+malformed block, a thinking block without its signature or edited, more than
+four cache marks, ...) gets the API's 400 ``invalid_request_error`` with the
+API's wording, and its record says why (``RecordedRequest.refused``).
+
 The scripting, recording and HTTP plumbing live in ``_ScriptedServer`` and
 ``_ScriptedHandler``, shared with the fake OpenAI-compatible server in
 ``_openai_server.py``; only the wire format differs.
@@ -40,6 +46,7 @@ import orjson
 from .._store import no_gc
 from ._prompt_cache import CacheControlError, PromptCache
 from ._replies import Reply, text
+from ._validate import check_messages_request, sign_thinking
 
 Responder = Callable[[dict[str, Any]], Reply]
 Step = "Reply | Responder"
@@ -57,6 +64,8 @@ class RecordedRequest:
     body: dict[str, Any] | None
     time: float
     reply_kind: str = ""
+    #: The 400 message when the server refused the request as the API would (``reply_kind`` "invalid").
+    refused: str | None = None
     #: When the last byte of the reply was written (epoch seconds), for latency measurements.
     completed: float | None = None
 
@@ -161,6 +170,12 @@ def reply_usage(reply: Reply, body_size: int) -> tuple[int, int]:
         out_chars = sum(len(b.get("text", "")) + len(json.dumps(b.get("input", b.get("raw_json", "")))) for b in reply["blocks"])
         out = _estimate_tokens(out_chars)
     return int(inp), int(out)
+
+
+def _signature(block: dict[str, Any]) -> str:
+    """A thinking block's signature: as scripted, else one the server can check when it comes back."""
+    sig = block.get("signature")
+    return str(sig) if sig is not None else sign_thinking(str(block.get("thinking", "")))
 
 
 #: Statuses the official clients retry; the fake answers them with a short ``retry-after-ms``.
@@ -343,14 +358,16 @@ class _AnthropicHandler(_ScriptedHandler):
             self._send_json(404, {"type": "error", "error": {"type": "not_found_error", "message": f"No route {self.path}"}})
             return
         if not isinstance(body, dict):
-            self._record(rec, "invalid")
-            self._send_json(400, {"type": "error", "error": {"type": "invalid_request_error", "message": "Body is not JSON"}})
+            self._refuse(rec, "Body is not JSON")
+            return
+        problem = check_messages_request(body)
+        if problem is not None:
+            self._refuse(rec, problem)
             return
         try:
             self.cache_usage = self.state.prompt_cache.use(body)
         except CacheControlError as e:
-            self._record(rec, "invalid")
-            self._send_json(400, {"type": "error", "error": {"type": "invalid_request_error", "message": str(e)}})
+            self._refuse(rec, str(e))
             return
         reply = self._pick(body)
         self._record(rec, str(reply.get("kind")))
@@ -360,6 +377,12 @@ class _AnthropicHandler(_ScriptedHandler):
             pass
         finally:
             rec.completed = time.time()
+
+    def _refuse(self, rec: RecordedRequest, message: str) -> None:
+        """Answer the API's 400 for a request it would refuse."""
+        rec.refused = message
+        self._record(rec, "invalid")
+        self._send_json(400, {"type": "error", "error": {"type": "invalid_request_error", "message": message}})
 
     def _serve(self, reply: Reply, body: dict[str, Any]) -> None:
         kind = reply["kind"]
@@ -425,6 +448,8 @@ class _AnthropicHandler(_ScriptedHandler):
         for b in reply["blocks"]:
             if "raw_json" in b:
                 b = {"type": "tool_use", "id": b["id"], "name": b["name"], "input": {}}
+            elif b.get("type") == "thinking":
+                b = {**b, "signature": _signature(b)}
             content.append(b)
         return {
             "id": f"msg_fake_{int(time.time() * 1e6)}",
@@ -466,7 +491,7 @@ class _AnthropicHandler(_ScriptedHandler):
                 s = b["thinking"]
                 for k in range(0, max(len(s), 1), size):
                     yield "content_block_delta", {"type": "content_block_delta", "index": i, "delta": {"type": "thinking_delta", "thinking": s[k : k + size]}}
-                yield "content_block_delta", {"type": "content_block_delta", "index": i, "delta": {"type": "signature_delta", "signature": b.get("signature", "")}}
+                yield "content_block_delta", {"type": "content_block_delta", "index": i, "delta": {"type": "signature_delta", "signature": _signature(b)}}
             elif t == "tool_use":
                 yield "content_block_start", {
                     "type": "content_block_start",
