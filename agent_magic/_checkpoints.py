@@ -160,19 +160,27 @@ class RewindResult:
 
     def summary(self) -> str:
         verb = "Would change" if self.dry_run else "Changed"
-        parts = [f"{verb} {len(self.changes)} path(s)"]
+        if not self.changes and not self.dirs_removed and not self.dirs_created:
+            parts = ["Nothing to change" if self.dry_run else "Nothing changed"]
+        else:
+            parts = [f"{verb} {_plural(len(self.changes), 'path')}"]
         ncells = sum(len(c.cells) for c in self.changes)
         if ncells:
-            parts.append(f"{ncells} cell(s)")
+            parts.append(_plural(ncells, "cell"))
         if self.dirs_removed:
-            parts.append(f"removed {len(self.dirs_removed)} folder(s)")
+            parts.append(f"removed {_plural(len(self.dirs_removed), 'folder')}")
         if self.dirs_created:
-            parts.append(f"recreated {len(self.dirs_created)} folder(s)")
+            parts.append(f"recreated {_plural(len(self.dirs_created), 'folder')}")
         if self.conflicts:
-            parts.append(f"{len(self.conflicts)} conflict(s) left alone")
+            parts.append(f"{_plural(len(self.conflicts), 'conflict')} left alone")
         if self.unrestorable:
             parts.append(f"{len(self.unrestorable)} not restorable")
         return ", ".join(parts) + "."
+
+
+def _plural(n: int, word: str) -> str:
+    """``1 cell``, ``2 cells``: counts as a person writes them."""
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 # ---------------------------------------------------------------------------

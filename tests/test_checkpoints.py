@@ -274,7 +274,7 @@ def test_dry_run_touches_nothing_and_shows_diffs(four: Session, home: Path) -> N
     assert "-plot(x, y)\n\\ No newline at end of file\n+plot()\n" in cells["plot"].diff
     assert cells["calc"].action == "reinsert" and "+1 + 1" in cells["calc"].diff
     assert sorted(res.dirs_removed) == ["out", "pkg"]
-    assert "Would change 5 path(s)" in res.summary()
+    assert "Would change 5 paths" in res.summary()
 
 
 def test_person_edits_are_conflicts_unless_forced(four: Session) -> None:

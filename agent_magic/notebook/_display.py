@@ -62,6 +62,18 @@ def strip_cwd(text: str, cwd: str | None) -> str:
     return text.replace(str(cwd).rstrip("/") + "/", "") if cwd else text
 
 
+def notebook_edit_phrase(tool_input: dict[str, Any]) -> str:
+    """What a NotebookEdit call does, in words: "insert a cell after df6cbb50", "replace cell 3f2a"."""
+    mode = str(tool_input.get("edit_mode") or "replace")
+    cell = str(tool_input.get("cell_id") or "")
+    if mode == "insert":
+        # cell_id names the anchor: the new cell goes after it (at the start without one).
+        return f"insert a cell after {cell}" if cell else "insert a cell at the start"
+    if mode == "delete":
+        return f"delete cell {cell}"
+    return f"replace cell {cell}" if cell else "replace the first cell"
+
+
 def _target(name: str, inp: dict[str, Any], cwd: str | None = None) -> str:
     for key in ("file_path", "notebook_path", "command", "pattern", "code", "path"):
         v = inp.get(key)
@@ -70,10 +82,8 @@ def _target(name: str, inp: dict[str, Any], cwd: str | None = None) -> str:
             if key in ("file_path", "notebook_path", "path"):
                 first = display_path(first, cwd)
             extra = ""
-            if key == "notebook_path" and inp.get("cell_id"):
-                extra = f" #{inp['cell_id']}"
-            if key == "notebook_path" and inp.get("edit_mode") in ("insert", "delete"):
-                extra += f" ({inp['edit_mode']})"
+            if key == "notebook_path" and (inp.get("cell_id") or inp.get("edit_mode")):
+                extra = f" ({notebook_edit_phrase(inp)})"
             return (first[:100] + ("…" if len(first) > 100 else "")) + extra
     return ""
 
@@ -215,10 +225,9 @@ class TurnView:
             output_tokens=tokens.get("output_tokens"),
             duration_ms=result.duration_ms,
         )
+        # An interruption is said once, by the cell's error line (which also stops Run All).
         if result.is_error and result.result and result.subtype != "interrupted":
             self._note(f"**{_label(result.subtype)}:** {result.result}")
-        elif result.subtype == "interrupted":
-            self._note("**Interrupted.** The session is intact; run another `%%agent` cell to continue.")
         self.footer = self._footer()
         self._dirty = True
         if not self.rich:
@@ -364,16 +373,63 @@ def _label(subtype: str) -> str:
     }.get(subtype, subtype)
 
 
+#: Status marks of a tool line. No emoji (Debian's Chromium has no glyph for ⏳): a CSS spinner
+#: while running (styled by the widgets' and the labextension's CSS; empty without them, and
+#: the line then says "running…"), and ✓ / ✗, which every common font has.
+_RUNNING_MARK = "<span class='am-tool-running' role='img' aria-label='running'></span>"
+_DONE_MARKS = {"ok": "✓", "error": "✗"}
+
+#: Diff lines coloured as the checkpoint slider colours them (inline, so they survive
+#: nbconvert and front ends without our CSS).
+_DIFF_STYLES = {
+    "add": "am-diff-add' style='display:block;background:color-mix(in srgb, var(--jp-success-color1, #388e3c) 16%, transparent)",
+    "del": "am-diff-del' style='display:block;background:color-mix(in srgb, var(--jp-error-color1, #d32f2f) 14%, transparent)",
+    "hunk": "am-diff-hunk' style='display:block;color:var(--jp-info-color1, #0097a7)",
+    "file": "am-diff-file' style='display:block;color:var(--jp-ui-font-color2, #616161)",
+    "": "' style='display:block",
+}
+_PRE_STYLE = (
+    "padding:4px 6px;max-height:260px;overflow:auto;white-space:pre-wrap;word-break:break-word;"
+    "background:var(--jp-cell-editor-background, #f5f5f5);border:1px solid var(--jp-border-color2, #e0e0e0);"
+    "border-radius:3px;font-family:var(--jp-code-font-family, monospace);font-size:var(--jp-code-font-size, 12px)"
+)
+
+
+def diff_html(diff: str) -> str:
+    """A unified diff as an HTML ``<pre>``, added, removed and hunk lines coloured."""
+    lines = []
+    for line in diff.rstrip("\n").split("\n"):
+        if line.startswith("\\ No newline"):
+            continue
+        if line.startswith(("+++", "---")):
+            kind = "file"
+        elif line.startswith("@@"):
+            kind = "hunk"
+        elif line.startswith("+"):
+            kind = "add"
+        elif line.startswith("-"):
+            kind = "del"
+        else:
+            kind = ""
+        lines.append(f"<span class='{_DIFF_STYLES[kind]}'>{html.escape(line, quote=False) or ' '}\n</span>")
+    return f"<pre class='am-diff' style='{_PRE_STYLE}'>" + "".join(lines) + "</pre>"
+
+
 def _tool_markdown(call: _ToolCall) -> str:
-    icon = {"running": "⏳", "ok": "✓", "error": "✗"}[call.status]
-    head = f"{icon} **{call.name}**" + (f" {_tick(call.target)}" if call.target else "")
-    if call.summary:
-        head += f" — {html.escape(call.summary)}"
-    if not call.details:
+    if call.status == "running":
+        head = f"{_RUNNING_MARK} **{call.name}**" + (f" {_tick(call.target)}" if call.target else "") + " — *running…*"
         return head
+    head = f"{_DONE_MARKS[call.status]} **{call.name}**" + (f" {_tick(call.target)}" if call.target else "")
+    if not call.details:
+        return head + (f" — {html.escape(call.summary)}" if call.summary else "")
+    if call.summary:
+        head += f" — {call.summary}"  # escaped once, by _html_inline
     body = call.details
     if len(body) > 4000:
         body = body[:4000] + "\n[… cut …]"
+    if call.details_lang == "diff":
+        # CommonMark ends an HTML block that starts with <pre> only at </pre>: blank lines are safe.
+        return f"<details><summary>{_html_inline(head)}</summary>\n\n{diff_html(body)}\n\n</details>"
     fence = "````" if "```" in body else "```"
     return (
         f"<details><summary>{_html_inline(head)}</summary>\n\n{fence}{call.details_lang}\n{body}\n{fence}\n\n</details>"

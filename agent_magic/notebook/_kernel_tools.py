@@ -291,7 +291,7 @@ class VariablesTool(Tool):
                 raise ToolError(str(answer))
             text = answer
         count = text.count("\n\n") + 1 if text.strip() else 0
-        return ToolResult(text or "(no variables)", summary=f"{count} variable(s)")
+        return ToolResult(text or "(no variables)", summary=f"{count} variable" + ("" if count == 1 else "s"))
 
     def paths(self, input: dict[str, Any], ctx: ToolContext) -> list[Any]:
         return []

@@ -29,6 +29,7 @@ from .._errors import (
 from .._messages import ResultMessage
 from .._options import PERMISSION_MODES, AgentOptions
 from ._display import TurnView, ipython_publisher
+from ._views import plural
 
 if TYPE_CHECKING:
     from ._runner import ClientHost, Runner
@@ -43,6 +44,9 @@ class AgentTurnError(AgentMagicError):
 
     def _render_traceback_(self) -> list[str]:
         # IPython shows this instead of a traceback: the person needs the message, not our stack.
+        if self.subtype == "interrupted":
+            # Stopped on purpose: one plain line, not an alarm (the bar shows the state).
+            return [str(self)]
         return [f"\x1b[31mAgentTurnError\x1b[0m: {self}"]
 
 
@@ -271,14 +275,14 @@ class AgentMagics(Magics):
         sid = self._resolve_session(args.id)
         _api.set_current_session(self.current_scope(), sid, home=self._home())
         info = _api.get_session_info(sid, home=self._home())
-        print(f"Resumed session {sid[:8]} ({info.num_turns} turns): the next %%agent cell continues it.")
+        print(f"Resumed session {sid[:8]} ({plural(info.num_turns, 'turn')}): the next %%agent cell continues it.")
 
     def _cmd_continue(self, args: argparse.Namespace) -> None:
         rows = _api.list_sessions(scope=self.current_scope(), limit=1, home=self._home())
         if not rows:
             raise UsageError("This notebook has no session to continue. Run a `%%agent` cell to start one.")
         _api.set_current_session(self.current_scope(), rows[0].session_id, home=self._home())
-        print(f"Continuing session {rows[0].session_id[:8]} ({rows[0].num_turns} turns).")
+        print(f"Continuing session {rows[0].session_id[:8]} ({plural(rows[0].num_turns, 'turn')}).")
 
     def _cmd_new(self, args: argparse.Namespace) -> None:
         _api.set_current_session(self.current_scope(), None, home=self._home())
@@ -303,12 +307,25 @@ class AgentMagics(Magics):
         if turn is None:
             if required and not checkpoint:
                 raise UsageError("Which checkpoint? Give its id (see `%agent checkpoints`) or --turn N.")
-            return checkpoint
+            return self._resolve_checkpoint(sid, checkpoint) if checkpoint else None
         cps = _api.list_checkpoints(sid, home=self._home())
         match = [c for c in cps if c.turn == turn]
         if not match:
             raise UsageError(f"Session {sid[:8]} has no turn {turn} (it has {len(cps)}). Run `%agent checkpoints`.")
         return match[0].checkpoint_id
+
+    def _resolve_checkpoint(self, sid: str, checkpoint: str) -> str:
+        """A checkpoint id from a prefix; a mistake points to `%agent checkpoints`, not the terminal command."""
+        ids = [c.checkpoint_id for c in _api.list_checkpoints(sid, home=self._home())]
+        more = f"Run `%agent checkpoints{'' if sid == self._current(required=False) else ' ' + sid[:8]}` to list them."
+        if not ids:
+            raise UsageError(f"Session {sid[:8]} has no checkpoints (file checkpointing was off, or no turn ran yet).")
+        matches = [i for i in ids if i == checkpoint] or [i for i in ids if len(checkpoint) >= 4 and i.startswith(checkpoint)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise UsageError(f"Checkpoint {checkpoint!r} matches {len(matches)} checkpoints of session {sid[:8]}: give more characters. {more}")
+        raise UsageError(f"No checkpoint {checkpoint!r} in session {sid[:8]}. {more}")
 
     def _end_of_turn(self, sid: str, checkpoint: str) -> str:
         log = _api.checkpoint_log(sid, home=self._home())
@@ -510,7 +527,7 @@ class AgentMagics(Magics):
             raise AgentTurnError("The turn ended without a result; see the messages above.")
         if result.is_error:
             if result.subtype == "interrupted":
-                raise AgentTurnError("Interrupted. The session is intact; run another %%agent cell to continue.", "interrupted")
+                raise AgentTurnError("Interrupted: the session is intact; run another %%agent cell to continue.", "interrupted")
             raise AgentTurnError(result.result or result.subtype, result.subtype)
 
     def _host_for(self, sid: str | None, args: argparse.Namespace, scope: str, home: str | None) -> ClientHost:
@@ -607,15 +624,10 @@ class AgentMagics(Magics):
 
     def _expire_prompts(self) -> None:
         """Approval prompts still open when a turn ends can no longer be answered."""
-        from .._permissions import PermissionResultDeny
-
         for w in self.open_prompts:
-            if not getattr(w, "decision", "x"):
-                w.status = "Expired: the turn ended before a decision."
-                w.decision = "deny"
-                finish = getattr(w, "_approval_finish", None)
-                if finish is not None:
-                    finish(PermissionResultDeny(message="The turn ended."))
+            expire = getattr(w, "expire", None)
+            if expire is not None:
+                expire()
         self.open_prompts.clear()
 
     def _widget_factory(self) -> Any:

@@ -30,6 +30,11 @@ def _cost(v: float | None) -> str:
     return "unknown" if v is None else f"${v:.4f}"
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 turn``, ``2 turns``: counts as a person writes them."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
 def _short(s: str, n: int = 70) -> str:
     one = " ".join(str(s).split())
     return one if len(one) <= n else one[: n - 1] + "…"

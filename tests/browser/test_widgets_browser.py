@@ -100,11 +100,11 @@ def test_widgets_in_jupyterlab(
     assert d["cardNow"].startswith("Now.")
     assert d["cardWhileDragging"].startswith("Turn 2")  # the card follows the thumb before the kernel answers
     assert d["card"].startswith("Turn 2") and "notes.txt, report.ipynb (1 cell)" in d["card"]
-    assert "Rewinding to before turn 2: Would change 2 path(s), 1 cell(s)." in d["preview"]
+    assert "Rewinding to before turn 2: Would change 2 paths, 1 cell." in d["preview"]
     assert "restore notes.txt" in d["preview"] and "calc" in d["preview"] and "-total = 2" in d["preview"]
     assert d["previewDiffLines"]["add"] >= 2 and d["previewDiffLines"]["del"] >= 2
-    assert d["question"].startswith("Confirm rewind to turn 2?") and "conversation is forked" in d["question"]
-    assert "Rewound to before turn 2: Changed 2 path(s), 1 cell(s)." in d["result"]
+    assert d["question"].startswith("Confirm rewind to before turn 2?") and "conversation is forked" in d["question"]
+    assert "Rewound to before turn 2: Changed 2 paths, 1 cell." in d["result"]
     assert "continues the new session" in d["result"]
 
     # on disk: turn 2's changes are undone; turn 3 is not in the fork's history, so extra.txt stays

@@ -12,7 +12,7 @@ from typing import Any
 import traitlets
 
 from ..._permissions import PermissionResultAllow, PermissionResultDeny, PermissionUpdate
-from .._display import display_path, strip_cwd
+from .._display import display_path, notebook_edit_phrase, strip_cwd
 from ._base import Widget, _module
 
 
@@ -27,9 +27,25 @@ class ApprovalWidget(Widget):
     always_rule = traitlets.Unicode("", help="The rule 'Always allow' adds.").tag(sync=True)
     decision = traitlets.Unicode("", help="'' while pending, then approve / always / deny.").tag(sync=True)
     status = traitlets.Unicode("", help="A line under the buttons.").tag(sync=True)
+    expired = traitlets.Bool(False, help="The turn ended before a decision: shown as one collapsed line.").tag(sync=True)
     rendered = traitlets.Bool(False, help="A front end has shown the prompt.")
 
+    def expire(self) -> None:
+        """The turn ended with no decision: deny the call and collapse the prompt to one line."""
+        if self.decision:
+            return
+        with self.hold_sync():
+            self.expired = True
+            self.decision = "expired"
+            self.status = "Expired: the turn ended before a decision."
+        finish = getattr(self, "_approval_finish", None)
+        if finish is not None:
+            finish(PermissionResultDeny(message="The turn ended before the person decided."))
+        self.refresh_display()
+
     def fallback_text(self) -> str:
+        if self.expired:
+            return f"agent-magic approval expired (the turn ended before a decision): {self.title}"
         lines = [f"agent-magic approval: {self.title}"]
         if self.reason:
             lines.append(self.reason)
@@ -41,6 +57,8 @@ class ApprovalWidget(Widget):
         return "\n".join(lines)
 
     def fallback_html(self) -> str | None:
+        if self.expired:
+            return f"<div class='am-fallback' style='opacity:0.7'>{html.escape(self.fallback_text())}</div>"
         head, *rest = self.fallback_text().split("\n", 1)
         body = html.escape(rest[0]) if rest else ""
         return f"<div class='am-fallback'><b>{html.escape(head)}</b><pre style='font-size:85%'>{body}</pre></div>"
@@ -69,10 +87,9 @@ def preview_for(tool_name: str, tool_input: dict[str, Any], cwd: Path | None = N
         shown = display_path(path, str(cwd) if cwd else None)
         return "".join(difflib.unified_diff(before, content.splitlines(keepends=True), f"a/{shown}", f"b/{shown}")), "diff"
     if tool_name == "NotebookEdit":
-        mode = tool_input.get("edit_mode") or "replace"
-        cell = tool_input.get("cell_id") or "(start)"
         src = str(tool_input.get("new_source", ""))
-        return f"{mode} cell {cell} in {tool_input.get('notebook_path', '')}:\n{src}", "text"
+        shown = display_path(str(tool_input.get("notebook_path", "")), str(cwd) if cwd else None)
+        return f"{notebook_edit_phrase(tool_input)} in {shown}:\n{src}", "text"
     import json
 
     return json.dumps(tool_input, indent=1)[:4000], "text"

@@ -12,12 +12,13 @@ import traitlets
 
 from ... import _api
 from ..._errors import SessionError
-from .._views import _short
+from .._views import _short, plural
 from ._base import ActionRefused, Widget, _module, end_of_turn, ensure_idle, home_of, session_row
 
 _OUTCOMES = {
     "success": "",
-    "interrupted": "Interrupted: the session is intact; run another %%agent cell to continue.",
+    # The cell's error line explains an interruption; the bar only names the state.
+    "interrupted": "Interrupted",
     "error_max_turns": "Stopped at the turn limit.",
     "error_max_budget_usd": "Stopped at the budget.",
     "error_during_execution": "The turn failed; see the message above.",
@@ -109,7 +110,7 @@ def finish_bar(bar: SessionBar, magics: Any, result: Any, provenance: dict[str, 
     outcome = str(getattr(result, "subtype", "") or "success") if result is not None else "error_during_execution"
     status = _OUTCOMES.get(outcome, outcome.replace("_", " ") + ".")
     if bar.stop_requested and outcome == "interrupted":
-        status = "Stopped: the session is intact; run another %%agent cell to continue."
+        status = "Stopped"
     current = _api.current_session(magics.current_scope(), home=home) or ""
     with bar.hold_sync():
         bar.running = False
@@ -215,7 +216,7 @@ def resume(bar: SessionBar, magics: Any, session_id: str) -> None:
     with bar.hold_sync():
         bar.notice = (
             f"Resumed {info.session_id[:8]}" + (f" ({name})" if name else "")
-            + f", {info.num_turns} turns: the next %%agent cell continues it."
+            + f", {plural(info.num_turns, 'turn')}: the next %%agent cell continues it."
         )
         bar.current_session = info.session_id
     _announce_current(magics, info.session_id)

@@ -13,13 +13,21 @@ function render({ model, el }) {
   const rule = h("span", { class: "am-muted am-approval-rule" });
   const buttons = h("div", { class: "am-approval-buttons" }, approve, always, deny, rule);
   const status = h("div", { class: "am-approval-status" });
-  const box = h("div", { class: "am-widget am-approval" }, title, reason, preview, buttons, status, errorLine(model, listen));
+  // An expired prompt (the turn ended before a decision) collapses to this one line.
+  const expiredLine = h("div", { class: "am-approval-expired am-muted" });
+  const full = h("div", { class: "am-approval-full" }, title, reason, preview, buttons, status);
+  const box = h("div", { class: "am-widget am-approval" }, full, expiredLine, errorLine(model, listen));
   el.append(box);
 
   let shownPreview = null;
   function update() {
     const decision = model.get("decision");
-    title.textContent = "⚠ " + model.get("title");
+    const expired = model.get("expired");
+    full.hidden = expired;
+    expiredLine.hidden = !expired;
+    box.classList.toggle("am-collapsed", expired);
+    expiredLine.replaceChildren(icon("clock"), `Expired (the turn ended before a decision): ${model.get("title")}`);
+    title.replaceChildren(icon("warn"), " ", model.get("title"));
     reason.textContent = model.get("reason");
     reason.hidden = !model.get("reason");
     const text = model.get("preview");

@@ -14,7 +14,7 @@ function render({ model, el }) {
   const turn = h("span", { class: "am-bar-turn" });
   const usage = h("span", { class: "am-bar-usage" });
   const fork = h("button", { class: "am-btn am-fork", title: "Fork the session here: a new session with the conversation up to the end of this turn; the next %%agent cell continues it" }, icon("fork"), "Fork here");
-  const resume = h("button", { class: "am-btn am-resume", "aria-haspopup": "listbox", "aria-expanded": "false", title: "Continue another of this notebook's sessions" }, icon("resume"), "Resume ▾");
+  const resume = h("button", { class: "am-btn am-resume", "aria-haspopup": "listbox", "aria-expanded": "false", title: "Continue another of this notebook's sessions" }, icon("resume"), "Resume", icon("caret"));
   const status = h("span", { class: "am-bar-status" });
   const session = h("span", { class: "am-bar-session" }, "session ", sid, copy);
   const row = h("div", { class: "am-bar-row" }, stop, working, dot, session, current, turn, usage, status, h("span", { class: "am-spacer" }), fork, resume);
@@ -102,7 +102,7 @@ function render({ model, el }) {
   resume.addEventListener("click", () => setMenu(!menuOpen));
   copy.addEventListener("click", async () => {
     const ok = await copyText(model.get("session_id"));
-    copy.replaceChildren(ok ? icon("check") : "✗");
+    copy.replaceChildren(ok ? icon("check") : icon("cross"));
     copy.title = ok ? "Copied" : "Could not copy: select the id instead";
     setTimeout(() => {
       copy.replaceChildren(icon("copy"));

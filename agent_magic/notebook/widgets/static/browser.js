@@ -78,7 +78,7 @@ function render({ model, el }) {
         "th",
         { class: "am-sortable" + (c.num ? " am-num" : "") + (active ? " am-sorted" : ""), "aria-sort": active ? (desc ? "descending" : "ascending") : "none", dataset: { sort: c.key }, title: `Sort by ${c.label.toLowerCase()}` },
         c.label,
-        h("span", { class: "am-sort-mark" }, active ? (desc ? " ▼" : " ▲") : "")
+        h("span", { class: "am-sort-mark" + (desc ? "" : " am-up") }, active ? icon("caret") : "")
       );
       th.addEventListener("click", () => sortBy(c.key));
       cells.push(th);
@@ -107,7 +107,7 @@ function render({ model, el }) {
         "td",
         { class: "am-col-title", title: r.title },
         indent,
-        depth ? h("span", { class: "am-branch" }, "↳ ") : "",
+        depth ? h("span", { class: "am-branch" }, icon("branch"), " ") : "",
         h("span", { class: r.titled ? "am-titled" : "" }, shorten(r.title || "(no prompt yet)", 70)),
         isCur ? h("span", { class: "am-chip am-chip-current" }, "current") : "",
         !depth && r.parent ? h("span", { class: "am-muted" }, ` fork of ${r.parent.slice(0, 8)}`) : "",

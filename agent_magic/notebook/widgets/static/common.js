@@ -25,6 +25,12 @@ const ICONS = {
   resume: "M3 8a5 5 0 1 0 1.5-3.5 M3 2v3h3 M8 5v3l2 2",
   stop: "M4 4h8v8H4z",
   check: "M3 8.5l3 3 7-7",
+  cross: "M4 4l8 8 M12 4l-8 8",
+  warn: "M8 2L1.5 13.5h13z M8 6.5v3.5 M8 12v.01",
+  clock: "M8 1.5a6.5 6.5 0 1 0 0 13a6.5 6.5 0 1 0 0-13z M8 4.5V8l2.5 1.5",
+  caret: "M4 6l4 4 4-4",
+  branch: "M4 2v6a3 3 0 0 0 3 3h6 M10 8l3 3-3 3",
+  jump: "M3 8h9 M9 5l3 3-3 3",
 };
 
 /** A small inline SVG icon. */
@@ -142,7 +148,7 @@ function errorLine(model, listen) {
   const line = h("div", { class: "am-error", role: "alert" });
   const update = () => {
     const text = model.get("error");
-    line.textContent = text ? "⚠ " + text : "";
+    line.replaceChildren(...(text ? [icon("warn"), " ", text] : []));
     line.hidden = !text;
   };
   listen("change:error", update);

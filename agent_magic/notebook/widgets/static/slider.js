@@ -144,14 +144,14 @@ function render({ model, el }) {
         h(
           "div",
           { class: "am-conflict" },
-          "⚠ conflict ",
+          icon("warn"), " conflict ",
           h("code", {}, c.path + (c.cell_id ? " › " + c.cell_id : "")),
           `: ${c.reason}. `,
           p.forced ? "Force is on: it will be overwritten." : "Left alone unless you tick Force."
         )
       );
     }
-    for (const u of p.unrestorable || []) preview.append(h("div", { class: "am-conflict" }, "⚠ not restorable (no backup): ", h("code", {}, u)));
+    for (const u of p.unrestorable || []) preview.append(h("div", { class: "am-conflict" }, icon("warn"), " not restorable (no backup): ", h("code", {}, u)));
   }
 
   function renderResult() {
@@ -163,9 +163,9 @@ function render({ model, el }) {
       items.append(h("li", {}, h("span", { class: "am-action" }, FILE_ACTIONS[c.action] || c.action), " ", h("code", {}, c.path), (c.cells || []).length ? ` (${plural(c.cells.length, "cell")})` : ""));
     }
     for (const c of r.conflicts || []) {
-      items.append(h("li", { class: "am-conflict" }, "⚠ left alone: ", h("code", {}, c.path + (c.cell_id ? " › " + c.cell_id : "")), ` (${c.reason}); tick Force and rewind again to overwrite`));
+      items.append(h("li", { class: "am-conflict" }, icon("warn"), " left alone: ", h("code", {}, c.path + (c.cell_id ? " › " + c.cell_id : "")), ` (${c.reason}); tick Force and rewind again to overwrite`));
     }
-    result.append(h("div", { class: "am-result-head" }, `✓ Rewound to before turn ${r.turn}: ${r.summary}`), items);
+    result.append(h("div", { class: "am-result-head" }, icon("check"), ` Rewound to before turn ${r.turn}: ${r.summary}`), items);
     if (r.new_session_id) {
       result.append(h("div", {}, "The conversation was rewound too: the next %%agent cell continues the new session ", h("code", {}, r.new_session_id.slice(0, 8)), "."));
     }
@@ -214,7 +214,7 @@ function render({ model, el }) {
     rewindBtn.hidden = confirming;
     confirmBox.hidden = !confirming;
     question.textContent = cp
-      ? `Confirm rewind to turn ${cp.turn}? Files and cells go back to how they were before it ran` +
+      ? `Confirm rewind to before turn ${cp.turn}? Files and cells go back to how they were before it ran` +
         (model.get("conversation") ? ", and the conversation is forked there." : ".")
       : "";
     confirmBtn.disabled = busy;
