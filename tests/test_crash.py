@@ -99,6 +99,10 @@ def test_rewind_after_a_notebook_edit_killed_before_its_write(tmp_path: Path) ->
     """Killed between a NotebookEdit's record and its write: the untouched cell is no conflict."""
     report = run_plans(tmp_path, ["notebook", "notebook"], ["file.tmp:4"])
     _fail_on(report)
+    # The kill happened (an unreachable point would leave nothing to check), where planned.
+    assert report.kills == 1
+    assert report.by_label["file.tmp"] == 1
+    assert report.turns_completed == 2
     assert report.rewind_conflicts == 0
 
 

@@ -11,6 +11,7 @@ the same through a real kernel's comms.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -163,30 +164,53 @@ def test_fork_here_keeps_the_conversation_up_to_this_turn(
     assert session_prompts(am.current_session(scope) or "") == ["one", "two", "three"]
 
 
-def test_actions_refused_while_a_turn_runs(
-    ip: InteractiveShell, magics: Any, fake_api: FakeAnthropicServer, monkeypatch: pytest.MonkeyPatch, scope: str
-) -> None:
+def test_actions_refused_while_a_turn_runs(ip: InteractiveShell, magics: Any, fake_api: FakeAnthropicServer, scope: str) -> None:
     fake_api.add(text("a"))
     bar = bar_after(ip, magics, "one")
     sid = bar.session_id
-    # a turn is running in this kernel (the runner's active client is set for exactly that long)
-    monkeypatch.setattr(magics.runner, "active", object())
+    # The second turn's model answer waits until the clicks below are done: a real turn is
+    # running in this kernel the whole time (the cell runs in a thread, as a kernel's shell
+    # keeps serving comm messages while a turn runs).
+    asked, answer = threading.Event(), threading.Event()
+
+    def slow_answer(body: dict[str, Any]) -> dict[str, Any]:
+        asked.set()
+        answer.wait(60)
+        return text("b")
+
+    fake_api.add(slow_answer)
+    outcome: list[Any] = []
+    cell = threading.Thread(target=lambda: outcome.append(ip.run_cell("%%agent\ntwo")), name="running-cell")
+    cell.start()
+    try:
+        assert asked.wait(30), "the second turn never asked the model"
+        assert magics.runner.active is not None and cell.is_alive()
+        click(bar, {"type": "fork"})
+        assert "A turn is running in this notebook" in bar.error and "then fork" in bar.error
+        assert [i.session_id for i in am.list_sessions()] == [sid]
+        slider = widgets.checkpoint_slider(magics, sid, am.list_checkpoints(sid))
+        assert slider is not None
+        click(slider, {"type": "select", "position": 0})
+        click(slider, {"type": "rewind"})
+        assert "A turn is running" in slider.error and not slider.confirming
+        browser = widgets.session_browser(am.list_sessions(scope=scope), current=sid, scope=scope, magics=magics)
+        assert browser is not None
+        click(browser, {"type": "fork", "session_id": sid})
+        assert "A turn is running" in browser.error
+        assert len(am.list_sessions()) == 1
+        # resuming does not touch the running turn: allowed
+        click(bar, {"type": "resume", "session_id": sid})
+        assert bar.error == "" and bar.notice.startswith(f"Resumed {sid[:8]}")
+        assert cell.is_alive(), "the turn ended before the clicks: they did not test the guard"
+    finally:
+        answer.set()
+        cell.join(60)
+    assert not cell.is_alive()
+    assert outcome and outcome[0].error_in_exec is None, outcome
+    assert session_prompts(sid) == ["one", "two"]
+    # The turn over, the same click forks.
     click(bar, {"type": "fork"})
-    assert "A turn is running in this notebook" in bar.error and "then fork" in bar.error
-    assert [i.session_id for i in am.list_sessions()] == [sid]
-    slider = widgets.checkpoint_slider(magics, sid, am.list_checkpoints(sid))
-    assert slider is not None
-    click(slider, {"type": "select", "position": 0})
-    click(slider, {"type": "rewind"})
-    assert "A turn is running" in slider.error and not slider.confirming
-    browser = widgets.session_browser(am.list_sessions(scope=scope), current=sid, scope=scope, magics=magics)
-    assert browser is not None
-    click(browser, {"type": "fork", "session_id": sid})
-    assert "A turn is running" in browser.error
-    assert len(am.list_sessions()) == 1
-    # resuming does not touch the running turn: allowed
-    click(bar, {"type": "resume", "session_id": sid})
-    assert bar.error == "" and bar.notice.startswith(f"Resumed {sid[:8]}")
+    assert bar.error == "" and len(am.list_sessions()) == 2
 
 
 def test_fork_of_an_unsaved_turn_is_refused(ip: InteractiveShell, magics: Any, fake_api: FakeAnthropicServer) -> None:
