@@ -53,7 +53,7 @@ from ._store import (
 )
 
 TRANSCRIPT_FORMAT = 1
-INDEX_SCHEMA = 2
+INDEX_SCHEMA = 3  # 3: the label column (forks say what they forked and where)
 MIN_PREFIX = 4
 
 _INTERRUPTED_TOOL_TEXT = "The tool call did not finish (the turn was interrupted or the process stopped)."
@@ -79,6 +79,8 @@ class SessionInfo:
     total_cost_usd: float | None = None
     cost_known: bool = True
     file_size: int = 0
+    label: str | None = None
+    """A fork's name until it is given a title: "fork of “<title>” at turn 2"."""
 
     @property
     def custom_title(self) -> str | None:
@@ -110,6 +112,25 @@ def _opt_str(value: Any) -> str | None:
 def _preview(text: str, n: int = 200) -> str:
     one = " ".join(text.split())
     return one if len(one) <= n else one[: n - 1] + "…"
+
+
+def _summary(title: str | None, label: str | None, first_prompt: str | None) -> str:
+    """What lists show for a session: its title, else a fork's label, else its first prompt.
+
+    Forks copy their parent's first prompt, so without the label a notebook's
+    sessions and their forks all read the same.
+    """
+    return title or label or (first_prompt and _preview(first_prompt, 120)) or "(no prompt yet)"
+
+
+def fork_label(parent_name: str, turns: int) -> str:
+    """ "fork of “Load sales.csv, fix…” at turn 2" (``turns``: the prompts the fork copied)."""
+    one = " ".join(parent_name.split())
+    if len(one) > 40:  # cut at a word, so the name reads as words
+        cut = one[:39]
+        one = (cut[: cut.rindex(" ")] if " " in cut else cut).rstrip(" ,;:") + "…"
+    name = one or "another session"
+    return f"fork of “{name}” at turn {turns}" if turns else f"fork of “{name}” before its first turn"
 
 
 def prompt_text(message: Any) -> str:
@@ -282,7 +303,7 @@ def _repair_conversation(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 _COLUMNS = (
     "session_id, scope, cwd, title, first_prompt, created_ms, modified_ms, num_turns, "
-    "cost_usd, cost_unknown, parent_id, forked_at, tag, model, file_size"
+    "cost_usd, cost_unknown, parent_id, forked_at, tag, model, file_size, label"
 )
 
 
@@ -306,7 +327,7 @@ class SessionIndex:
             import filelock
 
             with filelock.FileLock(str(self.path) + ".lock", timeout=120, mode=0o600):
-                conn = self._open_current()
+                conn = self._open_current() or self._migrate()
                 if conn is None:
                     conn = self._recreate()
         self._local.conn = conn
@@ -328,6 +349,30 @@ class SessionIndex:
             conn.close()
             return None
         return conn
+
+    def _migrate(self) -> sqlite3.Connection | None:
+        """Bring a version 2 index to 3 in place (keeping notebooks' current sessions); None: rebuild it."""
+        if not self.path.exists():
+            return None
+        try:
+            conn = self._open()
+        except sqlite3.DatabaseError:
+            return None
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] != 2:
+                conn.close()
+                return None
+            conn.execute("ALTER TABLE sessions ADD COLUMN label TEXT")
+            forks = [r[0] for r in conn.execute("SELECT session_id FROM sessions WHERE parent_id IS NOT NULL")]
+            for sid in forks:
+                info = self._store.scan_info(sid)
+                if info is not None and info.label:
+                    conn.execute("UPDATE sessions SET label=? WHERE session_id=?", (info.label, sid))
+            conn.execute(f"PRAGMA user_version={INDEX_SCHEMA}")
+            return conn
+        except sqlite3.DatabaseError:
+            conn.close()
+            return None
 
     def _recreate(self) -> sqlite3.Connection:
         """Build the index from the transcripts; the caller holds the creation lock."""
@@ -367,7 +412,8 @@ class SessionIndex:
                 session_id TEXT PRIMARY KEY, scope TEXT NOT NULL, cwd TEXT NOT NULL,
                 title TEXT, first_prompt TEXT, created_ms INTEGER NOT NULL, modified_ms INTEGER NOT NULL,
                 num_turns INTEGER NOT NULL DEFAULT 0, cost_usd REAL, cost_unknown INTEGER NOT NULL DEFAULT 0,
-                parent_id TEXT, forked_at TEXT, tag TEXT, model TEXT, file_size INTEGER NOT NULL DEFAULT 0);
+                parent_id TEXT, forked_at TEXT, tag TEXT, model TEXT, file_size INTEGER NOT NULL DEFAULT 0,
+                label TEXT);
             CREATE INDEX IF NOT EXISTS sessions_scope ON sessions(scope, modified_ms);
             CREATE INDEX IF NOT EXISTS sessions_modified ON sessions(modified_ms);
             CREATE TABLE IF NOT EXISTS current(scope TEXT PRIMARY KEY, session_id TEXT NOT NULL, updated_ms INTEGER NOT NULL);
@@ -396,11 +442,11 @@ class SessionIndex:
     def upsert(self, info: SessionInfo) -> None:
         with self._tx() as conn:
             conn.execute(
-                f"INSERT OR REPLACE INTO sessions({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT OR REPLACE INTO sessions({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     info.session_id, info.scope, info.cwd, info.title, info.first_prompt, info.created_at,
                     info.last_modified, info.num_turns, info.total_cost_usd, 0 if info.cost_known else 1,
-                    info.parent_session_id, info.forked_at, info.tag, info.model, info.file_size,
+                    info.parent_session_id, info.forked_at, info.tag, info.model, info.file_size, info.label,
                 ),
             )
 
@@ -454,14 +500,14 @@ class SessionIndex:
     # -- reads ---------------------------------------------------------
     @staticmethod
     def _row_to_info(row: tuple[Any, ...]) -> SessionInfo:
-        (sid, scope, cwd, title, first_prompt, created, modified, turns, cost, unknown, parent, forked_at, tag, model, size) = row
-        summary = title or (first_prompt and _preview(first_prompt, 120)) or "(no prompt yet)"
+        (sid, scope, cwd, title, first_prompt, created, modified, turns, cost, unknown, parent, forked_at, tag, model, size,
+         label) = row
         return SessionInfo(
-            session_id=sid, summary=summary, created_at=created, last_modified=modified, num_turns=turns,
-            cwd=cwd, scope=scope, title=title, first_prompt=first_prompt, parent_session_id=parent,
+            session_id=sid, summary=_summary(title, label, first_prompt), created_at=created, last_modified=modified,
+            num_turns=turns, cwd=cwd, scope=scope, title=title, first_prompt=first_prompt, parent_session_id=parent,
             forked_at=forked_at, tag=tag, model=model,
             total_cost_usd=None if unknown else (cost if cost is not None else 0.0),
-            cost_known=not unknown, file_size=size,
+            cost_known=not unknown, file_size=size, label=label,
         )
 
     def get(self, session_id: str) -> SessionInfo | None:
@@ -800,11 +846,15 @@ class SessionStore:
         cost = 0.0
         unknown = False
         last_ts = None
+        forked_at = _opt_str(header.get("forked_at"))
+        copied: int | None = 0 if forked_at is None else None  # prompts the fork copied from its parent
         for e in entries:
             if is_prompt_entry(e):
                 turns += 1
                 if first_prompt is None:
                     first_prompt = prompt_text(e.get("message"))
+            if copied is None and forked_at is not None and e.get("uuid") == forked_at:
+                copied = turns
             elif e.get("type") == "result":
                 c = e.get("total_cost_usd")
                 if e.get("cost_unknown"):
@@ -815,9 +865,14 @@ class SessionStore:
                 last_ts = e["timestamp"]
         created = iso_to_ms(header.get("timestamp")) or int(st.st_mtime * 1000)
         title = _opt_str(meta.get("title"))
+        parent = _opt_str(header.get("parent_session_id"))
+        label = None
+        if parent is not None:
+            label = fork_label(self._parent_name(parent, first_prompt if copied else None), copied or 0)
         return SessionInfo(
             session_id=session_id,
-            summary=title or (first_prompt and _preview(first_prompt, 120)) or "(no prompt yet)",
+            summary=_summary(title, label, first_prompt),
+            label=label,
             created_at=created,
             last_modified=iso_to_ms(last_ts) or int(st.st_mtime * 1000),
             num_turns=turns,
@@ -833,6 +888,24 @@ class SessionStore:
             cost_known=not unknown,
             file_size=st.st_size,
         )
+
+    def _parent_name(self, parent: str, first_prompt: str | None) -> str:
+        """A parent session's title, else its first prompt (a fork that copied turns has it too)."""
+        title = _opt_str(self._read_meta(parent).get("title"))
+        if title or first_prompt:
+            return title or first_prompt or ""
+        import warnings
+
+        from ._store import TranscriptWarning
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", TranscriptWarning)
+                entries = self.read_entries(parent)
+        except SessionNotFoundError:
+            return ""
+        first = next((e for e in entries if is_prompt_entry(e)), None)
+        return prompt_text(first.get("message")) if first is not None else ""
 
     def messages(self, session_id: str, limit: int | None = None, offset: int = 0) -> list[SessionMessage]:
         out: list[SessionMessage] = []

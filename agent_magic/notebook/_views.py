@@ -82,7 +82,7 @@ def sessions_table(rows: list[SessionInfo], *, current: str | None, scope: str |
             [r.session_id[:8], _short(r.summary, 60), _when(r.last_modified), str(r.num_turns), _cost(r.total_cost_usd),
              (r.parent_session_id or "")[:8], _short(r.scope, 50) if scope is None else ""]
         )
-    headers = ["id", "title / first prompt", "last active", "turns", "cost", "fork of", "scope" if scope is None else ""]
+    headers = ["id", "session", "last active", "turns", "cost", "fork of", "scope" if scope is None else ""]
     if scope is not None:
         headers = headers[:-1]
         table_rows = [r[:-1] for r in table_rows]

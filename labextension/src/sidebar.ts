@@ -27,8 +27,13 @@ export const SESSIONS_PANEL_ID = 'agent-magic-sessions';
 
 const POLL_MS = 10_000;
 
+/** "1 turn", "2 turns". */
+export function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
 function describe(info: ISessionInfo): string {
-  const parts = [shortId(info.session_id), `${info.num_turns} turn${info.num_turns === 1 ? '' : 's'}`];
+  const parts = [shortId(info.session_id), plural(info.num_turns, 'turn')];
   if (info.cost_known && info.total_cost_usd !== null) {
     parts.push(`$${info.total_cost_usd.toFixed(4)}`);
   } else {
@@ -212,9 +217,20 @@ export class SessionsPanel extends Widget {
         onClick: () => void this.guard(fn)
       });
     const row = h('div', { className: 'jp-AgentMagic-row' }, [
-      h('div', { className: 'jp-AgentMagic-title', text: info.title || info.summary, title: info.first_prompt ?? '' }, current
-        ? [h('span', { className: 'jp-AgentMagic-current', text: 'current', title: 'The next %%agent cell continues this session' })]
-        : []),
+      // The name shrinks with an ellipsis; the "current" pill beside it keeps its size.
+      h('div', { className: 'jp-AgentMagic-titleRow' }, [
+        h('span', {
+          className: 'jp-AgentMagic-title',
+          // The summary: the title, an untitled fork's "fork of … at turn N", else the first prompt.
+          text: info.summary,
+          title: [info.summary, info.first_prompt && info.first_prompt !== info.summary ? `First prompt: ${info.first_prompt}` : '']
+            .filter(Boolean)
+            .join('\n')
+        }),
+        current
+          ? h('span', { className: 'jp-AgentMagic-current', text: 'current', title: 'The next %%agent cell continues this session' })
+          : null
+      ]),
       h('div', { className: 'jp-AgentMagic-meta', text: describe(info), title: info.session_id }),
       h('div', { className: 'jp-AgentMagic-actions' }, [
         current ? null : action('resume', 'Resume', 'Continue this session in the next %%agent cell', () => this.resume(sid)),
@@ -256,7 +272,7 @@ export class SessionsPanel extends Widget {
       list.append(h('li', { className: 'jp-AgentMagic-sessions-empty', text: 'No checkpoints (checkpointing was off)' }));
     }
     for (const cp of cps) {
-      const changed = cp.cells.length ? `${cp.cells.length} cell(s)` : `${cp.files.length} file(s)`;
+      const changed = cp.cells.length ? plural(cp.cells.length, 'cell') : plural(cp.files.length, 'file');
       list.append(
         h('li', { className: 'jp-AgentMagic-checkpoint', dataset: { checkpointId: cp.checkpoint_id } }, [
           h('div', { className: 'jp-AgentMagic-title', text: `Turn ${cp.turn}: ${cp.prompt}`, title: cp.prompt }),
@@ -326,7 +342,7 @@ export class SessionsPanel extends Widget {
   private async remove(info: ISessionInfo): Promise<void> {
     const answer = await showDialog({
       title: `Delete session ${shortId(info.session_id)}?`,
-      body: `“${info.title || info.summary}”, ${info.num_turns} turn(s). Its transcript and checkpoints are deleted; files and cells stay as they are.`,
+      body: `“${info.summary}”, ${plural(info.num_turns, 'turn')}. Its transcript and checkpoints are deleted; files and cells stay as they are.`,
       buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Delete' })]
     });
     if (answer.button.accept) {

@@ -212,7 +212,7 @@ def resume(bar: SessionBar, magics: Any, session_id: str) -> None:
     home = home_of(magics)
     info = _api.get_session_info(session_id, home=home)
     _api.set_current_session(magics.current_scope(), info.session_id, home=home)
-    name = _short(info.title or info.first_prompt or info.summary or "", 40)
+    name = _short(info.summary or "", 60)
     with bar.hold_sync():
         bar.notice = (
             f"Resumed {info.session_id[:8]}" + (f" ({name})" if name else "")

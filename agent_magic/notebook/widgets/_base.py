@@ -160,7 +160,8 @@ def session_row(info: Any, current: str | None = None) -> dict[str, Any]:
     """A session as the widgets' front end shows it."""
     return {
         "id": info.session_id,
-        "title": info.title or info.first_prompt or info.summary or "",
+        # The title, a fork's "fork of … at turn N", else the first prompt: sessions tell apart.
+        "title": info.summary or "",
         "titled": bool(info.title),
         "last_active": info.last_modified,
         "created": info.created_at,

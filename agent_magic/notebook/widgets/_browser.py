@@ -77,7 +77,7 @@ def resume(w: SessionBrowser, magics: Any, session_id: str) -> None:
     info = _api.get_session_info(session_id, home=home)
     _api.set_current_session(magics.current_scope(), info.session_id, home=home)
     reload(w, magics)
-    name = _short(info.title or info.first_prompt or info.summary or "", 40)
+    name = _short(info.summary or "", 60)
     w.notice = f"Resumed {info.session_id[:8]}" + (f" ({name})" if name else "") + ": the next %%agent cell continues it."
     _announce(magics, info.session_id)
     w.refresh_display()

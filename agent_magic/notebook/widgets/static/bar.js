@@ -42,7 +42,7 @@ function render({ model, el }) {
           { class: "am-menu-meta" },
           h("code", {}, r.id.slice(0, 8)),
           ` · ${fmtDate(r.last_active)} · ${plural(r.turns, "turn")} · ${fmtCost(r.cost)}`,
-          r.parent ? ` · fork of ${r.parent.slice(0, 8)}` : "",
+          r.parent && r.titled ? ` · fork of ${r.parent.slice(0, 8)}` : "",
           isCur ? h("span", { class: "am-chip am-chip-current" }, "current") : ""
         )
       );

@@ -2,7 +2,7 @@
 // parents, and Resume / Fork on every row.
 
 const COLUMNS = [
-  { key: "title", label: "Title / first prompt", desc: false },
+  { key: "title", label: "Session", desc: false },
   { key: "last_active", label: "Last active", desc: true },
   { key: "turns", label: "Turns", desc: true, num: true },
   { key: "cost", label: "Cost", desc: true, num: true },
@@ -71,7 +71,7 @@ function render({ model, el }) {
   function renderHead() {
     const key = model.get("sort_key");
     const desc = model.get("sort_desc");
-    const cells = [h("th", { class: "am-col-id" }, "Session")];
+    const cells = [h("th", { class: "am-col-id" }, "Id")];
     for (const c of COLUMNS) {
       const active = c.key === key;
       const th = h(
@@ -110,7 +110,8 @@ function render({ model, el }) {
         depth ? h("span", { class: "am-branch" }, icon("branch"), " ") : "",
         h("span", { class: r.titled ? "am-titled" : "" }, shorten(r.title || "(no prompt yet)", 70)),
         isCur ? h("span", { class: "am-chip am-chip-current" }, "current") : "",
-        !depth && r.parent ? h("span", { class: "am-muted" }, ` fork of ${r.parent.slice(0, 8)}`) : "",
+        // An untitled fork's name already says what it forked; a titled one says it here.
+        !depth && r.parent && r.titled ? h("span", { class: "am-muted" }, ` fork of ${r.parent.slice(0, 8)}`) : "",
         !scope && r.scope ? h("div", { class: "am-muted am-scope" }, shorten(r.scope, 80)) : ""
       );
       tbody.append(

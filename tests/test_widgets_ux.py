@@ -1,0 +1,257 @@
+"""What a first hour with the widgets showed (issue 14, section 4), checked without a browser.
+
+Sessions are made by real turns against the fake Messages API (``%%agent``
+cells in an in-process shell); widgets get the messages anywidget's
+``model.send`` and ``model.save_changes`` would deliver. What only a browser
+can show (layout, icons, the status bar) is in tests/browser/test_ux_browser.py.
+"""
+
+# nbformat and IPython's run_cell are untyped.
+# mypy: disable-error-code="no-untyped-call"
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config
+
+import agent_magic as am
+from agent_magic._permissions import PermissionResultDeny
+from agent_magic._sessions import SessionStore
+from agent_magic.notebook import state, widgets
+from agent_magic.notebook._views import sessions_table
+from agent_magic.notebook.widgets import CheckpointSlider, SessionBar
+from agent_magic.testing import FakeAnthropicServer, text, tool_use
+
+# -- the front end's messages (as tests/test_widgets.py sends them) ------------------
+
+
+def click(w: Any, content: dict[str, Any]) -> None:
+    """What ``model.send(content)`` in the widget's ES module delivers to the kernel."""
+    w._handle_msg({"content": {"data": {"method": "custom", "content": content}}, "buffers": []})
+
+
+def front_end_sets(w: Any, **state_: Any) -> None:
+    """What ``model.set(...); model.save_changes()`` delivers."""
+    w._handle_msg({"content": {"data": {"method": "update", "state": state_}}, "buffers": []})
+
+
+@pytest.fixture
+def ip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, home: Path, workspace: Path, fake_api: FakeAnthropicServer) -> Iterator[InteractiveShell]:
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    monkeypatch.setenv("JPY_SESSION_NAME", str(workspace / "analysis.ipynb"))
+    monkeypatch.chdir(workspace)
+    cfg = Config()
+    cfg.HistoryManager.hist_file = ":memory:"
+    shell = InteractiveShell.instance(config=cfg)
+    shell.run_line_magic("load_ext", "agent_magic")
+    yield shell
+    if state(shell) is not None:
+        shell.run_line_magic("unload_ext", "agent_magic")
+    InteractiveShell.clear_instance()
+
+
+@pytest.fixture
+def magics(ip: InteractiveShell) -> Any:
+    st = state(ip)
+    assert st is not None
+    return st["magics"]
+
+
+@pytest.fixture
+def scope(workspace: Path) -> str:
+    return str(workspace / "analysis.ipynb")
+
+
+def agent(ip: InteractiveShell, body: str, line: str = "") -> None:
+    r = ip.run_cell(f"%%agent {line}\n{body}")
+    assert r.error_in_exec is None and r.error_before_exec is None, r.error_in_exec or r.error_before_exec
+
+
+def bar_after(ip: InteractiveShell, magics: Any, body: str, line: str = "") -> SessionBar:
+    """Run a real turn, then build its bar the way ``%%agent`` does in a kernel."""
+    agent(ip, body, line)
+    bar = widgets.turn_controls(magics)
+    assert magics.last_view is not None
+    return widgets.session_bar(magics, magics.last_result, magics.last_view.provenance, bar)
+
+
+# -- 1. sessions tell apart at a glance ------------------------------------------------
+
+
+def test_forks_say_what_they_forked_and_where(ip: InteractiveShell, magics: Any, fake_api: FakeAnthropicServer, scope: str) -> None:
+    fake_api.add(text("1"), text("2"), text("3"), text("fresh"))
+    first = bar_after(ip, magics, "Load sales.csv, fix the date column and plot monthly totals")
+    second = bar_after(ip, magics, "now by region")
+    original = first.session_id
+
+    click(first, {"type": "fork"})  # fork at turn 1
+    at_one = am.current_session(scope)
+    click(second, {"type": "fork"})  # fork at turn 2
+    at_two = am.current_session(scope)
+    assert first.error == "" and second.error == ""
+    agent(ip, "plot it as bars instead")  # continues the fork at turn 2
+    bar_after(ip, magics, "Something else entirely", "--new")
+
+    click(second, {"type": "refresh"})  # what the Resume picker shows
+    titles = {r["id"]: r["title"] for r in second.sessions}
+    assert titles[original] == "Load sales.csv, fix the date column and plot monthly totals"
+    assert titles[at_one] == "fork of “Load sales.csv, fix the date column…” at turn 1"
+    assert titles[at_two] == "fork of “Load sales.csv, fix the date column…” at turn 2"
+    new = next(sid for sid in titles if sid not in (original, at_one, at_two))
+    assert titles[new] == "Something else entirely"  # a new session: its own first prompt
+    assert len(set(titles.values())) == 4
+
+    # the same names in %agent sessions (table and browser) and in the sidebar's API (SessionInfo.summary)
+    infos = am.list_sessions(scope=scope)
+    table = repr(sessions_table(infos, current=None, scope=scope))
+    assert "fork of “Load sales.csv, fix the date column…” at turn 2" in table
+    browser = widgets.session_browser(infos, current=None, scope=scope, magics=magics)
+    assert browser is not None
+    assert {r["id"]: r["title"] for r in browser.rows} == titles
+    assert am.get_session_info(at_two).summary == titles[at_two]
+
+    # a title given by the person wins over the fork's name
+    am.rename_session(at_two, "bars")
+    click(second, {"type": "refresh"})
+    assert {r["id"]: r["title"] for r in second.sessions}[at_two] == "bars"
+
+    # resuming names the session by the same name, with a proper plural
+    click(first, {"type": "resume", "session_id": at_one})
+    assert first.notice == f"Resumed {at_one[:8]} (fork of “Load sales.csv, fix the date column…” at turn 1), 1 turn: the next %%agent cell continues it."
+
+
+def test_a_rewound_conversation_is_named_as_a_fork(ip: InteractiveShell, magics: Any, fake_api: FakeAnthropicServer, workspace: Path, scope: str) -> None:
+    fake_api.add(tool_use("Write", {"file_path": str(workspace / "a.txt"), "content": "a\n"}), text("wrote"), text("two"))
+    agent(ip, "write a.txt", "--permission-mode acceptEdits")
+    agent(ip, "second turn")
+    sid = am.current_session(scope)
+    assert sid is not None
+    w = widgets.checkpoint_slider(magics, sid, am.list_checkpoints(sid))
+    assert isinstance(w, CheckpointSlider)
+    click(w, {"type": "select", "position": 0})
+    front_end_sets(w, conversation=True)
+    click(w, {"type": "rewind"})
+    click(w, {"type": "confirm"})
+    forked = w.result["new_session_id"]
+    assert am.get_session_info(forked).summary == "fork of “write a.txt” before its first turn"
+
+
+def test_an_older_index_gains_fork_names_and_keeps_current_sessions(
+    ip: InteractiveShell, magics: Any, fake_api: FakeAnthropicServer, home: Path, scope: str
+) -> None:
+    fake_api.add(text("1"))
+    bar = bar_after(ip, magics, "original prompt")
+    click(bar, {"type": "fork"})
+    fork = am.current_session(scope)
+    SessionStore.forget_instances()
+    conn = sqlite3.connect(home / "index.sqlite3", isolation_level=None)
+    conn.execute("ALTER TABLE sessions DROP COLUMN label")  # as version 2 made it
+    conn.execute("PRAGMA user_version=2")
+    conn.close()
+    assert am.get_session_info(fork).summary == "fork of “original prompt” at turn 1"  # type: ignore[arg-type]
+    assert am.current_session(scope) == fork  # migrated in place: the notebook's pointer is kept
+
+
+# -- 6. an interruption is said once; expired prompts collapse -------------------------
+
+
+def test_stop_is_said_once(ip: InteractiveShell, magics: Any, fake_api: FakeAnthropicServer) -> None:
+    fake_api.add(text("slow " * 300, chunk_size=4, delay=0.02))
+    bar = widgets.turn_controls(magics)
+
+    def stop_when_running() -> None:
+        for _ in range(500):
+            if magics.runner.active is not None:
+                click(bar, {"type": "stop"})  # what the bar's Stop button sends
+                return
+            threading.Event().wait(0.02)
+
+    clicker = threading.Thread(target=stop_when_running)
+    clicker.start()
+    r = ip.run_cell("%%agent\ntake your time")
+    clicker.join()
+    err = r.error_in_exec
+    assert err is not None and type(err).__name__ == "AgentTurnError"
+    widgets.session_bar(magics, magics.last_result, magics.last_view.provenance, bar)
+
+    said = [err._render_traceback_()[0], magics.last_view.markdown(), bar.status]
+    explained = [s for s in said if "session is intact" in s]
+    assert explained == [said[0]]  # the cell's line explains, once
+    assert "AgentTurnError" not in said[0] and said[0].startswith("Interrupted")
+    assert "Interrupted" not in said[1]  # the answer keeps what streamed, without a note
+    assert bar.outcome == "interrupted" and bar.status == "Stopped"
+
+
+def test_an_expired_approval_collapses(magics: Any, workspace: Path) -> None:
+    replies: list[Any] = []
+    payload = {"tool_name": "Bash", "tool_input": {"command": "make"}, "context": None}
+    w = widgets.approval(magics, payload, replies.append, timeout=30)
+    click(w, {"type": "rendered"})
+    magics._expire_prompts()  # the turn ended before a decision
+    assert w.expired and w.decision == "expired"
+    assert len(replies) == 1 and isinstance(replies[0], PermissionResultDeny)
+    data, _ = w._repr_mimebundle_()
+    assert data["text/plain"] == "agent-magic approval expired (the turn ended before a decision): Allow Bash?"
+    click(w, {"type": "decision", "decision": "approve"})  # a late click does nothing
+    assert w.decision == "expired" and len(replies) == 1
+    decided = widgets.approval(magics, payload, replies.append, timeout=30)
+    click(decided, {"type": "decision", "decision": "approve"})
+    magics._expire_prompts()
+    assert not decided.expired and decided.decision == "approve"
+
+
+# -- 7. wording -------------------------------------------------------------------------
+
+
+def test_rewind_summaries_use_proper_plurals(ip: InteractiveShell, magics: Any, fake_api: FakeAnthropicServer, workspace: Path, scope: str) -> None:
+    fake_api.add(tool_use("Write", {"file_path": str(workspace / "a.txt"), "content": "a\n"}), text("wrote"))
+    agent(ip, "write a.txt", "--permission-mode acceptEdits")
+    sid = am.current_session(scope)
+    assert sid is not None
+    w = widgets.checkpoint_slider(magics, sid, am.list_checkpoints(sid))
+    assert isinstance(w, CheckpointSlider)
+    click(w, {"type": "select", "position": 0})
+    assert w.preview["summary"] == "Would change 1 path."
+    click(w, {"type": "rewind"})
+    click(w, {"type": "confirm"})
+    assert w.result["summary"] == "Changed 1 path."
+    click(w, {"type": "select", "position": 0})
+    assert w.preview["summary"] == "Nothing to change."  # applied already: nothing left to do
+
+
+def test_insert_approvals_name_the_anchor(magics: Any, workspace: Path) -> None:
+    nb = str(workspace / "nb.ipynb")
+    cases = {
+        "insert": ({"notebook_path": nb, "cell_id": "df6cbb50", "edit_mode": "insert", "new_source": "x"}, "insert a cell after df6cbb50 in nb.ipynb:"),
+        "at start": ({"notebook_path": nb, "edit_mode": "insert", "new_source": "x"}, "insert a cell at the start in nb.ipynb:"),
+        "replace": ({"notebook_path": nb, "cell_id": "df6cbb50", "new_source": "x"}, "replace cell df6cbb50 in nb.ipynb:"),
+        "delete": ({"notebook_path": nb, "cell_id": "df6cbb50", "edit_mode": "delete", "new_source": ""}, "delete cell df6cbb50 in nb.ipynb:"),
+    }
+    for tool_input, first_line in cases.values():
+        w = widgets.approval(magics, {"tool_name": "NotebookEdit", "tool_input": tool_input, "context": None}, lambda _r: None, timeout=30)
+        assert w.preview.splitlines()[0] == first_line
+
+
+def test_unknown_checkpoint_points_to_the_magic(ip: InteractiveShell, fake_api: FakeAnthropicServer) -> None:
+    fake_api.add(text("1"))
+    agent(ip, "one")
+    for line in ("rewind zzzz1234", "fork --at zzzz1234"):
+        err = ip.run_cell(f"%agent {line}").error_in_exec
+        assert err is not None and type(err).__name__ == "UsageError"
+        assert "`%agent checkpoints`" in str(err) and "agent-magic checkpoints" not in str(err)
+
+
+def test_resume_says_turns_properly(ip: InteractiveShell, fake_api: FakeAnthropicServer, scope: str, capsys: pytest.CaptureFixture[str]) -> None:
+    fake_api.add(text("1"))
+    agent(ip, "one")
+    sid = am.current_session(scope)
+    assert sid is not None
+    capsys.readouterr()
+    ip.run_line_magic("agent", f"resume {sid[:8]}")
+    assert "(1 turn)" in capsys.readouterr().out
