@@ -185,4 +185,12 @@ def test_same_scenario_on_every_provider(server: tuple[str, Any], home: Path, wo
     assert not report.exists() and not (workspace / "fork.txt").exists()
     assert nb_path.read_bytes() == nb_before
     assert sorted(p.name for p in workspace.iterdir()) == ["sales.ipynb"]
-    assert provider in ("anthropic", "openai", "claude-code")
+    # Every model request went to this provider's API, sent by its client.
+    wire = {
+        "anthropic": ("/v1/messages", "AsyncAnthropic/Python"),
+        "openai": ("/v1/chat/completions", "AsyncOpenAI/Python"),
+        "claude-code": ("/v1/messages", "claude-cli/"),
+    }[provider]
+    sent = api.message_requests
+    assert sent and all(r.path.split("?")[0] == wire[0] for r in sent), {r.path for r in sent}
+    assert all(r.headers.get("user-agent", "").startswith(wire[1]) for r in sent), {r.headers.get("user-agent") for r in sent}

@@ -87,9 +87,28 @@ def test_output_and_exit_code(ctx: ToolContext) -> None:
     res = bash(ctx, command="echo out; echo err >&2; exit 3", description="print twice")
     assert res.content == "out\nerr\nExit code: 3"
     assert res.data["exit_code"] == 3 and res.data["timed_out"] is False and not res.is_error
-    assert res.data["changed_files"] == ["changed.txt"]
     assert res.summary == "exit 3, 2 lines"
     assert events(ctx) == ["before", "after"]
+
+
+def test_changed_files_are_what_the_command_changed(tmp_path: Path) -> None:
+    # A real checkpoint log scans the workspace around the command: the result names exactly
+    # the files the command created, changed and deleted, and nothing it only read.
+    from agent_magic._checkpoints import CheckpointLog
+    from agent_magic._store import BlobStore, JsonlFile
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "kept.txt").write_text("same\n")
+    (ws / "edited.txt").write_text("v1\n")
+    (ws / "gone.txt").write_text("bye\n")
+    log = CheckpointLog(session_id="s", cwd=ws, records=JsonlFile(tmp_path / "checkpoints.jsonl"), blobs=BlobStore(tmp_path / "blobs"))
+    log.begin_turn("cp-1", 1, "change some files")
+    ctx = ToolContext(cwd=ws, session_id="s", env=subprocess_env(os.environ, {}, pass_secrets=False), recorder=log)
+    res = bash(ctx, command="cat kept.txt; echo v2 > edited.txt; rm gone.txt; mkdir -p new; echo x > new/made.txt")
+    assert res.content == "same\nExit code: 0" and not res.is_error
+    assert sorted(res.data["changed_files"]) == ["edited.txt", "gone.txt", "new/made.txt"]
+    assert sorted(log.end_turn()["files"]) == ["edited.txt", "gone.txt", "new/made.txt"]
 
 
 def test_runs_in_cwd_with_the_context_env(ctx: ToolContext, tmp_path: Path) -> None:

@@ -66,10 +66,13 @@ _FIELDS: dict[str, tuple[dict[str, tuple[type, ...]], dict[str, tuple[type, ...]
     "search_result": ({"content": _LIST, "source": _STR, "title": _STR}, {"cache_control": _DICT, "citations": _DICT}),
     "thinking": ({"thinking": _STR, "signature": _STR}, {}),
     "redacted_thinking": ({"data": _STR}, {}),
-    "tool_use": ({"id": _STR, "name": _STR, "input": _DICT}, {"cache_control": _DICT, "caller": _DICT, "toolset_name": _STR}),
+    "tool_use": (
+        {"id": _STR, "name": _STR, "input": _DICT},
+        {"cache_control": _DICT, "caller": (dict, _NONE), "toolset_name": (str, _NONE)},
+    ),
     "tool_result": (
         {"tool_use_id": _STR},
-        {"content": (str, list), "is_error": _BOOL, "cache_control": _DICT, "toolset_name": _STR},
+        {"content": (str, list), "is_error": _BOOL, "cache_control": _DICT, "toolset_name": (str, _NONE)},
     ),
 }
 #: Server-tool and other block types the API knows; only their ``type`` is checked here.
@@ -82,11 +85,21 @@ _OTHER_TYPES = (
     "text_editor_code_execution_tool_result",
     "tool_search_tool_result",
     "container_upload",
+    # beta
+    "advisor_tool_result",
+    "mcp_tool_use",
+    "mcp_tool_result",
+    "compaction",
+    "tool_addition",
+    "tool_removal",
+    "mcp_tool_listing",
+    "fallback",
 )
 _KNOWN_TYPES = tuple(_FIELDS) + _OTHER_TYPES
 _MODEL_ONLY = frozenset({"tool_use", "thinking", "redacted_thinking", "server_tool_use"})
 _CALLER_ONLY = frozenset({"tool_result"})
-_TOOL_RESULT_CONTENT = ("text", "image", "document", "search_result")
+_TOOL_RESULT_CONTENT = ("text", "image", "document", "search_result", "tool_reference")
+_SYSTEM_MESSAGE_CONTENT = ("text", "tool_addition", "tool_removal")
 _TYPE_NAMES = {str: "a valid string", dict: "a valid dictionary", list: "a valid list", bool: "a valid boolean"}
 
 #: Key for the fake server's thinking signatures (not a secret: they only need to change with the text).
@@ -144,9 +157,15 @@ def _check(body: dict[str, Any]) -> None:
     for i, m in enumerate(messages):
         _check_message_shape(i, m, final=i == len(messages) - 1)
     turns = _turns(messages)
+    if not turns:
+        raise _Refused("messages: at least one user message is required")
     if turns[0].role != "user":
         raise _Refused('messages: first message must use the "user" role')
-    thinking_on = _thinking_enabled(body.get("thinking"))
+    thinking = body.get("thinking")
+    thinking_type = thinking.get("type") if isinstance(thinking, dict) else None
+    thinking_on = thinking_type in ("enabled", "adaptive")
+    # Only "enabled" makes every answer think; with "adaptive" the model may answer without.
+    thinking_always = thinking_type == "enabled"
     for n, turn in enumerate(turns):
         for i, j, block in turn.blocks:
             _check_block_role(turn.role, i, j, block)
@@ -160,7 +179,7 @@ def _check(body: dict[str, Any]) -> None:
     last = turns[-1]
     if last.role == "assistant":
         _check_prefill(last, thinking_on)
-    elif thinking_on and any(b.get("type") == "tool_result" for _, _, b in last.blocks) and len(turns) > 1:
+    elif thinking_always and any(b.get("type") == "tool_result" for _, _, b in last.blocks) and len(turns) > 1:
         _check_thinking_leads(turns[-2])
 
 
@@ -217,14 +236,18 @@ def _check_message_shape(i: int, m: Any, *, final: bool) -> None:
     where = f"messages.{i}"
     if not isinstance(m, dict):
         raise _Refused(f"{where}: Input should be a valid dictionary")
-    for name in ("role", "content"):
-        if name not in m:
-            raise _Refused(f"{where}.{name}: Field required")
+    if "role" not in m:
+        raise _Refused(f"{where}.role: Field required")
+    if m["role"] == "system":
+        _check_system_message(where, m)
+        return
+    if m["role"] not in ("user", "assistant"):
+        raise _Refused(f"{where}.role: Input should be 'user', 'assistant' or 'system'")
+    if "content" not in m:
+        raise _Refused(f"{where}.content: Field required")
     extra = sorted(set(m) - {"role", "content"})
     if extra:
         raise _Refused(f"{where}.{extra[0]}: Extra inputs are not permitted")
-    if m["role"] not in ("user", "assistant"):
-        raise _Refused(f"{where}.role: Input should be 'user' or 'assistant'")
     content = m["content"]
     final_assistant = final and m["role"] == "assistant"
     if isinstance(content, str):
@@ -239,6 +262,29 @@ def _check_message_shape(i: int, m: Any, *, final: bool) -> None:
         raise _Refused(f"{where}: all messages must have non-empty content except for the optional final assistant message")
     for j, b in enumerate(content):
         _check_block(f"{where}.content.{j}", b)
+
+
+def _check_system_message(where: str, m: dict[str, Any]) -> None:
+    """A ``role: "system"`` message among the messages: text (or tool changes) for the model, no turn of its own."""
+    extra = sorted(set(m) - {"role", "content", "output_config", "clear_at"})
+    if extra:
+        raise _Refused(f"{where}.{extra[0]}: Extra inputs are not permitted")
+    if m.get("clear_at") not in (None, "next_user_message", "never"):
+        raise _Refused(f"{where}.clear_at: Input should be 'next_user_message' or 'never'")
+    if "output_config" in m and not isinstance(m["output_config"], (dict, type(None))):
+        raise _Refused(f"{where}.output_config: Input should be a valid dictionary")
+    content = m.get("content")
+    if content is None:
+        if not m.get("output_config"):
+            raise _Refused(f"{where}: a system message needs content or output_config")
+        return
+    if isinstance(content, str):
+        _check_text(where, content)
+        return
+    if not isinstance(content, list):
+        raise _Refused(f"{where}.content: Input should be a valid string or a valid list")
+    for j, b in enumerate(content):
+        _check_block(f"{where}.content.{j}", b, _SYSTEM_MESSAGE_CONTENT)
 
 
 def _check_block(where: str, b: Any, allowed: tuple[str, ...] = _KNOWN_TYPES) -> None:
@@ -308,8 +354,11 @@ class _Turn:
 
 
 def _turns(messages: list[dict[str, Any]]) -> list[_Turn]:
+    """The user and assistant turns; system messages stand beside them, in no turn."""
     turns: list[_Turn] = []
     for i, m in enumerate(messages):
+        if m["role"] == "system":
+            continue
         if not turns or turns[-1].role != m["role"]:
             turns.append(_Turn(m["role"]))
             turns[-1].first = i
@@ -381,10 +430,6 @@ def _check_tool_results(turn: _Turn, previous: _Turn | None) -> None:
 
 
 # -- thinking -----------------------------------------------------------------------
-
-
-def _thinking_enabled(thinking: Any) -> bool:
-    return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
 
 
 def _check_signature(i: int, j: int, block: dict[str, Any]) -> None:
