@@ -35,7 +35,8 @@ def every_output_cells() -> list[nbformat.NotebookNode]:
         "for m in months:\n    print(m)\nimport sys; print('warn\\nagain', file=sys.stderr)",
         id="streams",
         execution_count=3,
-        metadata={"tags": ["data"], "collapsed": False},
+        # (no legacy "collapsed": JupyterLab adds jupyter.outputs_hidden beside it on every save)
+        metadata={"tags": ["data"], "scrolled": True},
         outputs=[
             v4.new_output("stream", name="stdout", text="2024-01   2,030.50\n2024-02   1,401.00\n2024-03   2,620.40\n"),
             v4.new_output("stream", name="stderr", text="warn\nagain\n"),

@@ -358,6 +358,16 @@ def test_replace_markdown_keeps_attachments_and_raw_stays_raw(
     assert_untouched(before, after, [(1, 1), (2, 2), (3, 3)])
 
 
+def test_replace_markdown_drops_the_attachments_its_source_no_longer_names(ctx: ToolContext, nb_path: Path) -> None:
+    # JupyterLab drops them when it saves the cell; the file must end the same with or without it.
+    before = load(nb_path)
+    read(ctx, nb_path)
+    edit(ctx, nb_path, cell_id="intro", new_source="# New title, no picture")
+    after = load(nb_path)
+    assert before.cells[0].attachments and after.cells[0].attachments == {}
+    assert_untouched(before, after, [(1, 1), (2, 2), (3, 3), (4, 4)])
+
+
 def test_insert_after_a_cell_and_at_the_start(ctx: ToolContext, nb_path: Path) -> None:
     before = load(nb_path)
     read(ctx, nb_path)

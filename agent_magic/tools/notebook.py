@@ -214,6 +214,11 @@ def _replaced_cell(old: Mapping[str, Any], source: str, cell_type: str | None) -
     else:
         new.pop("outputs", None)
         new.pop("execution_count", None)
+        attachments = new.get("attachments")
+        if new_type == "markdown" and isinstance(attachments, dict):
+            # As JupyterLab does when it saves a markdown cell: attachments its source no
+            # longer names are dropped, so the file on disk and the open notebook agree.
+            new["attachments"] = {k: v for k, v in attachments.items() if k in source}
     if not isinstance(new.get("metadata"), dict):
         new["metadata"] = _nbf.NotebookNode()
     return new

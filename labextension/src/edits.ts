@@ -34,6 +34,13 @@ function replaceMetadata(cell: ISharedCell, metadata: PartialJSONObject): void {
 
 /** Update `target` in place to be `cell` (same cell type; `cell` in the model's form). */
 function overwrite(target: ISharedCell, cell: nbformat.ICell): void {
+  if (cell.cell_type !== 'code') {
+    // Attachments before the source that refers to them, or the page fetches `attachment:…`.
+    const withAttachments = target as ISharedCell & {
+      setAttachments?(a: nbformat.IAttachments | undefined): void;
+    };
+    withAttachments.setAttachments?.((cell as nbformat.IMarkdownCell).attachments ?? undefined);
+  }
   target.setSource(cell.source as string);
   replaceMetadata(target, (cell.metadata ?? {}) as PartialJSONObject);
   if (cell.cell_type === 'code') {
@@ -44,13 +51,6 @@ function overwrite(target: ISharedCell, cell: nbformat.ICell): void {
     const c = cell as nbformat.ICodeCell;
     code.setOutputs(c.outputs ?? []);
     code.execution_count = c.execution_count ?? null;
-  } else {
-    const withAttachments = target as ISharedCell & {
-      setAttachments?(a: nbformat.IAttachments | undefined): void;
-    };
-    withAttachments.setAttachments?.(
-      (cell as nbformat.IMarkdownCell).attachments ?? undefined
-    );
   }
 }
 
