@@ -178,8 +178,15 @@ def test_two_kernels_and_the_cli_on_one_notebook(
             assert not (workspace / "a.txt").exists()
     else:
         assert "rewind" not in kinds
-    # The second turn to get the lock saw the first one's messages.
+    # The second turn to get the lock saw the first one's messages: its first request to the
+    # model carries the other turn's prompt and finished answer.
     info = am.get_session_info(sid)
     assert info.num_turns == 3
+    order = [e["message"]["content"] for e in entries if e.get("is_prompt")]
+    assert order[0] == "start" and sorted(order[1:]) == ["slow one", "slow two"], order
+    earlier, later = order[1], order[2]
+    first_of_later = next(r for r in fake_api.message_requests if r.last_prompt == later)
+    sent = json.dumps((first_of_later.body or {})["messages"])
+    assert earlier in sent and f"{earlier.capitalize()} finished." in sent, sent[-400:]
     print(f"\nkernels+cli: 2 kernels, 3 turns, {listings} listings while writing, rewind exit {cli.returncode}, "
           f"{time.monotonic() - t0:.1f}s")

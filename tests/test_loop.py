@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from pathlib import Path
 
@@ -140,11 +141,20 @@ def test_api_failures_end_the_turn_cleanly(
     assert texts == ["hello", "try again"]
 
 
-def test_429_is_retried_with_backoff(fake_api: FakeAnthropicServer, home: Path, workspace: Path) -> None:
-    fake_api.add(error(429, "rate_limit_error", "slow down"), text("made it"))
-    res = result_of(run_query("hi", cwd=workspace))
+def test_429_is_retried_with_backoff(
+    fake_api: FakeAnthropicServer, home: Path, workspace: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The server asks for a 250 ms wait: the client schedules its retry after exactly that
+    # (its log says so), and the retry says it is one.
+    fake_api.add(error(429, "rate_limit_error", "slow down", headers={"retry-after-ms": "250"}), text("made it"))
+    with caplog.at_level(logging.INFO, logger="anthropic._base_client"):
+        res = result_of(run_query("hi", cwd=workspace))
     assert res.subtype == "success" and res.result == "made it"
-    assert len(fake_api.message_requests) == 2
+    first, retry = fake_api.message_requests
+    assert first.reply_kind == "error" and retry.body == first.body
+    assert [r.headers.get("x-stainless-retry-count") for r in (first, retry)] == ["0", "1"]
+    waits = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Retrying request")]
+    assert len(waits) == 1 and waits[0].endswith(" in 0.250000 seconds"), waits
 
 
 def test_connection_refused(home: Path, workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:

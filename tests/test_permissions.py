@@ -147,10 +147,25 @@ def test_add_dirs_extend_the_workspace(fake_api: FakeAnthropicServer, home: Path
 def test_read_outside_workspace_asks(fake_api: FakeAnthropicServer, home: Path, workspace: Path, tmp_path: Path) -> None:
     secret = tmp_path / "secret.txt"
     secret.write_text("classified")
-    fake_api.add(tool_use("Read", {"file_path": str(secret)}), text("ok"))
-    result_of(run_query("go", cwd=workspace))
-    res = tool_result(fake_api)
-    assert res["is_error"] and "classified" not in res["content"]
+    asked: list[tuple[str, dict[str, Any]]] = []
+
+    async def decide(name: str, inp: dict[str, Any], ctx: ToolPermissionContext) -> Any:
+        asked.append((name, inp))
+        return PermissionResultDeny(message="Not that file.") if len(asked) == 1 else PermissionResultAllow()
+
+    read = tool_use("Read", {"file_path": str(secret)})
+    fake_api.add(read, tool_use("Read", {"file_path": str(secret)}), text("ok"))
+    result_of(run_query("go", cwd=workspace, can_use_tool=decide))
+    # Both reads were put to the person (not decided by a rule), and their answers obeyed.
+    assert asked == [("Read", {"file_path": str(secret)})] * 2
+    refused, allowed = tool_result(fake_api, 1), tool_result(fake_api, 2)
+    assert refused["is_error"] and "Not that file." in refused["content"] and "classified" not in refused["content"]
+    assert not allowed.get("is_error") and "classified" in allowed["content"]
+    # Inside the workspace nobody is asked.
+    (workspace / "mine.txt").write_text("mine")
+    fake_api.add(tool_use("Read", {"file_path": str(workspace / "mine.txt")}), text("ok"))
+    result_of(run_query("again", cwd=workspace, can_use_tool=decide))
+    assert len(asked) == 2 and "mine" in tool_result(fake_api, 4)["content"]
 
 
 # -- the can_use_tool callback --------------------------------------------------------
@@ -314,7 +329,7 @@ def test_interrupt_during_30s_bash(fake_api: FakeAnthropicServer, home: Path, wo
             return elapsed, result, client.session_id
 
     elapsed, result, sid = anyio.run(go)
-    assert elapsed < 2.0
+    assert elapsed < 10.0  # generous: the command alone runs for 30 s
     assert result.subtype == "interrupted" and result.is_error
     # no sleep left behind, transcript consistent, resumable at once
     assert _live_processes(["sleep", "30.123"]) == []
@@ -327,7 +342,10 @@ def test_interrupt_during_30s_bash(fake_api: FakeAnthropicServer, home: Path, wo
 
 
 def test_interrupt_mid_stream_keeps_partial_text(fake_api: FakeAnthropicServer, home: Path, workspace: Path) -> None:
-    fake_api.add(text("partial " * 200, chunk_size=5, delay=0.01))
+    # The whole answer would stream for about 30 s: the interrupt's bound is generous and still
+    # far from what waiting for the end would take.
+    full = "partial " * 2000
+    fake_api.add(text(full, chunk_size=5, delay=0.01))
 
     async def go() -> tuple[float, ResultMessage, str]:
         async with AgentClient(AgentOptions(cwd=workspace, include_partial_messages=True)) as client:
@@ -346,8 +364,9 @@ def test_interrupt_mid_stream_keeps_partial_text(fake_api: FakeAnthropicServer, 
             return time.monotonic() - t0, result, client.session_id
 
     elapsed, result, sid = anyio.run(go)
-    assert elapsed < 1.0 and result.subtype == "interrupted"
+    assert elapsed < 10.0 and result.subtype == "interrupted"
     import agent_magic as am
 
     msgs = am.get_session_messages(sid)
-    assert msgs[-1].type == "assistant" and msgs[-1].message["content"][0]["text"].startswith("partial")
+    kept = msgs[-1].message["content"][0]["text"]
+    assert msgs[-1].type == "assistant" and kept.startswith("partial") and len(kept) < len(full.strip())

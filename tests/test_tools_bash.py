@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -161,7 +162,7 @@ def test_timeout_kills_the_process_group(ctx: ToolContext, tmp_path: Path) -> No
         ctx, command=f"echo started; echo $$ > {pidfile}; sleep 30 & sleep 30; wait", timeout=500
     )
     elapsed = time.monotonic() - start
-    assert elapsed < 2.5, elapsed
+    assert elapsed < 10, elapsed  # generous: without the kill the command runs for 30 s
     assert res.is_error and res.data["timed_out"] is True
     assert "started" in str(res.content) and "timed out after 0.5 s" in str(res.content)
     pgid = int(pidfile.read_text())
@@ -193,7 +194,7 @@ def test_cancellation_kills_group_and_propagates(ctx: ToolContext, tmp_path: Pat
     anyio.run(main)
     elapsed = time.monotonic() - start
     assert outcome == {"cancelled": True}  # no result: the cancellation propagated out of run()
-    assert elapsed < 2.0, elapsed
+    assert elapsed < 10, elapsed  # generous: without the kill the command runs for 30 s
     pgid = int(pidfile.read_text())
     assert live_members(pgid) == []
     assert wait_group_gone(pgid)
@@ -210,18 +211,25 @@ def test_cancellation_sigkills_what_ignores_sigterm(ctx: ToolContext, tmp_path: 
                 {"command": f"trap '' TERM; echo $$ > {pidfile}; sleep 30; sleep 30"}, ctx
             )
 
+    # An interrupt's bound, generous: the command alone would run for a minute.
     start = time.monotonic()
     anyio.run(main)
-    assert time.monotonic() - start < 1.5
+    assert time.monotonic() - start < 10
     pgid = int(pidfile.read_text())
     assert live_members(pgid) == []
 
 
 def test_background_child_holding_the_pipe_does_not_block(ctx: ToolContext, tmp_path: Path) -> None:
-    start = time.monotonic()
-    res = bash(ctx, command="sleep 3 & echo launched")
-    assert time.monotonic() - start < 2.5
-    assert res.content == "launched\nExit code: 0"
+    # The child holds the output pipe for five minutes; waiting for it would run into the
+    # command's 20 s timeout (no clock needed). bench/ measures how soon the result comes.
+    pidfile = tmp_path / "bg.pid"
+    try:
+        res = bash(ctx, command=f"sleep 300 & echo $! > {pidfile}; echo launched", timeout=20_000)
+        assert res.content == "launched\nExit code: 0"
+        assert res.data["timed_out"] is False and res.data["exit_code"] == 0
+    finally:
+        with contextlib.suppress(ValueError, OSError):
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
 
 
 def test_bad_input_is_a_tool_error_and_runs_nothing(ctx: ToolContext) -> None:
