@@ -159,7 +159,7 @@ def _check_common(run: Run) -> None:
                     assert b["text"].startswith("[scripted]"), b["text"]
                     # a closing answer quotes tool output: every block it shows came back from a tool
                     for quoted in re.findall(r"```\n(.*?)\n```", b["text"], re.S):
-                        assert any(quoted.strip("\n") in ex._text_of(r.get("content")) for r in results.values()), quoted
+                        assert any(quoted.strip("\n") in ex.content_text(r.get("content")) for r in results.values()), quoted
                 elif b["type"] == "tool_use":
                     _jsonschema.validate(b["input"], schemas[b["name"]])
                     assert not results[b["id"]].get("is_error"), results[b["id"]]
@@ -195,7 +195,7 @@ def _check_inserted(cell: Cell, *, cell_type: str, source: str, turn: dict[str, 
 
 
 def _prompts(messages: list[Any]) -> list[str]:
-    return [ex._text_of(m.message.get("content")) for m in messages if m.is_prompt]
+    return [ex.content_text(m.message.get("content")) for m in messages if m.is_prompt]
 
 
 # --------------------------------------------------------------------------- the notebooks as committed
@@ -214,12 +214,13 @@ def test_example_notebook_is_clean_and_valid(name: str) -> None:
         assert c["metadata"] == {}
         if c["cell_type"] == "code":
             assert c["outputs"] == [] and c["execution_count"] is None
-    # the scripted replies find the prompt cell by its phrase: it must be in that cell only
+    # the scripted replies anchor their cells at the first cell holding the prompt's phrase: the %%agent cell
     cells = _cells(EXAMPLES / name)
     for phrase, owner in PROMPTS.items():
         holders = [c["source"] for c in cells if phrase.lower() in c["source"].lower()]
         if owner == name:
-            assert len(holders) == 1 and holders[0].startswith("%%agent"), (phrase, holders)
+            assert holders and holders[0].startswith("%%agent"), (phrase, holders)
+            assert sum(h.startswith("%%agent") for h in holders) == 1, (phrase, holders)
         else:
             assert holders == [], (phrase, holders)
 
@@ -334,20 +335,21 @@ def test_fork_compare_models(tmp_path: Path) -> None:
     # ... and the model was sent the original's conversation only
     [keep] = [r for r in run.requests if r.last_prompt.startswith("Which model would you keep?")]
     sent = json.dumps(keep.body)
-    assert "quadratic, test RMSE" in sent and not any(w in sent for w in fork_work)
+    assert "polynomial (degree 2), test RMSE" in sent and not any(w in sent for w in fork_work)
     answer = run.text(a2)
-    assert "quadratic, test RMSE" in answer and "neighbours (k=15), test RMSE" not in answer
+    assert "polynomial (degree 2), test RMSE" in answer and "neighbours (k=15), test RMSE" not in answer
 
     # both sessions inserted their cell into the one notebook, each marked with its session
     end = run.disk[max(run.disk)]
     at_a = _position(end, orig[a1]["id"]) + 1
     at_b = _position(end, orig[b1]["id"]) + 1
-    _check_inserted(end[at_a], cell_type="code", source=ex.QUADRATIC_CELL, turn=ta1, existing=orig)
+    _check_inserted(end[at_a], cell_type="code", source=ex.POLY_CELL, turn=ta1, existing=orig)
     _check_inserted(end[at_b], cell_type="code", source=ex.KNN_CELL, turn=tb, existing=orig)
     assert [c for i, c in enumerate(end) if i not in (at_a, at_b)] == orig
     # and both scores are in the kernel to compare
-    scores = run.text(run.index('scores = {"linear baseline": baseline_rmse}'))
-    assert re.search(r"original session: quadratic_rmse\s+\d", scores) and re.search(r"fork: knn_rmse\s+\d", scores)
+    scores = run.text(run.index("pd.Series("))
+    assert re.search(r"polynomial \(original session\)\s+4\.\d\d", scores)
+    assert re.search(r"k-nearest neighbours \(fork\)\s+4\.\d\d", scores)
 
 
 # --------------------------------------------------------------------------- inspect_dataframe.ipynb
@@ -372,7 +374,7 @@ def test_inspect_dataframe(tmp_path: Path) -> None:
 
     # the tools looked at the kernel's df: their results are what the same calls give here
     messages = run.messages(turn["session_id"])
-    results = [ex._text_of(b.get("content")) for m in messages if isinstance(m.message.get("content"), list)
+    results = [ex.content_text(b.get("content")) for m in messages if isinstance(m.message.get("content"), list)
                for b in m.message["content"] if b.get("type") == "tool_result"]
     variables, missing, implausible = results
     assert describe_value("df", df, rows=3) in variables

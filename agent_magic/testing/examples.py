@@ -33,19 +33,29 @@ from ._server import FakeAnthropicServer, last_prompt
 
 __all__ = [
     "CLEAN_CELL",
+    "CLEAN_CHECK_CODE",
     "CLEAN_NOTE",
+    "IMPLAUSIBLE_CODE",
+    "INSPECT_RAW_CODE",
     "KNN_CELL",
+    "LOOK_AT_TRAIN_CODE",
+    "MISSING_CODE",
     "NOT_SCRIPTED",
+    "POLY_CELL",
     "PROMPT_CLEAN",
     "PROMPT_FORK",
     "PROMPT_INSPECT",
     "PROMPT_KEEP",
     "PROMPT_MODEL",
     "PROMPT_REVENUE",
-    "QUADRATIC_CELL",
     "REVENUE_CELL",
+    "ToolCall",
+    "cell_containing",
+    "content_text",
     "install_examples",
     "main",
+    "notebook_path",
+    "turn_calls",
 ]
 
 # --------------------------------------------------------------------------- what the prompts say
@@ -127,10 +137,10 @@ LOOK_AT_TRAIN_CODE = """print(train.describe().round(2).to_string())
 print()
 print(f"linear baseline, test RMSE: {baseline_rmse:.2f} kWh")"""
 
-QUADRATIC_CELL = """# Quadratic in temperature: energy use is high when it is cold (heating) and when it is hot (cooling)
+POLY_CELL = """# Degree 2 in temperature: energy use is high when it is cold (heating) and when it is hot (cooling)
 coef = np.polyfit(train["temp_c"], train["energy_kwh"], deg=2)
-quadratic_rmse = rmse(test["energy_kwh"], np.polyval(coef, test["temp_c"]))
-print(f"quadratic, test RMSE: {quadratic_rmse:.2f} kWh (linear baseline: {baseline_rmse:.2f} kWh)")"""
+poly_rmse = rmse(test["energy_kwh"], np.polyval(coef, test["temp_c"]))
+print(f"polynomial (degree 2), test RMSE: {poly_rmse:.2f} kWh (linear baseline: {baseline_rmse:.2f} kWh)")"""
 
 KNN_CELL = """# k-nearest neighbours: predict the mean energy use of the k training days closest in temperature
 def knn_predict(x_train, y_train, x, k=15):
@@ -166,7 +176,8 @@ class ToolCall:
     is_error: bool
 
 
-def _text_of(content: Any) -> str:
+def content_text(content: Any) -> str:
+    """The text of a message's or tool result's content (a string, or a list of blocks)."""
     if isinstance(content, list):
         return "\n".join(str(b.get("text", "")) for b in content if isinstance(b, dict) and b.get("type") == "text")
     return str(content or "")
@@ -212,7 +223,7 @@ def turn_calls(body: dict[str, Any]) -> list[ToolCall]:
             elif m.get("role") == "user" and b.get("type") == "tool_result":
                 call = calls.get(str(b.get("tool_use_id")))
                 if call is not None:
-                    call.result = _text_of(b.get("content"))
+                    call.result = content_text(b.get("content"))
                     call.is_error = bool(b.get("is_error"))
     return list(calls.values())
 
@@ -394,7 +405,7 @@ def _keep_answer(body: dict[str, Any]) -> Reply:
             continue
         for b in content:
             if isinstance(b, dict) and b.get("type") == "tool_result" and not b.get("is_error"):
-                scores += re.findall(r"^.*test RMSE: [0-9.]+ kWh.*$", _text_of(b.get("content")), re.M)
+                scores += re.findall(r"^.*test RMSE: [0-9.]+ kWh.*$", content_text(b.get("content")), re.M)
     models = [s for s in scores if not s.startswith("linear baseline")]
     if not models:
         return text("[scripted] I haven't fitted a model in this conversation, so I have nothing to compare yet.")
@@ -414,10 +425,10 @@ def _install_fork_compare_models(server: FakeAnthropicServer) -> None:
     server.on_prompt(
         PROMPT_MODEL,
         _python(LOOK_AT_TRAIN_CODE, "Summarise the training data", "[scripted] First a look at the training data and the baseline."),
-        _read_notebook("[scripted] A straight line can't follow a curve; a quadratic in temperature can. Reading the notebook to place the cell."),
-        _insert_after_prompt(PROMPT_MODEL, QUADRATIC_CELL, "code", "[scripted] Adding the quadratic model below your prompt."),
-        _python(QUADRATIC_CELL, "Fit and score the quadratic model", "[scripted] Fitting and scoring it in your kernel."),
-        _model_answer("a quadratic model"),
+        _read_notebook("[scripted] A straight line can't follow a curve; a polynomial of degree 2 can. Reading the notebook to place the cell."),
+        _insert_after_prompt(PROMPT_MODEL, POLY_CELL, "code", "[scripted] Adding the polynomial model below your prompt."),
+        _python(POLY_CELL, "Fit and score the polynomial model", "[scripted] Fitting and scoring it in your kernel."),
+        _model_answer("a polynomial model of degree 2"),
     )
     server.on_prompt(
         PROMPT_FORK,
