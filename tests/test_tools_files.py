@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import struct
+import subprocess
+import sys
 import tracemalloc
 import zlib
 from pathlib import Path
@@ -285,14 +288,55 @@ def test_read_errors(ctx: ToolContext, tmp_path: Path) -> None:
     assert ctx.read_files == {}
 
 
+_UNREADABLE = """
+import os, tempfile
+import anyio
+from agent_magic import ToolError
+from agent_magic.tools import ToolContext
+from agent_magic.tools.files import ReadTool
+
+d = tempfile.mkdtemp()
+f = os.path.join(d, "secret.txt")
+with open(f, "w") as out:
+    out.write("x")
+os.chmod(f, 0)
+try:
+    anyio.run(ReadTool().run, {"file_path": f}, ToolContext(cwd=d, session_id="t"))
+except ToolError as e:
+    print("ToolError:", e)
+else:
+    print("read it")
+finally:
+    os.chmod(f, 0o600)
+    os.remove(f)
+    os.rmdir(d)
+"""
+
+
 def test_read_unreadable_file_is_a_tool_error(ctx: ToolContext, tmp_path: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root can read files without read permission")
-    f = tmp_path / "secret.txt"
-    f.write_text("x")
-    f.chmod(0)
-    with pytest.raises(ToolError, match="Cannot read"):
-        run(ReadTool(), {"file_path": str(f)}, ctx)
+    if os.geteuid() != 0:
+        f = tmp_path / "secret.txt"
+        f.write_text("x")
+        f.chmod(0)
+        with pytest.raises(ToolError, match="Cannot read"):
+            run(ReadTool(), {"file_path": str(f)}, ctx)
+        return
+    # Root reads files without read permission through its capabilities (CI runs as root):
+    # the same Read runs in a child process that is root without CAP_DAC_OVERRIDE and
+    # CAP_DAC_READ_SEARCH, so the file's mode applies to it. (Switching to "nobody" would
+    # also lose a Python installed under /root.)
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        if os.environ.get("CI"):
+            pytest.fail("setpriv (util-linux) is needed to test an unreadable file as root")
+        pytest.skip("running as root without setpriv: cannot drop the capabilities that bypass file modes")
+    proc = subprocess.run(
+        [setpriv, "--bounding-set=-dac_override,-dac_read_search", sys.executable, "-c", _UNREADABLE],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ToolError: Cannot read"), proc.stdout
 
 
 # --------------------------------------------------------------------------- Write
