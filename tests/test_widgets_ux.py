@@ -162,21 +162,29 @@ def test_an_older_index_gains_fork_names_and_keeps_current_sessions(
 
 
 def test_stop_is_said_once(ip: InteractiveShell, magics: Any, fake_api: FakeAnthropicServer) -> None:
-    fake_api.add(text("slow " * 300, chunk_size=4, delay=0.02))
+    # The model's answer waits until Stop is clicked: a real turn is running in this kernel
+    # (the cell runs in a thread, as a kernel's shell keeps serving comm messages meanwhile).
+    asked, answer = threading.Event(), threading.Event()
+
+    def slow_answer(body: dict[str, Any]) -> dict[str, Any]:
+        asked.set()
+        answer.wait(60)
+        return text("too late")
+
+    fake_api.add(slow_answer)
     bar = widgets.turn_controls(magics)
-
-    def stop_when_running() -> None:
-        for _ in range(500):
-            if magics.runner.active is not None:
-                click(bar, {"type": "stop"})  # what the bar's Stop button sends
-                return
-            threading.Event().wait(0.02)
-
-    clicker = threading.Thread(target=stop_when_running)
-    clicker.start()
-    r = ip.run_cell("%%agent\ntake your time")
-    clicker.join()
-    err = r.error_in_exec
+    outcome: list[Any] = []
+    cell = threading.Thread(target=lambda: outcome.append(ip.run_cell("%%agent\ntake your time")), name="running-cell")
+    cell.start()
+    try:
+        assert asked.wait(30), "the turn never asked the model"
+        click(bar, {"type": "stop"})  # what the bar's Stop button sends
+        assert bar.status == "Stopping…"
+    finally:
+        cell.join(60)
+        answer.set()
+    assert outcome, "the cell did not finish"
+    err = outcome[0].error_in_exec
     assert err is not None and type(err).__name__ == "AgentTurnError"
     widgets.session_bar(magics, magics.last_result, magics.last_view.provenance, bar)
 
@@ -184,7 +192,7 @@ def test_stop_is_said_once(ip: InteractiveShell, magics: Any, fake_api: FakeAnth
     explained = [s for s in said if "session is intact" in s]
     assert explained == [said[0]]  # the cell's line explains, once
     assert "AgentTurnError" not in said[0] and said[0].startswith("Interrupted")
-    assert "Interrupted" not in said[1]  # the answer keeps what streamed, without a note
+    assert "Interrupted" not in said[1]  # the answer has no note of its own
     assert bar.outcome == "interrupted" and bar.status == "Stopped"
 
 
@@ -255,3 +263,100 @@ def test_resume_says_turns_properly(ip: InteractiveShell, fake_api: FakeAnthropi
     capsys.readouterr()
     ip.run_line_magic("agent", f"resume {sid[:8]}")
     assert "(1 turn)" in capsys.readouterr().out
+
+
+# -- 2. widgets follow their session, or say they are stale --------------------------------
+
+
+@pytest.fixture
+def notebook_turns(ip: InteractiveShell, fake_api: FakeAnthropicServer, workspace: Path, scope: str) -> tuple[str, Path]:
+    """Turn 1 writes notes.txt; turn 2 inserts a cell after 'calc' in report.ipynb."""
+    import nbformat
+
+    report = workspace / "report.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("total = 1", id="calc")]
+    nbformat.write(nb, report)
+    fake_api.add(
+        tool_use("Write", {"file_path": str(workspace / "notes.txt"), "content": "v1\n"}), text("wrote"),
+        tool_use("Read", {"file_path": str(report)}),
+        tool_use("NotebookEdit", {"notebook_path": str(report), "cell_id": "calc", "edit_mode": "insert", "cell_type": "code", "new_source": "chart()"}),
+        text("added a cell"),
+    )
+    agent(ip, "write notes", "--permission-mode acceptEdits")
+    agent(ip, "add a chart cell", "--permission-mode acceptEdits")
+    sid = am.current_session(scope)
+    assert sid is not None
+    return sid, report
+
+
+def _cell_actions(w: CheckpointSlider) -> list[tuple[str, str]]:
+    return [(c["cell_id"], c["action"]) for ch in w.preview.get("changes", []) for c in ch["cells"]]
+
+
+def test_slider_follows_new_turns(ip: InteractiveShell, magics: Any, fake_api: FakeAnthropicServer, notebook_turns: tuple[str, Path]) -> None:
+    import nbformat
+
+    sid, report = notebook_turns
+    w = widgets.checkpoint_slider(magics, sid, am.list_checkpoints(sid))
+    assert isinstance(w, CheckpointSlider)
+    click(w, {"type": "select", "position": 1})  # before turn 2: the added cell would be removed
+    added = [cid for cid, action in _cell_actions(w) if action == "remove"]
+    assert len(added) == 1 and w.selected is not None and w.selected["turn"] == 2
+    turn_two = w.selected["id"]
+
+    # the person deletes that cell; the agent runs another turn: the slider catches up
+    nb = nbformat.read(report, as_version=4)
+    nb.cells = [c for c in nb.cells if c.id != added[0]]
+    nbformat.write(nb, report)
+    fake_api.add(text("three"))
+    bar_after(ip, magics, "third turn")
+    assert [c["turn"] for c in w.checkpoints] == [1, 2, 3]
+    assert w.selected is not None and w.selected["id"] == turn_two  # still on the same turn
+    assert added[0] not in [cid for cid, _ in _cell_actions(w)]  # no offer to remove a cell that is gone
+    assert w.stale == "" and w.error == ""
+
+
+def test_slider_checks_before_acting(magics: Any, notebook_turns: tuple[str, Path], fake_api: FakeAnthropicServer) -> None:
+    sid, _report = notebook_turns
+    w = widgets.checkpoint_slider(magics, sid, am.list_checkpoints(sid))
+    assert isinstance(w, CheckpointSlider)
+    click(w, {"type": "select", "position": 1})
+    # a turn ran somewhere this slider does not hear about (another kernel, the CLI)
+    import asyncio
+
+    async def elsewhere() -> None:
+        async with am.AgentClient(am.AgentOptions(resume=sid, cwd=str(_report.parent))) as client:
+            await client.query("from the terminal")
+            async for _ in client.receive_response():
+                pass
+
+    fake_api.add(text("done"))
+    asyncio.run(elsewhere())
+    click(w, {"type": "rewind"})  # the first click catches up: same turn selected, preview recomputed
+    assert [c["turn"] for c in w.checkpoints] == [1, 2, 3] and w.selected is not None and w.selected["turn"] == 2
+    assert w.confirming and w.error == ""
+
+    am.delete_session(sid)
+    click(w, {"type": "confirm"})
+    assert w.stale == f"No session {sid[:8]} any more (it was deleted): there is nothing left to rewind."
+    assert w.error == w.stale and not w.confirming and w.preview == {}
+
+
+def test_bar_of_a_deleted_session_is_stale(ip: InteractiveShell, magics: Any, fake_api: FakeAnthropicServer) -> None:
+    fake_api.add(text("1"))
+    bar = bar_after(ip, magics, "one")
+    am.delete_session(bar.session_id)
+    click(bar, {"type": "refresh"})  # opening the Resume picker
+    assert bar.stale == f"Session {bar.session_id[:8]} was deleted: Fork is off."
+    click(bar, {"type": "fork"})
+    assert bar.error != "" and bar.notice == ""
+
+
+def test_session_table_follows_new_turns(ip: InteractiveShell, magics: Any, fake_api: FakeAnthropicServer, scope: str) -> None:
+    fake_api.add(text("1"), text("2"))
+    bar_after(ip, magics, "one")
+    browser = widgets.session_browser(am.list_sessions(scope=scope), current=am.current_session(scope), scope=scope, magics=magics)
+    assert browser is not None and [r["turns"] for r in browser.rows] == [1]
+    bar_after(ip, magics, "two", "--new")
+    assert sorted(r["turns"] for r in browser.rows) == [1, 1] and browser.current == am.current_session(scope)

@@ -44,6 +44,11 @@ def session_bar(magics: Any, result: Any, provenance: dict[str, Any], controls: 
         bar = new_bar(magics)
         _display(bar)
     finish_bar(bar, magics, result, provenance)
+    # Widgets follow their session: sliders and session tables shown earlier catch up with this turn.
+    from . import _browser, _slider
+
+    _slider.follow_all(magics)
+    _browser.follow_all(magics)
     return bar
 
 

@@ -169,11 +169,21 @@ def refresh(bar: SessionBar, magics: Any) -> None:
     current = _api.current_session(scope, home=home) or ""
     rows = [session_row(i, current) for i in _api.list_sessions(scope=scope, home=home)]
     turns = next((r["turns"] for r in rows if r["id"] == bar.session_id), None)
+    gone = bool(bar.session_id) and bar.saved and turns is None and not _exists(bar.session_id, home)
     with bar.hold_sync():
         bar.sessions = rows
         bar.current_session = current
+        bar.stale = f"Session {bar.session_id[:8]} was deleted: Fork is off." if gone else ""
         if turns is not None:
             bar.turns = max(int(turns), bar.turn)
+
+
+def _exists(session_id: str, home: str | None) -> bool:
+    try:
+        _api.get_session_info(session_id, home=home)
+    except SessionError:
+        return False
+    return True
 
 
 def _announce_current(magics: Any, session_id: str) -> None:

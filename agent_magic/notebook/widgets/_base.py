@@ -50,6 +50,9 @@ class Widget(anywidget.AnyWidget):
 
     _css = _asset("agent-magic.css")
     error = traitlets.Unicode("", help="The last failed action, in one line (shown in the widget).").tag(sync=True)
+    stale = traitlets.Unicode(
+        "", help="Why the widget no longer matches its session (deleted, ...): shown, and its actions are off."
+    ).tag(sync=True)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -4,6 +4,7 @@ and Resume / Fork on every row.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import traitlets
@@ -44,15 +45,35 @@ class SessionBrowser(Widget):
         return sessions_table(self._infos, current=self.current or None, scope=self.scope or None)._repr_html_()
 
 
+# Browsers shown in each kernel (per AgentMagics): each reloads its rows after every turn.
+_LIVE: weakref.WeakKeyDictionary[Any, list[SessionBrowser]] = weakref.WeakKeyDictionary()
+
+
+def live_browsers(magics: Any) -> list[SessionBrowser]:
+    browsers = _LIVE.setdefault(magics, [])
+    browsers[:] = [w for w in browsers if w.comm is not None]
+    return browsers
+
+
 def new_browser(magics: Any, infos: list[SessionInfo], *, current: str | None, scope: str | None) -> SessionBrowser:
     w = SessionBrowser(infos, rows=[session_row(i, current) for i in infos], current=current or "", scope=scope or "")
     w.on_event(lambda content: _on_event(w, magics, content))
+    live_browsers(magics).append(w)
     return w
+
+
+def follow_all(magics: Any) -> None:
+    """After a turn: every live session browser shows the sessions as they are now."""
+    for w in live_browsers(magics):
+        with w.reporting():
+            reload(w, magics)
 
 
 def _on_event(w: SessionBrowser, magics: Any, content: dict[str, Any]) -> None:
     kind = content.get("type")
     sid = str(content.get("session_id") or "")
+    if kind in ("resume", "fork"):
+        reload(w, magics)  # act on the sessions as they are now, not as they were shown
     if kind == "resume":
         resume(w, magics, sid)
     elif kind == "fork":

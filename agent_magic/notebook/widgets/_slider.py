@@ -5,6 +5,7 @@ would change (the dry run, with diffs and conflicts), and rewind after one confi
 from __future__ import annotations
 
 import html
+import weakref
 from typing import Any
 
 import traitlets
@@ -71,9 +72,20 @@ def checkpoint_rows(cps: list[CheckpointInfo]) -> list[dict[str, Any]]:
     ]
 
 
+# Sliders shown in each kernel (per AgentMagics): each follows its session after every turn.
+_LIVE: weakref.WeakKeyDictionary[Any, list[CheckpointSlider]] = weakref.WeakKeyDictionary()
+
+
+def live_sliders(magics: Any) -> list[CheckpointSlider]:
+    sliders = _LIVE.setdefault(magics, [])
+    sliders[:] = [w for w in sliders if w.comm is not None]
+    return sliders
+
+
 def new_slider(magics: Any, session_id: str, cps: list[CheckpointInfo]) -> CheckpointSlider:
     w = CheckpointSlider(cps, session_id=session_id, checkpoints=checkpoint_rows(cps), position=len(cps))
     w.on_event(lambda content: _on_event(w, magics, content))
+    live_sliders(magics).append(w)
 
     def force_changed(_change: Any) -> None:
         with w.reporting():
@@ -84,8 +96,52 @@ def new_slider(magics: Any, session_id: str, cps: list[CheckpointInfo]) -> Check
     return w
 
 
+def follow(w: CheckpointSlider, magics: Any, *, preview: bool = True) -> bool:
+    """Bring the slider up to date with its session (new turns, a rewind elsewhere); False if it is gone.
+
+    The selected checkpoint stays selected while it exists; its preview is
+    recomputed, since the files and cells it compares with may have changed.
+    """
+    from ..._errors import SessionError
+
+    try:
+        cps = _api.list_checkpoints(w.session_id, home=home_of(magics))
+    except SessionError:
+        with w.hold_sync():
+            w.stale = f"No session {w.session_id[:8]} any more (it was deleted): there is nothing left to rewind."
+            w.confirming = False
+            w.preview = {}
+        return False
+    rows = checkpoint_rows(cps)
+    selected = w.selected
+    if rows != w.checkpoints:
+        ids = [r["id"] for r in rows]
+        position = ids.index(selected["id"]) if selected is not None and selected["id"] in ids else len(rows)
+        w._infos = list(cps)
+        with w.hold_sync():
+            w.stale = ""
+            w.checkpoints = rows
+            w.position = position
+            w.confirming = False
+    if preview and w.selected is not None and w.preview:
+        show_preview(w, magics)
+    elif w.selected is None:
+        w.preview = {}
+    return True
+
+
+def follow_all(magics: Any, session_id: str | None = None) -> None:
+    """After a turn: every live slider (of ``session_id``, or all) follows its session."""
+    for w in live_sliders(magics):
+        if session_id is None or w.session_id == session_id:
+            with w.reporting():
+                follow(w, magics)
+
+
 def _on_event(w: CheckpointSlider, magics: Any, content: dict[str, Any]) -> None:
     kind = content.get("type")
+    if kind in ("select", "rewind", "confirm") and not follow(w, magics, preview=kind == "rewind"):
+        raise ActionRefused(w.stale)
     if kind == "select":
         select(w, magics, int(content.get("position", len(w.checkpoints))))
     elif kind == "rewind":

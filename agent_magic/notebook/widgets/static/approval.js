@@ -16,7 +16,8 @@ function render({ model, el }) {
   // An expired prompt (the turn ended before a decision) collapses to this one line.
   const expiredLine = h("div", { class: "am-approval-expired am-muted" });
   const full = h("div", { class: "am-approval-full" }, title, reason, preview, buttons, status);
-  const box = h("div", { class: "am-widget am-approval" }, full, expiredLine, errorLine(model, listen));
+  const stale = staleness(model, el, listen, () => update(), "Its turn ended with it.");
+  const box = h("div", { class: "am-widget am-approval" }, full, stale.line, expiredLine, errorLine(model, listen));
   el.append(box);
 
   let shownPreview = null;
@@ -41,7 +42,7 @@ function render({ model, el }) {
     always.title = "Approve, and allow " + (r || "this tool") + " without asking from now on";
     rule.textContent = decision ? "" : r ? "Always allow: " + r : "";
     for (const b of [approve, always, deny]) {
-      b.disabled = decision !== "";
+      b.disabled = decision !== "" || !!stale.why();
       b.classList.toggle("am-chosen", b.dataset.action === decision);
     }
     buttons.classList.toggle("am-decided", decision !== "");

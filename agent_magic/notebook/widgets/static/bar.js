@@ -20,7 +20,8 @@ function render({ model, el }) {
   const row = h("div", { class: "am-bar-row" }, stop, working, dot, session, current, turn, usage, status, h("span", { class: "am-spacer" }), fork, resume);
   const notice = h("div", { class: "am-notice", role: "status" });
   const menu = h("div", { class: "am-menu", role: "listbox", hidden: true });
-  const box = h("div", { class: "am-widget am-bar" }, row, notice, errorLine(model, listen), menu);
+  const stale = staleness(model, el, listen, () => update(), "Use `%agent fork` and `%agent resume` instead.");
+  const box = h("div", { class: "am-widget am-bar" }, row, stale.line, notice, errorLine(model, listen), menu);
   el.append(box);
 
   let menuOpen = false;
@@ -85,7 +86,14 @@ function render({ model, el }) {
     const tokens = tin === null || tin === undefined ? "" : `${fmtInt(tin)} in${cached} / ${fmtInt(tout || 0)} out · `;
     usage.textContent = tokens + fmtCost(model.get("cost_usd"));
     const forkable = model.get("saved") && !!model.get("checkpoint_id");
-    fork.disabled = !forkable;
+    const dead = !!stale.why();
+    box.classList.toggle("am-is-stale", dead);
+    if (stale.disconnected()) {
+      stop.disabled = true;
+      if (menuOpen) setMenu(false);
+    }
+    resume.disabled = stale.disconnected();
+    fork.disabled = !forkable || dead;
     if (!forkable) fork.title = "This turn was not saved (--no-persist): nothing to fork";
     status.textContent = model.get("status");
     status.hidden = !model.get("status");

@@ -57,7 +57,8 @@ function render({ model, el }) {
   const table = h("table", { class: "am-table" }, thead, tbody);
   const empty = h("div", { class: "am-muted" });
   const notice = h("div", { class: "am-notice", role: "status" });
-  const box = h("div", { class: "am-widget am-browser" }, title, table, empty, errorLine(model, listen), notice);
+  const stale = staleness(model, el, listen, () => update(), "Run `%agent sessions` again for a live table.");
+  const box = h("div", { class: "am-widget am-browser" }, title, stale.line, table, empty, errorLine(model, listen), notice);
   el.append(box);
 
   function sortBy(key) {
@@ -98,8 +99,9 @@ function render({ model, el }) {
     tbody.replaceChildren();
     for (const { row: r, depth } of treeOrder(rows, model.get("sort_key"), model.get("sort_desc"))) {
       const isCur = r.id === current;
-      const resume = h("button", { class: "am-btn am-btn-small am-row-resume", disabled: isCur, title: isCur ? "This notebook already continues this session" : "The next %%agent cell continues this session" }, "Resume");
-      const fork = h("button", { class: "am-btn am-btn-small am-row-fork", title: "Copy this session into a new one; the next %%agent cell continues the copy" }, "Fork");
+      const dead = !!stale.why();
+      const resume = h("button", { class: "am-btn am-btn-small am-row-resume", disabled: isCur || dead, title: isCur ? "This notebook already continues this session" : "The next %%agent cell continues this session" }, "Resume");
+      const fork = h("button", { class: "am-btn am-btn-small am-row-fork", disabled: dead, title: "Copy this session into a new one; the next %%agent cell continues the copy" }, "Fork");
       resume.addEventListener("click", () => send({ type: "resume", session_id: r.id }));
       fork.addEventListener("click", () => send({ type: "fork", session_id: r.id }));
       const indent = h("span", { class: "am-indent", style: `width: ${depth * 16}px` });

@@ -139,8 +139,47 @@ function listener(model) {
     model.on(event, cb);
     offs.push(() => model.off(event, cb));
   };
+  listen.add = off => offs.push(off);
   listen.dispose = () => offs.splice(0).forEach(off => off());
   return listen;
+}
+
+/**
+ * Whether the view is stale, and a line saying why: the kernel side says so in the `stale` trait
+ * (its session was deleted, ...); the front end knows when the kernel that made the widget has
+ * restarted or died (ipywidgets marks the view "jupyter-widgets-disconnected": clicks would go
+ * nowhere). `onChange()` runs when that changes; `staleness.why()` is "" while the view is live.
+ */
+function staleness(model, el, listen, onChange, again) {
+  const line = h("div", { class: "am-stale-widget", role: "status" });
+  let disconnected = false;
+  const why = () =>
+    model.get("stale") ||
+    (disconnected ? `The kernel restarted since this was shown: its actions are off. ${again}` : "");
+  const update = () => {
+    const text = why();
+    line.replaceChildren(...(text ? [icon("warn"), " ", text] : []));
+    line.hidden = !text;
+  };
+  const check = () => {
+    const now = el.classList.contains("jupyter-widgets-disconnected") || !!el.closest(".jupyter-widgets-disconnected");
+    if (now !== disconnected) {
+      disconnected = now;
+      update();
+      onChange();
+    }
+  };
+  listen("comm_live_update", () => setTimeout(check, 0));
+  listen("change:stale", () => {
+    update();
+    onChange();
+  });
+  const observer = new MutationObserver(check);
+  observer.observe(el, { attributes: true, attributeFilter: ["class"] });
+  setTimeout(check, 0);
+  update();
+  listen.add(() => observer.disconnect());
+  return { line, why, disconnected: () => disconnected };
 }
 
 /** A line that shows the model's `error` trait (actions report their failures there). */

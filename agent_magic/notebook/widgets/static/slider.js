@@ -40,7 +40,8 @@ function render({ model, el }) {
   const confirmBox = h("span", { class: "am-confirm-box" }, question, confirmBtn, cancelBtn);
   const actions = h("div", { class: "am-actions" }, rewindBtn, confirmBox);
   const result = h("div", { class: "am-result", role: "status" });
-  const box = h("div", { class: "am-widget am-slider" }, head, track, card, preview, options, actions, errorLine(model, listen), result);
+  const stale = staleness(model, el, listen, () => update(), "Run `%agent checkpoints` again for a live slider.");
+  const box = h("div", { class: "am-widget am-slider" }, head, stale.line, track, card, preview, options, actions, errorLine(model, listen), result);
   el.append(box);
 
   const cps = () => model.get("checkpoints") || [];
@@ -195,7 +196,6 @@ function render({ model, el }) {
     const n = list.length;
     const pos = model.get("position");
     range.max = String(n);
-    range.disabled = n === 0;
     if (shown === null || shown === pos) {
       range.value = String(pos);
       renderCard(pos);
@@ -209,15 +209,22 @@ function render({ model, el }) {
     optForce.checked = model.get("force");
     const confirming = model.get("confirming");
     const busy = model.get("busy");
+    // A stale slider (its kernel restarted, its session deleted) shows what it showed, but offers nothing.
+    const dead = !!stale.why();
+    box.classList.toggle("am-is-stale", dead);
+    range.disabled = n === 0 || dead;
+    for (const t of ticks.children) t.disabled = dead;
+    optConv.disabled = dead;
+    optForce.disabled = dead;
     rewindBtn.textContent = cp ? `Rewind to before turn ${cp.turn}…` : "Rewind…";
-    rewindBtn.disabled = !cp || busy || confirming;
+    rewindBtn.disabled = !cp || busy || confirming || dead;
     rewindBtn.hidden = confirming;
     confirmBox.hidden = !confirming;
     question.textContent = cp
       ? `Confirm rewind to before turn ${cp.turn}? Files and cells go back to how they were before it ran` +
         (model.get("conversation") ? ", and the conversation is forked there." : ".")
       : "";
-    confirmBtn.disabled = busy;
+    confirmBtn.disabled = busy || dead;
     renderPreview();
     renderResult();
   }
@@ -242,7 +249,10 @@ function render({ model, el }) {
   });
   cancelBtn.addEventListener("click", () => send({ type: "cancel" }));
 
-  listen("change:checkpoints", renderTicks);
+  listen("change:checkpoints", () => {
+    shown = null;
+    renderTicks();
+  });
   listen("change", update);
   renderTicks();
   update();
