@@ -223,6 +223,9 @@ def test_example_notebook_is_clean_and_valid(name: str) -> None:
             assert sum(h.startswith("%%agent") for h in holders) == 1, (phrase, holders)
         else:
             assert holders == [], (phrase, holders)
+    # nor in the quickstart's, so one server can play both scripts (as `agent-magic demo` could)
+    quickstart = [c["source"].lower() for c in _cells(EXAMPLES / "quickstart.ipynb")]
+    assert not [p for p in PROMPTS if any(p.lower() in s for s in quickstart)]
 
 
 def test_examples_server_from_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -309,7 +312,7 @@ def test_fork_compare_models(tmp_path: Path) -> None:
     orig = run.original
     a1 = run.index("%%agent --permission-mode acceptEdits --allow Python\nBeat the linear baseline")
     fork = run.index("%agent fork")
-    b1 = run.index("%%agent --permission-mode acceptEdits --allow Python\nTry a different approach")
+    b1 = run.index("%%agent --permission-mode acceptEdits --allow Python\nNow try k-nearest")
     a2 = run.index("%%agent\nWhich model would you keep?")
     ta1, tb, ta2 = run.turns()
     original, forked = ta1["session_id"], tb["session_id"]

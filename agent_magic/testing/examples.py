@@ -502,12 +502,24 @@ def _install_inspect_dataframe(server: FakeAnthropicServer) -> None:
 # --------------------------------------------------------------------------- the script
 
 
-def install_examples(server: FakeAnthropicServer) -> FakeAnthropicServer:
-    """Script ``server`` with the prompts of the three example notebooks; returns it."""
+def install_examples(server: FakeAnthropicServer, *, default: bool = True) -> FakeAnthropicServer:
+    """Script ``server`` with the prompts of the three example notebooks; returns it.
+
+    Parameters
+    ----------
+    server
+        The fake API to script. Its rules match by phrase, first match wins; the
+        phrases here appear in no prompt of the quickstart, so the walkthrough's
+        script can be installed on the same server.
+    default
+        Also answer unscripted prompts with :data:`NOT_SCRIPTED` (False keeps the
+        server's own default, e.g. the walkthrough's).
+    """
     _install_clean_csv(server)
     _install_fork_compare_models(server)
     _install_inspect_dataframe(server)
-    server.set_default(text(NOT_SCRIPTED))
+    if default:
+        server.set_default(text(NOT_SCRIPTED))
     return server
 
 
