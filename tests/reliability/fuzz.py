@@ -51,6 +51,7 @@ from agent_magic.testing import (
     truncated,
 )
 from agent_magic.testing import message as message_reply
+from agent_magic.testing._validate import check_messages_request
 from agent_magic.tools.base import ToolContext
 
 from ..conftest import tree_snapshot
@@ -270,33 +271,6 @@ def random_ops(rng: random.Random, n_lines: int) -> tuple[list[tuple[int, str]],
     return ops, cut
 
 
-def conversation_problem(messages: list[dict[str, Any]]) -> str | None:
-    """Why ``messages`` is not a conversation the Messages API accepts, or None."""
-    if not messages or messages[0].get("role") != "user":
-        return "does not start with a user message"
-    pending: set[str] = set()
-    for i, m in enumerate(messages):
-        if i and m.get("role") == messages[i - 1].get("role"):
-            return f"two {m.get('role')} messages in a row at {i}"
-        content = m.get("content")
-        if not isinstance(content, list) or not content:
-            return f"message {i} has no content blocks"
-        for b in content:
-            t = b.get("type") if isinstance(b, dict) else None
-            if t == "text" and not isinstance(b.get("text"), str):
-                return f"message {i}: a text block without text"
-            if t == "tool_use" and not (isinstance(b.get("id"), str) and isinstance(b.get("name"), str) and isinstance(b.get("input"), dict)):
-                return f"message {i}: a malformed tool_use"
-        if m["role"] == "user":
-            results = {b.get("tool_use_id") for b in content if b.get("type") == "tool_result"}
-            if results != pending:
-                return f"message {i}: tool results {sorted(map(str, results))} do not answer {sorted(pending)}"
-            pending = set()
-        else:
-            pending = {b["id"] for b in content if b.get("type") == "tool_use"}
-    return None
-
-
 def check_corrupted_session(
     pristine_home: Path, work: Path, sid: str, cwd: Path, server: FakeAnthropicServer,
     ops: list[tuple[int, str]], cut: int | None,
@@ -334,8 +308,10 @@ def check_corrupted_session(
         msgs = query_once("after the damage", resume=sid, home=home, cwd=cwd, permission_mode="bypassPermissions")
         result = msgs[-1]
         assert isinstance(result, ResultMessage) and result.subtype == "success", result
+        # The fake server refuses what the API refuses (testing/_validate.py): the success
+        # above means the repaired conversation was valid; say why if it was not.
         body = server.message_requests[n_before].body or {}
-        problem = conversation_problem(body.get("messages") or [])
+        problem = check_messages_request(body)
         assert problem is None, f"the resumed conversation is invalid: {problem}"
     for w in caught:
         assert issubclass(w.category, TranscriptWarning), f"unexpected warning {w.category.__name__}: {w.message}"
