@@ -268,7 +268,7 @@ def _read_notebook(say: str) -> Step:
     def step(body: dict[str, Any]) -> Reply:
         path = notebook_path(body)
         if path is None:
-            return text("[scripted] I don't know which notebook you are working in (the session has no notebook scope), so I changed nothing.")
+            return text("[scripted] I don't know which notebook you are working in (the session has no notebook scope), so I did not edit it.")
         return tool_use("Read", {"file_path": path}, text=say)
 
     return step
@@ -282,7 +282,7 @@ def _insert_after_prompt(needle: str, source: str, cell_type: str, say: str) -> 
         reads = [c for c in turn_calls(body) if c.name == "Read" and c.input.get("file_path") == path and not c.is_error]
         anchor = cell_containing(reads[-1].result, needle) if reads else None
         if path is None or anchor is None:
-            return text(f"[scripted] I could not find the cell with your prompt ({needle!r}) in the notebook, so I changed nothing.")
+            return text(f"[scripted] I could not find the cell with your prompt ({needle!r}) in the notebook, so I did not edit it.")
         return tool_use(
             "NotebookEdit",
             {"notebook_path": path, "cell_id": anchor, "new_source": source, "cell_type": cell_type, "edit_mode": "insert"},
