@@ -360,3 +360,61 @@ def test_session_table_follows_new_turns(ip: InteractiveShell, magics: Any, fake
     assert browser is not None and [r["turns"] for r in browser.rows] == [1]
     bar_after(ip, magics, "two", "--new")
     assert sorted(r["turns"] for r in browser.rows) == [1, 1] and browser.current == am.current_session(scope)
+
+
+# -- 3. cells to re-run are linked (and marked by the extension) ----------------------------
+
+
+@pytest.fixture
+def stale_load_cell(ip: InteractiveShell, fake_api: FakeAnthropicServer, workspace: Path, scope: str) -> str:
+    """The agent rewrote this notebook's 'load' cell and the person ran it: a rewind makes it stale."""
+    import nbformat
+
+    nb_path = workspace / "analysis.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Sales", id="head"), nbformat.v4.new_code_cell("y = 1", id="load")]
+    nbformat.write(nb, nb_path)
+    fake_api.on_prompt(
+        "edit",
+        tool_use("Read", {"file_path": str(nb_path)}),
+        tool_use("NotebookEdit", {"notebook_path": str(nb_path), "cell_id": "load", "new_source": "y = 2"}),
+        text("edited"),
+    )
+    agent(ip, "edit the load cell", "--permission-mode acceptEdits")
+    assert ip.run_cell("y = 2", cell_id="load").success  # the person runs the agent's version
+    sid = am.current_session(scope)
+    assert sid is not None
+    return sid
+
+
+def test_slider_links_the_cells_to_rerun(ip: InteractiveShell, magics: Any, stale_load_cell: str) -> None:
+    w = widgets.checkpoint_slider(magics, stale_load_cell, am.list_checkpoints(stale_load_cell))
+    assert isinstance(w, CheckpointSlider)
+    click(w, {"type": "select", "position": 0})
+    click(w, {"type": "rewind"})
+    click(w, {"type": "confirm"})
+    assert w.result["stale_cells"] == [
+        {
+            "cell_id": "load",
+            "path": "analysis.ipynb",
+            "href": "analysis.ipynb#cell-id=load",  # JupyterLab opens the notebook at the cell
+            "index": 1,
+            "label": "cell 2",
+            "since": ip.execution_count,  # a run from now on clears the extension's marker
+        }
+    ]
+    assert "Re-run these cells" in w.fallback_text() and "cell 2 (load)" in w.fallback_text()
+
+
+def test_rewind_magic_links_the_cells_to_rerun(ip: InteractiveShell, stale_load_cell: str) -> None:
+    from IPython.utils.capture import capture_output
+
+    with capture_output() as shown:
+        ip.run_line_magic("agent", "rewind --turn 1")
+    md = shown.outputs[-1].data["text/markdown"]
+    assert "**Re-run 1 cell:** the kernel ran it after that turn" in md
+    assert (
+        f'<a href="analysis.ipynb#cell-id=load" class="am-stale-cell" data-am-stale-cell="load" '
+        f'data-am-stale-since="{ip.execution_count}" data-am-stale-path="analysis.ipynb" data-am-stale-index="1" '
+        f'title="Go to cell 2 (load)">cell 2</a>'
+    ) in md

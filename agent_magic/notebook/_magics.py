@@ -377,8 +377,16 @@ class AgentMagics(Magics):
         )
         if result.new_session_id:
             _api.set_current_session(self.current_scope(), result.new_session_id, home=self._home())
-        self._show(rewind_view(result, stale=self.stale_cells(result)))
+        stale = self.stale_cells(result)
+        self._show(rewind_view(result, stale=stale, links=self.stale_links(result, stale)))
         return None
+
+    def stale_links(self, result: Any, stale: list[str]) -> list[dict[str, Any]]:
+        """:func:`~._views.stale_cell_links` for this kernel: links from this notebook, since this run."""
+        from ._views import stale_cell_links
+
+        since = int(getattr(self.shell, "execution_count", 0) or 0)
+        return stale_cell_links(result, stale, here=self.current_scope(), since=since)
 
     def stale_cells(self, result: Any) -> list[str]:
         """Cells a rewind restored that the kernel ran after that turn: their state may be stale."""

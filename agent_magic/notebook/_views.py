@@ -7,7 +7,7 @@ when a front end can show widgets; these stay readable in saved notebooks.
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -177,10 +177,52 @@ def history_view(messages: list[SessionMessage], session_id: str) -> History:
     return History(session_id, messages)
 
 
+def stale_cell_links(result: RewindResult, stale: list[str], *, here: str, since: int) -> list[dict[str, Any]]:
+    """The cells to re-run after a rewind, as the front end marks and links them.
+
+    Each has ``cell_id``, ``path`` (as the rewind names it), ``href`` (the notebook
+    relative to ``here``, the notebook this kernel belongs to, with JupyterLab's
+    ``#cell-id=`` fragment), ``index`` (the cell's position, -1 if unknown), ``label``
+    ("cell 3") and ``since``: the kernel's execution count at the rewind; a run of the
+    cell with a count at least this clears its marker.
+    """
+    import os
+    from pathlib import Path
+
+    import nbformat
+
+    paths = {cid: path for path, cid in result.restored_cells}
+    base = Path(here) if Path(here).is_dir() else Path(here).parent
+    ids_of: dict[str, list[str]] = {}
+    out = []
+    for cid in stale:
+        path = paths.get(cid, "")
+        full = Path(path) if Path(path).is_absolute() else Path.cwd() / path
+        if path and str(full) not in ids_of:
+            try:
+                nb = nbformat.read(full, as_version=4)  # type: ignore[no-untyped-call]
+                ids_of[str(full)] = [str(c.get("id", "")) for c in nb.cells]
+            except (OSError, ValueError):  # unreadable, or not JSON (NotJSONError is a ValueError)
+                ids_of[str(full)] = []
+        ids = ids_of.get(str(full), [])
+        index = ids.index(cid) if cid in ids else -1
+        rel = os.path.relpath(full, base) if path else ""
+        out.append({
+            "cell_id": cid,
+            "path": path,
+            "href": f"{rel}#cell-id={cid}" if rel else f"#cell-id={cid}",
+            "index": index,
+            "label": f"cell {index + 1}" if index >= 0 else f"cell {cid[:8]}",
+            "since": since,
+        })
+    return out
+
+
 @dataclass
 class RewindView:
     result: RewindResult
     stale: list[str]
+    links: list[dict[str, Any]] = field(default_factory=list)
 
     def _lines(self) -> list[str]:
         r = self.result
@@ -202,13 +244,37 @@ class RewindView:
         if r.new_session_id:
             lines.append(f"Conversation rewound: the next %%agent cell continues the new session {r.new_session_id[:8]}.")
         if self.stale:
-            lines.append("Re-run these cells: the kernel ran them after that turn, so its state may be stale: " + ", ".join(self.stale))
+            named = [f"{link['label']} ({link['cell_id']})" for link in self.links] or self.stale
+            lines.append("Re-run these cells: the kernel ran them after that turn, so its state may be stale: " + ", ".join(named))
         return lines
+
+    def _stale_markdown(self) -> str:
+        """The re-run hint with a link per cell: JupyterLab jumps to it (``#cell-id=``); with the
+        labextension it selects the cell and marks it on the notebook until it runs again."""
+        links = []
+        for link in self.links:
+            attrs = " ".join(
+                f'{k}="{html.escape(str(v))}"'
+                for k, v in [
+                    ("href", link["href"]), ("class", "am-stale-cell"), ("data-am-stale-cell", link["cell_id"]),
+                    ("data-am-stale-since", link["since"]), ("data-am-stale-path", link["path"]),
+                    ("data-am-stale-index", link["index"]), ("title", f"Go to {link['label']} ({link['cell_id']})"),
+                ]
+            )
+            links.append(f"<a {attrs}>{html.escape(link['label'])}</a>")
+        n = len(self.links)
+        return (
+            f"- **Re-run {n} cell{'' if n == 1 else 's'}:** the kernel ran {'it' if n == 1 else 'them'} after that turn, "
+            f"so its variables may not match the restored code: {', '.join(links)}"
+        )
 
     def _repr_markdown_(self) -> str:
         out = []
         for line in self._lines():
-            out.append(f"- {html.escape(line)}" if not line.startswith(("Preview", "Changed", "Would")) else f"**{html.escape(line)}**")
+            if line.startswith("Re-run these cells") and self.links:
+                out.append(self._stale_markdown())
+                continue
+            out.append(f"- {html.escape(line)}" if not line.startswith(("Preview", "Changed", "Would", "Nothing")) else f"**{html.escape(line)}**")
         diffs = []
         if self.result.dry_run:
             for ch in self.result.changes:
@@ -221,5 +287,5 @@ class RewindView:
         return "\n".join(self._lines())
 
 
-def rewind_view(result: RewindResult, *, stale: list[str]) -> RewindView:
-    return RewindView(result, stale)
+def rewind_view(result: RewindResult, *, stale: list[str], links: list[dict[str, Any]] | None = None) -> RewindView:
+    return RewindView(result, stale, list(links or []))

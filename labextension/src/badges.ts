@@ -7,7 +7,8 @@
  */
 
 import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
-import type { Cell } from '@jupyterlab/cells';
+import type { Cell, ICodeCellModel } from '@jupyterlab/cells';
+import { PathExt } from '@jupyterlab/coreutils';
 import type { NotebookPanel } from '@jupyterlab/notebook';
 import type { PartialJSONObject } from '@lumino/coreutils';
 import type { IDisposable } from '@lumino/disposable';
@@ -132,6 +133,8 @@ export class ProvenanceBadges implements IDisposable {
       title: `Cell ${cellId}: agent session ${shortId(prov.session_id)}`,
       body,
       buttons: [Dialog.cancelButton({ label: 'Close' }), Dialog.warnButton({ label: restoreLabel })],
+      // Enter (and the focus) go to Close: changing the notebook takes a deliberate click.
+      defaultButton: 0,
       hasClose: true
     });
     if (!answer.button.accept) {
@@ -152,6 +155,182 @@ export class ProvenanceBadges implements IDisposable {
     }
   }
 
+  private _timer: number | null = null;
+  private _disposed = false;
+}
+
+const RERUN_CLASS = 'jp-AgentMagic-rerun';
+/** Sent by the widgets' cell links; answered (prevented) by the notebook holding the cell. */
+export const SELECT_CELL_EVENT = 'agent-magic:select-cell';
+/** Links to cells a rewind made stale, in outputs (the slider's result, `%agent rewind`). */
+const STALE_LINK = '[data-am-stale-cell]';
+
+/**
+ * "Re-run" markers on the cells a rewind restored after the kernel had run them
+ * (their variables may not match the restored code). The outputs that list
+ * those cells carry `data-am-stale-*` attributes: the cell id, the notebook
+ * (relative to this one) and `since`, the kernel's execution count at the
+ * rewind. A marker stays until the cell runs again (an execution count of at
+ * least `since`) or the kernel restarts; clicking it, or a link to the cell,
+ * selects the cell.
+ */
+export class StaleMarkers implements IDisposable {
+  constructor(private readonly panel: NotebookPanel) {
+    this._observer = new MutationObserver(() => this.schedule());
+    this._observer.observe(panel.content.node, { childList: true, subtree: true });
+    panel.content.node.addEventListener(SELECT_CELL_EVENT, this._onSelect);
+    panel.content.node.addEventListener('click', this._onClick, true);
+    panel.sessionContext.statusChanged.connect(this.onKernelStatus, this);
+    void panel.context.ready.then(() => {
+      if (!this._disposed) {
+        panel.content.modelContentChanged.connect(this.schedule, this);
+        this.schedule();
+      }
+    });
+  }
+
+  get isDisposed(): boolean {
+    return this._disposed;
+  }
+
+  dispose(): void {
+    if (this._disposed) {
+      return;
+    }
+    this._disposed = true;
+    this._observer.disconnect();
+    this.panel.content.node.removeEventListener(SELECT_CELL_EVENT, this._onSelect);
+    this.panel.content.node.removeEventListener('click', this._onClick, true);
+    this.panel.sessionContext.statusChanged.disconnect(this.onKernelStatus, this);
+    if (this._timer !== null) {
+      window.clearTimeout(this._timer);
+    }
+  }
+
+  /** Select the cell with this id, scrolled into view; false if it is not in this notebook. */
+  select(cellId: string): boolean {
+    const notebook = this.panel.content;
+    const index = notebook.widgets.findIndex(c => c.model.id === cellId);
+    if (index < 0) {
+      return false;
+    }
+    notebook.deselectAll();
+    notebook.activeCellIndex = index;
+    notebook.mode = 'command';
+    void notebook.scrollToItem(index, 'center');
+    notebook.activate();
+    return true;
+  }
+
+  private onKernelStatus(_: unknown, status: string): void {
+    if (status === 'restarting' || status === 'autorestarting' || status === 'dead') {
+      // A new kernel has no variables to be stale: drop every marker shown so far.
+      for (const key of this.staleKeys()) {
+        this._dropped.add(key);
+      }
+      this.schedule();
+    }
+  }
+
+  private schedule(): void {
+    if (this._timer !== null || this._disposed) {
+      return;
+    }
+    this._timer = window.setTimeout(() => {
+      this._timer = null;
+      this.render();
+    }, 100);
+  }
+
+  /** Whether a link's notebook (relative to this one) is this notebook. */
+  private isHere(link: HTMLElement): boolean {
+    const href = link.getAttribute('href') ?? '';
+    const rel = decodeURIComponent(href.split('#')[0]);
+    if (!rel) {
+      return true;
+    }
+    const here = this.panel.context.path;
+    return PathExt.normalize(PathExt.join(PathExt.dirname(here), rel)) === PathExt.normalize(here);
+  }
+
+  /** "cellId:since" of every stale-cell link in this notebook's outputs that names a cell of it. */
+  private staleKeys(): Set<string> {
+    const keys = new Set<string>();
+    this.panel.content.node.querySelectorAll<HTMLElement>(STALE_LINK).forEach(link => {
+      const id = link.dataset.amStaleCell;
+      if (id && this.isHere(link)) {
+        keys.add(`${id}:${Number(link.dataset.amStaleSince ?? 0)}`);
+      }
+    });
+    return keys;
+  }
+
+  private render(): void {
+    if (this._disposed || this.panel.isDisposed) {
+      return;
+    }
+    const since = new Map<string, number>();
+    for (const key of this.staleKeys()) {
+      if (this._dropped.has(key)) {
+        continue;
+      }
+      const cut = key.lastIndexOf(':');
+      const id = key.slice(0, cut);
+      since.set(id, Math.max(since.get(id) ?? 0, Number(key.slice(cut + 1))));
+    }
+    for (const cell of this.panel.content.widgets) {
+      const model = cell.model;
+      if (!this._watched.has(model)) {
+        this._watched.add(model);
+        model.stateChanged.connect(this.schedule, this);
+      }
+      const after = since.get(model.id);
+      const count = model.type === 'code' ? (model as ICodeCellModel).executionCount : null;
+      const stale = after !== undefined && !(count !== null && count >= after);
+      let marker = cell.node.querySelector<HTMLElement>(`:scope > .${RERUN_CLASS}`);
+      if (!stale) {
+        marker?.remove();
+        continue;
+      }
+      if (!marker) {
+        marker = h('button', {
+          className: RERUN_CLASS,
+          text: 're-run',
+          title:
+            'A rewind restored this cell after the kernel had run it: its variables may not match the code. ' +
+            'Run the cell again (this mark goes away when it runs).',
+          dataset: { cellId: model.id },
+          onClick: () => void this.select(model.id)
+        });
+        cell.node.append(marker);
+      }
+    }
+  }
+
+  private _onSelect = (event: Event): void => {
+    const detail = (event as CustomEvent<{ cell_id?: string }>).detail;
+    if (detail?.cell_id && this.select(detail.cell_id)) {
+      event.preventDefault();
+      event.stopPropagation();
+    }
+  };
+
+  /** A stale-cell link in a Markdown output (`%agent rewind`): select the cell instead of following the link. */
+  private _onClick = (event: MouseEvent): void => {
+    const link = (event.target as Element | null)?.closest<HTMLElement>(`a${STALE_LINK}`);
+    if (!link || link.closest('.am-widget') || !this.isHere(link)) {
+      return; // widgets handle their own links (with SELECT_CELL_EVENT)
+    }
+    const id = link.dataset.amStaleCell ?? '';
+    if (this.select(id)) {
+      event.preventDefault();
+      event.stopPropagation();
+    }
+  };
+
+  private readonly _observer: MutationObserver;
+  private readonly _dropped = new Set<string>();
+  private readonly _watched = new WeakSet<object>();
   private _timer: number | null = null;
   private _disposed = false;
 }

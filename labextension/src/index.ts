@@ -4,7 +4,7 @@
  * - live edits: the agent's NotebookEdit/Read reach notebooks open here over
  *   the `agent_magic` comm (link.ts, notebooks.ts, edits.ts);
  * - the "Agent sessions" sidebar, served by the server extension (sidebar.ts, rewind.ts);
- * - cell provenance badges (badges.ts);
+ * - cell provenance badges, and "re-run" marks on cells a rewind made stale (badges.ts);
  * - saved views of our widgets where their models are gone (fallback.ts).
  */
 
@@ -12,7 +12,7 @@ import type { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/applica
 import { INotebookTracker, type NotebookPanel } from '@jupyterlab/notebook';
 
 import { SessionsApi } from './api';
-import { ProvenanceBadges } from './badges';
+import { ProvenanceBadges, StaleMarkers } from './badges';
 import { WidgetFallbacks } from './fallback';
 import { KernelLink } from './link';
 import { OpenNotebooks } from './notebooks';
@@ -36,12 +36,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
       const link = new KernelLink(nb, notebooks);
       const badges = new ProvenanceBadges(nb, api);
       const fallbacks = new WidgetFallbacks(nb);
+      const stale = new StaleMarkers(nb);
       links.add(link);
       nb.disposed.connect(() => {
         links.delete(link);
         link.dispose();
         badges.dispose();
         fallbacks.dispose();
+        stale.dispose();
       });
     };
     // Closing the tab: tell the kernels (best effort), so they stop asking this page

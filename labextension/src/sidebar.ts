@@ -343,7 +343,8 @@ export class SessionsPanel extends Widget {
     const answer = await showDialog({
       title: `Delete session ${shortId(info.session_id)}?`,
       body: `“${info.summary}”, ${plural(info.num_turns, 'turn')}. Its transcript and checkpoints are deleted; files and cells stay as they are.`,
-      buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Delete' })]
+      buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Delete' })],
+      defaultButton: 0 // Enter keeps the session
     });
     if (answer.button.accept) {
       await this.api.remove(info.session_id);

@@ -243,7 +243,8 @@ def rewind(w: CheckpointSlider, magics: Any) -> RewindResult:
         _api.set_current_session(magics.current_scope(), result.new_session_id, home=home)
     stale = list(magics.stale_cells(result))
     paths = dict((cid, path) for path, cid in result.restored_cells)
-    w._last = RewindView(result, stale)
+    links = magics.stale_links(result, stale) if stale else []
+    w._last = RewindView(result, stale, links)
     notice = f"Rewound to before turn {cp['turn']}: {result.summary()}"
     if result.new_session_id:
         notice += f" The conversation was forked too: the next %%agent cell continues {result.new_session_id[:8]}."
@@ -262,6 +263,8 @@ def rewind(w: CheckpointSlider, magics: Any) -> RewindResult:
             "dirs_created": list(result.dirs_created),
             "new_session_id": result.new_session_id or "",
             "stale": [{"cell_id": cid, "path": paths.get(cid, "")} for cid in stale],
+            # The same cells with what the front end needs to link and mark them.
+            "stale_cells": links,
         }
         w.notice = notice
         w.preview = {}

@@ -182,6 +182,41 @@ function staleness(model, el, listen, onChange, again) {
   return { line, why, disconnected: () => disconnected };
 }
 
+/**
+ * A link to a notebook cell (a stale cell after a rewind). With agent-magic's JupyterLab extension
+ * the click selects the cell (the extension answers the "agent-magic:select-cell" event and also
+ * marks the cell until it runs again, from the data-am-stale-* attributes); without it, the cell
+ * at that position in this notebook is scrolled to and selected.
+ */
+function cellLink(s, el) {
+  const a = h(
+    "a",
+    {
+      class: "am-stale-cell",
+      href: s.href,
+      title: `Go to ${s.label} (${s.cell_id})`,
+      dataset: { amStaleCell: s.cell_id, amStaleSince: String(s.since), amStalePath: s.path, amStaleIndex: String(s.index) },
+    },
+    s.label
+  );
+  a.addEventListener("click", event => {
+    event.preventDefault();
+    event.stopPropagation();
+    const detail = { cell_id: s.cell_id, path: s.path, index: s.index };
+    const ask = new CustomEvent("agent-magic:select-cell", { bubbles: true, cancelable: true, detail });
+    if (!a.dispatchEvent(ask)) return; // the extension selected it
+    const cells = el.closest(".jp-Notebook")?.querySelectorAll(":scope .jp-Cell");
+    const cell = cells && s.index >= 0 ? cells[s.index] : null;
+    if (!cell) return;
+    cell.scrollIntoView({ block: "center" });
+    // The notebook selects a cell on a mouse press in it (on its prompt, so no editor gets focus).
+    const target = cell.querySelector(".jp-InputPrompt") || cell;
+    target.dispatchEvent(new MouseEvent("mousedown", { bubbles: true, cancelable: true, button: 0 }));
+    target.dispatchEvent(new MouseEvent("mouseup", { bubbles: true, cancelable: true, button: 0 }));
+  });
+  return a;
+}
+
 /** A line that shows the model's `error` trait (actions report their failures there). */
 function errorLine(model, listen) {
   const line = h("div", { class: "am-error", role: "alert" });

@@ -170,15 +170,15 @@ function render({ model, el }) {
     if (r.new_session_id) {
       result.append(h("div", {}, "The conversation was rewound too: the next %%agent cell continues the new session ", h("code", {}, r.new_session_id.slice(0, 8)), "."));
     }
-    if ((r.stale || []).length) {
+    const stale = r.stale_cells || [];
+    if (stale.length) {
       result.append(
         h(
           "div",
           { class: "am-stale" },
-          h("b", {}, "Re-run "),
-          plural(r.stale.length, "cell"),
-          ": the kernel ran them after that turn, so its variables may not match the restored code: ",
-          ...r.stale.map((s, i) => [i ? ", " : "", h("code", { class: "am-stale-cell" }, (s.path ? s.path + " › " : "") + s.cell_id)])
+          h("b", {}, `Re-run ${plural(stale.length, "cell")}`),
+          `: the kernel ran ${stale.length === 1 ? "it" : "them"} after that turn, so its variables may not match the restored code: `,
+          ...stale.map((s, i) => [i ? ", " : "", cellLink(s, el)])
         )
       );
     }
