@@ -350,6 +350,8 @@ async def _turn_body(rt: Runtime, turn: _Turn, emit: Emit) -> None:
         turn.partial = None
         turn.api_calls += 1
         turn.had_response = True
+        for note in response.notices:
+            await emit(SystemMessage("warning", {"message": note}))
         add_usage(turn.usage, response.usage)
         c = cost_usd(response.usage, price)
         turn.cost = None if (c is None or turn.cost is None) else turn.cost + c

@@ -186,3 +186,26 @@ def test_thinking_blocks_round_trip(fake_api: FakeAnthropicServer, home: Path, w
     assert isinstance(assistants[0].content[0], am.ThinkingBlock)
     sent = fake_api.message_requests[1].body["messages"][1]["content"][0]
     assert sent == {"type": "thinking", "thinking": "Let me think.", "signature": "sig-1"}
+
+
+def test_a_client_warning_is_a_note_once_never_a_failure(
+    fake_api: FakeAnthropicServer, home: Path, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The installed client warns (DeprecationWarning) for models on its deprecation list; which
+    # models and dates change with every release, so a made-up name is put on the list. With
+    # warnings as errors (pytest's filterwarnings), the turn must still succeed.
+    from anthropic.resources.messages import messages as client_messages
+
+    model = "fake-model-retired"
+    monkeypatch.setitem(client_messages.DEPRECATED_MODELS, model, "the day after tomorrow")
+    fake_api.add(text("first"), text("second"))
+    first = run_query("one", cwd=workspace, model=model)
+    assert result_of(first).subtype == "success" and result_of(first).result == "first"
+    notes = [m.data["message"] for m in first if isinstance(m, am.SystemMessage) and m.subtype == "warning"]
+    assert len(notes) == 1 and f"The model '{model}' is deprecated" in notes[0] and "the day after tomorrow" in notes[0]
+    assert "\n" not in notes[0]
+    # Said once: the next turn (another query in this process) is quiet.
+    second = run_query("two", cwd=workspace, model=model, resume=result_of(first).session_id)
+    assert result_of(second).subtype == "success"
+    assert not [m for m in second if isinstance(m, am.SystemMessage) and m.subtype == "warning"]
+    assert [r.body["model"] for r in fake_api.message_requests] == [model, model]

@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigurationError, MissingAPIKeyError, ProviderError
@@ -276,8 +278,9 @@ class AnthropicProvider(Provider):
         # The client retries only until an answer starts; after that a connection error
         # means the answer broke off mid-stream (the connection was made).
         answering = False
+        notices = _client_warnings(lambda: client.messages.stream(**kwargs))
         try:
-            async with client.messages.stream(**kwargs) as stream:
+            async with notices.value as stream:
                 answering = True
                 async for event in stream:
                     crash_point("stream.event")
@@ -336,6 +339,7 @@ class AnthropicProvider(Provider):
             usage=usage,
             model=final.model,
             id=final.id,
+            notices=notices.new,
         )
 
     def _status_error(self, e: anthropic.APIStatusError) -> ProviderError:
@@ -361,6 +365,42 @@ class AnthropicProvider(Provider):
         return status_error(
             status, detail, key_var="ANTHROPIC_API_KEY", not_found="this model or endpoint; check the model name and ANTHROPIC_BASE_URL"
         )
+
+
+class _Warned:
+    """What a call returned, and the notes it warned that were not shown before."""
+
+    def __init__(self, value: Any, new: list[str]) -> None:
+        self.value = value
+        self.new = new
+
+
+_SHOWN_LOCK = threading.Lock()
+_SHOWN: set[str] = set()
+
+
+def _client_warnings(call: Any) -> _Warned:
+    """Run ``call`` (a synchronous client call), its warnings turned into notes shown once per process.
+
+    The client warns when a request is made, e.g. ``DeprecationWarning: The model
+    'claude-…' is deprecated and will reach end-of-life on …``. A dependency's
+    warning must never fail a person's turn (as it would under ``-W error`` or
+    pytest's ``filterwarnings = error``), and repeating it on every request of a
+    session helps nobody. The call makes no request and never awaits, so the
+    warnings recorded are its own.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = call()
+    new: list[str] = []
+    for w in caught:
+        note = one_line(str(w.message))
+        with _SHOWN_LOCK:
+            if note in _SHOWN:
+                continue
+            _SHOWN.add(note)
+        new.append(f"The Anthropic client warns: {note}")
+    return _Warned(value, new)
 
 
 def _is_transport_or_parse_error(e: Exception) -> bool:

@@ -42,6 +42,9 @@ class ModelResponse:
     usage: dict[str, Any]
     model: str
     id: str | None = None
+    #: One-line notes for the person (e.g. the API client says the model is deprecated);
+    #: the loop shows each as a warning, the turn goes on.
+    notices: list[str] = field(default_factory=list)
 
 
 @dataclass

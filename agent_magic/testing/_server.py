@@ -337,7 +337,7 @@ class _AnthropicHandler(_ScriptedHandler):
         if self.path.rstrip("/") in ("", "/health"):
             self._send_json(200, {"status": "ok"})
         elif self.path.startswith("/v1/models"):
-            self._send_json(200, {"data": [{"type": "model", "id": "claude-sonnet-5-5", "display_name": "Claude Sonnet 5.5"}], "has_more": False})
+            self._send_json(200, {"data": [{"type": "model", "id": m, "display_name": m} for m in FakeAnthropicServer.models], "has_more": False})
         else:
             self._send_json(404, {"type": "error", "error": {"type": "not_found_error", "message": self.path}})
 
@@ -684,6 +684,9 @@ class FakeAnthropicServer(_ScriptedServer):
 
     _handler_cls = _AnthropicHandler
     _thread_name = "fake-anthropic"
+    #: Model ids the server lists (``GET /v1/models``): agent-magic's default, then two made-up
+    #: names for tests that switch models (no client release will ever deprecate them).
+    models: ClassVar[tuple[str, ...]] = ("claude-sonnet-5-5", "fake-model-large", "fake-model-small")
 
     def env(self, api_key: str = "sk-ant-test-fake-key") -> dict[str, str]:
         """Environment variables that point the ``anthropic`` client here."""
