@@ -6,6 +6,7 @@ import json
 import logging
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,9 +16,12 @@ from agent_magic.testing import (
     FakeAnthropicServer,
     error,
     hang,
+    message,
     raw,
     stream_error,
     text,
+    text_block,
+    tool_block,
     tool_use,
     truncated,
 )
@@ -209,3 +213,23 @@ def test_a_client_warning_is_a_note_once_never_a_failure(
     assert result_of(second).subtype == "success"
     assert not [m for m in second if isinstance(m, am.SystemMessage) and m.subtype == "warning"]
     assert [r.body["model"] for r in fake_api.message_requests] == [model, model]
+
+
+@pytest.mark.parametrize(
+    "replies",
+    [
+        pytest.param([message(text_block(""), tool_block("Glob", {"pattern": "*.txt"})), text("done")], id="empty-text-before-a-tool-call"),
+        pytest.param([text(" \n")], id="whitespace-only-answer"),
+    ],
+)
+def test_text_that_says_nothing_is_not_sent_back(
+    fake_api: FakeAnthropicServer, home: Path, workspace: Path, replies: list[dict[str, Any]]
+) -> None:
+    # Models do send these; the API refuses them in the conversation ("text content blocks must
+    # be non-empty" / "... non-whitespace text"), which left the session unable to go on.
+    fake_api.add(*replies, text("next answer"))
+    first = result_of(run_query("go", cwd=workspace))
+    assert first.subtype == "success"
+    second = result_of(run_query("and now?", cwd=workspace, resume=first.session_id))
+    assert second.subtype == "success" and second.result == "next answer"
+    assert all(r.refused is None for r in fake_api.requests)

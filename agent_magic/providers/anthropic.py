@@ -34,6 +34,7 @@ from .base import (
     Provider,
     env_number,
     error_body,
+    kept_blocks,
     one_line,
     status_error,
 )
@@ -334,7 +335,7 @@ class AnthropicProvider(Provider):
         usage = final.usage.model_dump(mode="json", exclude_none=True) if final.usage else {}
         content = [_block_json(b) for b in final.content]
         return ModelResponse(
-            content=[c for c in content if c is not None],
+            content=kept_blocks([c for c in content if c is not None]),
             stop_reason=final.stop_reason,
             usage=usage,
             model=final.model,

@@ -102,6 +102,17 @@ class Provider(ABC):
 # -- helpers shared by providers -------------------------------------------------------
 
 
+def kept_blocks(content: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A response's blocks without text blocks that say nothing.
+
+    Models do answer with an empty text block (before a tool call) or one of only
+    whitespace; the Messages API refuses both when the conversation is sent back
+    ("text content blocks must be non-empty", "... must contain non-whitespace
+    text"), which would leave the session unable to take another turn.
+    """
+    return [b for b in content if b.get("type") != "text" or str(b.get("text", "")).strip()]
+
+
 def one_line(s: str) -> str:
     return " ".join(s.split())
 

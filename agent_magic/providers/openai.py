@@ -39,6 +39,7 @@ from .base import (
     Provider,
     env_number,
     error_body,
+    kept_blocks,
     one_line,
     status_error,
 )
@@ -543,7 +544,7 @@ class _Assembler:
             }
         )
         await self._emit({"type": "message_stop"})
-        return ModelResponse(content=content, stop_reason=stop, usage=dict(self.usage), model=self.model, id=self.id)
+        return ModelResponse(content=kept_blocks(content), stop_reason=stop, usage=dict(self.usage), model=self.model, id=self.id)
 
 
 def _usage(usage: Any) -> dict[str, int]:
