@@ -443,6 +443,12 @@ class AgentMagics(Magics):
     # -- %%agent --------------------------------------------------------------------
     def _cell(self, line: str, cell: str) -> None:
         """The blocking path: terminals, ipykernel < 7.4, and direct ``run_cell_magic`` calls."""
+        from ._runner import kernel_stays_busy
+
+        with kernel_stays_busy(self.shell):  # polled UI events publish "idle" too
+            self._run_cell(line, cell)
+
+    def _run_cell(self, line: str, cell: str) -> None:
         turn = self._prepare(line, cell)
         try:
             outcome = self.runner.run_turn(turn.host, turn.prompt, turn.view.on_message, turn.view.flush, in_kernel=self.in_kernel)
@@ -454,6 +460,12 @@ class AgentMagics(Magics):
     async def acell(self, line: str, cell: str) -> None:
         """The async path (ipykernel >= 7.4): the cell awaits, so the kernel keeps
         dispatching widget messages (Stop, Approve) while the agent works."""
+        from ._runner import kernel_stays_busy
+
+        with kernel_stays_busy(self.shell):
+            await self._arun_cell(line, cell)
+
+    async def _arun_cell(self, line: str, cell: str) -> None:
         try:
             turn = self._prepare(line, cell)
             try:

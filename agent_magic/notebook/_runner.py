@@ -296,6 +296,46 @@ class Runner:
 
 
 @contextlib.contextmanager
+def kernel_stays_busy(shell: Any) -> Iterator[None]:
+    """Keep the kernel's published state "busy" for as long as this cell runs.
+
+    While an ``%%agent`` cell waits for the agent, the kernel keeps serving
+    comm messages (widget clicks; JupyterLab sends them over a subshell since
+    4.4) and control requests (``create_subshell_request``), and publishes an
+    ``idle`` status on IOPub after each. JupyterLab shows the last status of
+    any request as the kernel's state, so its status bar said "Idle" while the
+    agent worked. Here each such ``idle`` is followed by ``busy`` for this cell.
+    The kernel's method is shadowed on the instance and restored on exit.
+    """
+    kernel = getattr(shell, "kernel", None)
+    publish = getattr(kernel, "_publish_status", None)
+    get_parent = getattr(kernel, "get_parent", None)
+    if kernel is None or publish is None or get_parent is None:
+        yield
+        return
+    cell = get_parent("shell")  # this cell's execute_request
+    cell_id = (cell or {}).get("header", {}).get("msg_id")
+    if not cell_id:
+        yield
+        return
+
+    def _publish_status(status: str, channel: str, parent: Any = None) -> None:
+        publish(status, channel, parent)
+        if status != "idle":
+            return
+        other = parent if parent is not None else get_parent(channel)
+        if (other or {}).get("header", {}).get("msg_id") != cell_id:
+            publish("busy", "shell", cell)
+
+    kernel._publish_status = _publish_status
+    try:
+        yield
+    finally:
+        if kernel.__dict__.get("_publish_status") is _publish_status:
+            del kernel._publish_status
+
+
+@contextlib.contextmanager
 def _polling(in_kernel: bool) -> Iterator[Callable[[], None]]:
     """A function to call often: processes pending kernel UI events (comm messages) when in a kernel."""
     if not in_kernel:
