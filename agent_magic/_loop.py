@@ -309,7 +309,8 @@ async def prompt_submit_hook(rt: Runtime, turn: _Turn, emit: Emit) -> list[str] 
         turn.result_text = f"A hook blocked the prompt: {outcome.reason or outcome.stop_reason}"
         turn.errors.append(turn.result_text)
         return None
-    extra = list(outcome.additional_context)
+    # Context that says nothing is not sent: the API refuses a whitespace-only text block.
+    extra = [c for c in outcome.additional_context if c.strip()]
     if extra:
         rt.session.append({"type": "user", "is_prompt": False, "message": {"role": "user", "content": [{"type": "text", "text": "\n".join(extra)}]}})
     return extra
@@ -399,7 +400,7 @@ async def _turn_body(rt: Runtime, turn: _Turn, emit: Emit) -> None:
         if not tool_uses:
             stop = await run_hooks(opts.hooks, "Stop", _hook_base(rt, "Stop") | {"stop_hook_active": stop_hook_active})
             await _report_hook(stop, emit)
-            if stop.decision == "block" and not stop_hook_active and stop.reason:
+            if stop.decision == "block" and not stop_hook_active and stop.reason and stop.reason.strip():
                 stop_hook_active = True
                 more = {"role": "user", "content": [{"type": "text", "text": stop.reason}]}
                 s.append({"type": "user", "is_prompt": False, "message": more})

@@ -277,6 +277,25 @@ def test_hooks_deny_modify_observe_and_report_failures(fake_api: FakeAnthropicSe
     assert any(m.subtype == "hook" and m.data["message"] == "prompt seen" for m in notes)
 
 
+def test_hooks_that_say_nothing_add_nothing(fake_api: FakeAnthropicServer, home: Path, workspace: Path) -> None:
+    # Blank context from UserPromptSubmit and a blank reason to go on from Stop: sent to the
+    # model, the API would refuse the whitespace-only text (the strict fake API found it).
+    async def on_prompt(inp: dict[str, Any], tool_use_id: str | None, ctx: dict[str, Any]) -> dict[str, Any]:
+        return {"hookSpecificOutput": {"hookEventName": "UserPromptSubmit", "additionalContext": " \n "}}
+
+    async def on_stop(inp: dict[str, Any], tool_use_id: str | None, ctx: dict[str, Any]) -> dict[str, Any]:
+        return {"decision": "block", "reason": "  "}
+
+    hooks = {"UserPromptSubmit": [HookMatcher(None, [on_prompt])], "Stop": [HookMatcher(None, [on_stop])]}
+    fake_api.add(text("done"), text("again"))
+    first = result_of(run_query("go", cwd=workspace, hooks=hooks))
+    assert first.subtype == "success" and first.result == "done"
+    assert result_of(run_query("more", cwd=workspace, hooks=hooks, resume=first.session_id)).subtype == "success"
+    assert all(r.refused is None for r in fake_api.requests) and len(fake_api.requests) == 2
+    texts = [b["text"] for m in fake_api.requests[-1].body["messages"] for b in m["content"] if b["type"] == "text"]
+    assert texts == ["go", "done", "more"]
+
+
 def test_prompt_hook_can_block(fake_api: FakeAnthropicServer, home: Path, workspace: Path) -> None:
     async def block(inp: dict[str, Any], tool_use_id: str | None, ctx: dict[str, Any]) -> dict[str, Any]:
         return {"decision": "block", "reason": "no secrets in prompts"}
