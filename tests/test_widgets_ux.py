@@ -418,3 +418,68 @@ def test_rewind_magic_links_the_cells_to_rerun(ip: InteractiveShell, stale_load_
         f'data-am-stale-since="{ip.execution_count}" data-am-stale-path="analysis.ipynb" data-am-stale-index="1" '
         f'title="Go to cell 2 (load)">cell 2</a>'
     ) in md
+
+
+# -- 9. the demo's scripted answers say what happened --------------------------------------
+
+QUICKSTART_PROMPT = "Load sales.csv, fix the date column and add a cell that computes monthly revenue."
+
+
+def _answer(ip: InteractiveShell) -> str:
+    st = state(ip)
+    assert st is not None and st["magics"].last_result is not None
+    return str(st["magics"].last_result.result)
+
+
+@pytest.mark.parametrize("prompt_cell_saved", [True, False])
+def test_walkthrough_says_where_the_cell_went(
+    ip: InteractiveShell, fake_api: FakeAnthropicServer, workspace: Path, prompt_cell_saved: bool
+) -> None:
+    import nbformat
+
+    from agent_magic.testing.walkthrough import install_walkthrough, sample_sales_csv
+
+    install_walkthrough(fake_api)
+    sample_sales_csv(workspace / "sales.csv")
+    nb_path = workspace / "analysis.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Sales", id="head"), nbformat.v4.new_code_cell("x = 1", id="setup")]
+    if prompt_cell_saved:
+        nb.cells.append(nbformat.v4.new_code_cell(f"%%agent --permission-mode acceptEdits\n{QUICKSTART_PROMPT}", id="ask"))
+    nb.cells += [nbformat.v4.new_markdown_cell(f"Notes {i}", id=f"note{i}") for i in range(3)]
+    nbformat.write(nb, nb_path)
+
+    agent(ip, QUICKSTART_PROMPT, "--permission-mode acceptEdits")
+    ids = [c.id for c in nbformat.read(nb_path, as_version=4).cells]
+    new = next(i for i in ids if i not in {"head", "setup", "ask", "note0", "note1", "note2"})
+    if prompt_cell_saved:
+        assert ids.index(new) == ids.index("ask") + 1
+        assert "I added a cell right below this one" in _answer(ip)
+    else:  # no prompt cell to anchor to: the cell went to the top, and the answer says so
+        assert ids.index(new) == 0
+        assert "I added a cell at the top of the notebook" in _answer(ip)
+
+
+def test_walkthrough_fork_does_not_promise_the_table_back(ip: InteractiveShell, fake_api: FakeAnthropicServer, workspace: Path) -> None:
+    import nbformat
+
+    from agent_magic.testing.walkthrough import install_walkthrough, sample_sales_csv
+
+    install_walkthrough(fake_api)
+    sample_sales_csv(workspace / "sales.csv")
+    nb_path = workspace / "analysis.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(f"%%agent --permission-mode acceptEdits\n{QUICKSTART_PROMPT}", id="ask")]
+    nbformat.write(nb, nb_path)
+    agent(ip, QUICKSTART_PROMPT, "--permission-mode acceptEdits")
+    ip.run_line_magic("agent", "fork")
+    agent(ip, "Try a different approach: show monthly revenue as a bar chart instead of a table.", "--permission-mode acceptEdits")
+    answer = _answer(ip)
+    assert "still has the table" not in answer
+    assert "Cells belong to the notebook" in answer and "`%agent rewind --turn 2`" in answer
+    cells = nbformat.read(nb_path, as_version=4).cells
+    assert "bar chart" in cells[1].source  # what the answer says: the notebook shows the chart...
+    ip.run_line_magic("agent", "resume " + str(am.list_sessions()[-1].session_id))  # ...whichever session is continued
+    assert "bar chart" in nbformat.read(nb_path, as_version=4).cells[1].source
+    agent(ip, "what did you change?")
+    assert "NotebookEdit insert a cell in analysis.ipynb" in _answer(ip)
