@@ -483,3 +483,41 @@ def test_walkthrough_fork_does_not_promise_the_table_back(ip: InteractiveShell, 
     assert "bar chart" in nbformat.read(nb_path, as_version=4).cells[1].source
     agent(ip, "what did you change?")
     assert "NotebookEdit insert a cell in analysis.ipynb" in _answer(ip)
+
+
+# -- 8. no emoji in tool lines; their diffs coloured as the slider's ---------------------------
+
+
+def test_tool_lines_have_no_emoji_and_coloured_diffs(ip: InteractiveShell, magics: Any, fake_api: FakeAnthropicServer, workspace: Path) -> None:
+    from agent_magic._messages import AssistantMessage, ToolUseBlock
+    from agent_magic.notebook._display import TurnView
+
+    view = TurnView(rich=True)
+    view.on_message(AssistantMessage(content=[ToolUseBlock("t1", "Bash", {"command": "make"})], model="m"))
+    running = view.markdown()
+    assert "⏳" not in running
+    assert "<span class='am-tool-running' role='img' aria-label='running'></span> **Bash** `make` — *running…*" in running
+
+    (workspace / "a.txt").write_text("old\n")
+    fake_api.add(
+        tool_use("Read", {"file_path": str(workspace / "a.txt")}),
+        tool_use("Edit", {"file_path": str(workspace / "a.txt"), "old_string": "old", "new_string": "new"}),
+        text("edited"),
+    )
+    agent(ip, "edit a.txt", "--permission-mode acceptEdits")
+    assert magics.last_view is not None
+    md = magics.last_view.markdown()
+    assert "⏳" not in md and "```diff" not in md
+    assert "<summary>✓ <b>Edit</b>" in md
+    # the same classes as the slider's diff view, with inline colours (they survive nbconvert)
+    assert "<span class='am-diff-del' style='display:block;background:color-mix(in srgb, var(--jp-error-color1, #d32f2f) 14%, transparent)'>-old\n</span>" in md
+    assert "<span class='am-diff-add' style='display:block;background:color-mix(in srgb, var(--jp-success-color1, #388e3c) 16%, transparent)'>+new\n</span>" in md
+
+
+def test_widget_modules_have_no_emoji() -> None:
+    from agent_magic.notebook.widgets._base import STATIC
+
+    emoji = ("⏳", "⌛", "⚠", "✓", "✗", "▾", "▼", "▲", "↳", "🔧")
+    for path in STATIC.glob("*.js"):
+        found = [e for e in emoji if e in path.read_text(encoding="utf-8")]
+        assert not found, f"{path.name} draws {found}: use icon() (inline SVG) instead"
