@@ -218,7 +218,11 @@ def _replaced_cell(old: Mapping[str, Any], source: str, cell_type: str | None) -
         if new_type == "markdown" and isinstance(attachments, dict):
             # As JupyterLab does when it saves a markdown cell: attachments its source no
             # longer names are dropped, so the file on disk and the open notebook agree.
-            new["attachments"] = {k: v for k, v in attachments.items() if k in source}
+            kept = {k: v for k, v in attachments.items() if k in source}
+            if kept:
+                new["attachments"] = kept
+            else:
+                del new["attachments"]
     if not isinstance(new.get("metadata"), dict):
         new["metadata"] = _nbf.NotebookNode()
     return new

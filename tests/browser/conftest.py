@@ -221,15 +221,24 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+def rtc_installed() -> bool:
+    """Whether jupyter-collaboration (real-time collaboration) is installed here."""
+    import importlib.util
+
+    return importlib.util.find_spec("jupyter_server_ydoc") is not None
+
+
 @contextmanager
 def start_jupyterlab(
-    home: Path, env: Mapping[str, str] | None = None, log_name: str = "jupyterlab.log"
+    home: Path, env: Mapping[str, str] | None = None, log_name: str = "jupyterlab.log", *, rtc: bool = False
 ) -> Iterator[JupyterLab]:
     """Run a JupyterLab server on 127.0.0.1 with token auth, its files under ``home``.
 
     ``env`` is added to its environment (and its kernels'); unless ``env`` names
     one, ``AGENT_MAGIC_HOME`` is ``home/agent-home``. The log goes to
-    ``test-artifacts/<log_name>``.
+    ``test-artifacts/<log_name>``. With ``rtc`` the documents are held by the
+    server (jupyter-collaboration); without it, an installed jupyter-collaboration
+    is switched off, so the plain path is what is tested.
     """
     root_dir = home / "root"
     root_dir.mkdir(parents=True, exist_ok=True)
@@ -255,6 +264,11 @@ def start_jupyterlab(
     ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         args.append("--allow-root")
+    if rtc:
+        # Poll the disk often, so the server notices a file the agent wrote within the test's waits.
+        args.append("--YDocExtension.file_poll_interval=0.5")
+    elif rtc_installed():
+        args.append("--YDocExtension.disable_rtc=True")
 
     ARTIFACTS_DIR.mkdir(exist_ok=True)
     log_path = ARTIFACTS_DIR / log_name
@@ -299,6 +313,23 @@ def jupyterlab(
     env = {**lab_fake_api.env(), "AGENT_MAGIC_MAX_RETRIES": "1"}
     with start_jupyterlab(tmp_path_factory.mktemp("jupyterlab"), env) as lab:
         yield lab
+
+
+@pytest.fixture(scope="session")
+def jupyterlab_rtc(
+    tmp_path_factory: pytest.TempPathFactory, lab_fake_api: FakeAnthropicServer
+) -> Iterator[JupyterLab]:
+    """Like ``jupyterlab``, with real-time collaboration on (jupyter-collaboration; required)."""
+    if not rtc_installed():
+        _missing_tool("jupyter-collaboration is not installed: pip install -e '.[test]'")
+    env = {**lab_fake_api.env(), "AGENT_MAGIC_MAX_RETRIES": "1"}
+    with start_jupyterlab(tmp_path_factory.mktemp("jupyterlab-rtc"), env, "jupyterlab-rtc.log", rtc=True) as lab:
+        yield lab
+
+
+def lab_env(lab: JupyterLab) -> dict[str, str]:
+    """``run_playwright``'s ``env`` to drive another server than the session's ``jupyterlab``."""
+    return {"LAB_URL": lab.url, "LAB_TOKEN": lab.token, "LAB_ROOT": str(lab.root_dir)}
 
 
 @dataclass(frozen=True)

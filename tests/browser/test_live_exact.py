@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +26,8 @@ import agent_magic as am
 from agent_magic.testing import FakeAnthropicServer, text, tool_use, tool_uses
 from tests.notebook_fixtures import every_output_cells
 from tests.test_checkpoints import Session
+
+from conftest import lab_env
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -152,3 +156,88 @@ def test_live_rewinds_equal_the_nbformat_path(
     assert "streams" in data["sliderPreview"]
     final = nbformat.read(nb_path, as_version=4)
     assert [c.id for c in final.cells] == ["load", *FIXTURE_IDS, "ask", "rewind"]
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_live_rewinds_equal_the_nbformat_path_with_collaboration(
+    jupyterlab_rtc: JupyterLab,
+    lab_fake_api: FakeAnthropicServer,
+    run_playwright: Callable[..., PlaywrightResult],
+    fake_api: FakeAnthropicServer,
+    home: Path,
+    workspace: Path,
+) -> None:
+    """The same, with the document held by the server (jupyter-collaboration)."""
+    expected_turn, expected_rewind = nbformat_path_result(fake_api, workspace)
+    nb_path = jupyterlab_rtc.root_dir / NB_NAME
+    write_notebook(nb_path)
+    lab_fake_api.reset()
+    target = str(nb_path.resolve())
+    lab_fake_api.on_prompt(PROMPT, tool_use("Read", {"file_path": target}), tool_uses(agent_edits(target)), text("Done."))
+
+    env = {**lab_env(jupyterlab_rtc), "NB_PATH": NB_NAME, "SHOT_PREFIX": "live-exact-rtc"}
+    data = run_playwright("live_exact.mjs", env=env, timeout=500).check().data
+    (Path(jupyterlab_rtc.log_path).parent / "live-exact-rtc.json").write_text(json.dumps(data, indent=1))
+
+    check_run(data, expected_turn, expected_rewind, ["magic", "slider", "sidebar"])
+    # The server's own saves wrote the same notebook.
+    final = nbformat.read(nb_path, as_version=4)
+    assert [c.id for c in final.cells] == ["load", *FIXTURE_IDS, "ask", "rewind"]
+    assert comparable(json.loads(nb_path.read_text()), FIXTURE_IDS) == comparable(expected_rewind, FIXTURE_IDS)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_an_agent_edit_on_disk_survives_the_collaborative_save(
+    jupyterlab_rtc: JupyterLab,
+    run_playwright: Callable[..., PlaywrightResult],
+    fake_api: FakeAnthropicServer,
+    home: Path,
+) -> None:
+    """An agent with no live link (another process, no extension) edits the file of a notebook open with RTC."""
+    nb_path = jupyterlab_rtc.root_dir / "rtc-disk.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_code_cell("x = 1", id="one"),
+        nbformat.v4.new_code_cell("y = 2", id="two"),
+        nbformat.v4.new_code_cell("z = 3", id="three"),
+    ]
+    nbformat.write(nb, nb_path)
+    marker = jupyterlab_rtc.root_dir / "opened.marker"
+    marker.unlink(missing_ok=True)
+    agent_text = "y = 20  # written by the agent on disk"
+    failures: list[BaseException] = []
+
+    def agent() -> None:
+        try:
+            deadline = time.monotonic() + 120
+            while not marker.exists():
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the page never opened the notebook")
+                time.sleep(0.1)
+            session = Session(fake_api, jupyterlab_rtc.root_dir, permission_mode="acceptEdits")
+            edit = ("NotebookEdit", {"notebook_path": str(nb_path), "cell_id": "two", "new_source": agent_text})
+            session.run([("edit two", [tool_use("Read", {"file_path": str(nb_path)}), tool_uses([edit]), text("Done.")])])
+        except BaseException as exc:  # reported by the test below
+            failures.append(exc)
+
+    worker = threading.Thread(target=agent)
+    worker.start()
+    try:
+        env = {**lab_env(jupyterlab_rtc), "NB_PATH": nb_path.name, "AGENT_TEXT": agent_text}
+        data = run_playwright("rtc_disk_edit.mjs", env=env, timeout=300).check().data
+    finally:
+        worker.join(timeout=120)
+        print("on disk after the agent:", nbformat.read(nb_path, as_version=4).cells)
+    assert not failures, failures
+    assert data["agentEditSeen"], data
+    assert data["dialog"] is None, f"saving asked: {data['dialog']}"
+    for key in ("saved", "savedLater"):
+        cells = {c["id"]: "".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in data[key]["cells"]}
+        assert cells["two"] == agent_text, (key, cells)
+        assert cells["three"] == "z = 300  # edited after the agent", (key, cells)
+    on_disk = {c.id: c.source for c in nbformat.read(nb_path, as_version=4).cells}
+    assert on_disk["two"] == agent_text and on_disk["three"] == "z = 300  # edited after the agent"
+    print("person's unsaved edit before the agent's:", data["modelOne"])
