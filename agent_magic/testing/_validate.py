@@ -18,8 +18,10 @@ API's own error messages:
   the API's pattern and an ``input_schema``.
 - **Turns.** Consecutive messages of one role are combined into one turn (the
   API merges them; so do we before the checks below); the first turn must be the
-  user's. Every message but a final assistant message needs non-empty content;
-  text blocks must be non-empty and not whitespace only.
+  user's. ``role: "system"`` messages (text for the model among the messages, as
+  Claude Code sends them) stand beside the turns. Every message but a final
+  assistant message needs non-empty content; text blocks must be non-empty and
+  not whitespace only.
 - **Roles of blocks.** ``tool_use``, ``thinking`` and ``redacted_thinking`` come
   from the model (assistant turns only), ``tool_result`` from the caller (user
   turns only).
