@@ -123,7 +123,7 @@ def test_widgets_in_jupyterlab(
     assert "current" in d["tree"][0]["text"]
     # fewest turns first: the 1-turn root, then the 3-turn root with its forks under it
     assert [r["id"] for r in d["treeByTurns"]] == [other, original, fork_id, rewound]
-    assert d["sortMark"] == "Turns ▲"
+    assert d["sortMark"] == {"text": "Turns", "up": True}
 
     # Resume from the bar's picker: the original is current again
     assert len(d["menu"]) == 4 and any("current" in m for m in d["menu"])

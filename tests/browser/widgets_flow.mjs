@@ -147,7 +147,11 @@ await withPage('widgets', async page => {
   await browser.locator('th[data-sort="turns"]').click();
   await browser.locator('th[data-sort="turns"][aria-sort="ascending"]').waitFor();
   out.treeByTurns = await treeRows();
-  out.sortMark = (await browser.locator('th.am-sorted').innerText()).trim();
+  out.sortMark = {
+    text: (await browser.locator('th.am-sorted').innerText()).trim(),
+    // the mark is an SVG caret (no glyph), turned up for ascending
+    up: (await browser.locator('th.am-sorted .am-sort-mark.am-up svg.am-icon').count()) === 1
+  };
   out.sessionsShot = await shot(browser, 'widgets-sessions');
 
   // Resume the original session from turn 1's bar.

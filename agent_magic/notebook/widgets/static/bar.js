@@ -13,14 +13,14 @@ function render({ model, el }) {
   const current = h("span", { class: "am-chip am-chip-current", title: "The next %%agent cell continues this session" }, "current");
   const turn = h("span", { class: "am-bar-turn" });
   const usage = h("span", { class: "am-bar-usage" });
-  const fork = h("button", { class: "am-btn am-fork", title: "Fork the session here: a new session with the conversation up to the end of this turn; the next %%agent cell continues it" }, icon("fork"), "Fork here");
-  const resume = h("button", { class: "am-btn am-resume", "aria-haspopup": "listbox", "aria-expanded": "false", title: "Continue another of this notebook's sessions" }, icon("resume"), "Resume", icon("caret"));
+  const fork = h("button", { class: "am-btn am-fork", title: "Fork the session here: a new session with the conversation up to the end of this turn; the next %%agent cell continues it", "aria-label": "Fork here" }, icon("fork"), h("span", { class: "am-btn-label" }, "Fork here"));
+  const resume = h("button", { class: "am-btn am-resume", "aria-haspopup": "listbox", "aria-expanded": "false", title: "Continue another of this notebook's sessions", "aria-label": "Resume" }, icon("resume"), h("span", { class: "am-btn-label" }, "Resume"), icon("caret"));
   const status = h("span", { class: "am-bar-status" });
-  const session = h("span", { class: "am-bar-session" }, "session ", sid, copy);
+  const session = h("span", { class: "am-bar-session" }, h("span", { class: "am-bar-word" }, "session "), sid, copy);
   const row = h("div", { class: "am-bar-row" }, stop, working, dot, session, current, turn, usage, status, h("span", { class: "am-spacer" }), fork, resume);
   const notice = h("div", { class: "am-notice", role: "status" });
   const menu = h("div", { class: "am-menu", role: "listbox", hidden: true });
-  const stale = staleness(model, el, listen, () => update(), "Use `%agent fork` and `%agent resume` instead.");
+  const stale = staleness(model, el, listen, () => update(), "Use %agent fork and %agent resume instead.");
   const box = h("div", { class: "am-widget am-bar" }, row, stale.line, notice, errorLine(model, listen), menu);
   el.append(box);
 

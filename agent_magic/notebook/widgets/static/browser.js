@@ -57,7 +57,7 @@ function render({ model, el }) {
   const table = h("table", { class: "am-table" }, thead, tbody);
   const empty = h("div", { class: "am-muted" });
   const notice = h("div", { class: "am-notice", role: "status" });
-  const stale = staleness(model, el, listen, () => update(), "Run `%agent sessions` again for a live table.");
+  const stale = staleness(model, el, listen, () => update(), "Run %agent sessions again for a live table.");
   const box = h("div", { class: "am-widget am-browser" }, title, stale.line, table, empty, errorLine(model, listen), notice);
   el.append(box);
 

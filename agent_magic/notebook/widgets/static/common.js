@@ -147,8 +147,10 @@ function listener(model) {
 /**
  * Whether the view is stale, and a line saying why: the kernel side says so in the `stale` trait
  * (its session was deleted, ...); the front end knows when the kernel that made the widget has
- * restarted or died (ipywidgets marks the view "jupyter-widgets-disconnected": clicks would go
- * nowhere). `onChange()` runs when that changes; `staleness.why()` is "" while the view is live.
+ * restarted, died or been replaced (its models are gone: clicks would go nowhere). That is seen on
+ * the widget manager's kernel connection (JupyterLab), on the model's `comm_live_update` event
+ * (ipywidgets marks models not live on a restart) and on the "jupyter-widgets-disconnected" class.
+ * `onChange()` runs when that changes; `staleness.why()` is "" while the view is live.
  */
 function staleness(model, el, listen, onChange, again) {
   const line = h("div", { class: "am-stale-widget", role: "status" });
@@ -161,15 +163,30 @@ function staleness(model, el, listen, onChange, again) {
     line.replaceChildren(...(text ? [icon("warn"), " ", text] : []));
     line.hidden = !text;
   };
-  const check = () => {
-    const now = el.classList.contains("jupyter-widgets-disconnected") || !!el.closest(".jupyter-widgets-disconnected");
-    if (now !== disconnected) {
-      disconnected = now;
-      update();
-      onChange();
-    }
+  const gone = () => {
+    if (disconnected) return;
+    disconnected = true;
+    update();
+    onChange();
   };
-  listen("comm_live_update", () => setTimeout(check, 0));
+  const check = () => {
+    if (el.classList.contains("jupyter-widgets-disconnected") || el.closest(".jupyter-widgets-disconnected")) gone();
+  };
+  // After a view renders, a model's comm only ever stops being live (a restart makes new models).
+  listen("comm_live_update", gone);
+  const kernel = model.widget_manager && model.widget_manager.kernel;
+  if (kernel && kernel.statusChanged && kernel.statusChanged.connect) {
+    const onStatus = (_sender, status) => {
+      if (status === "restarting" || status === "autorestarting" || status === "dead") gone();
+    };
+    const onDisposed = () => gone();
+    kernel.statusChanged.connect(onStatus);
+    listen.add(() => kernel.statusChanged.disconnect(onStatus));
+    if (kernel.disposed && kernel.disposed.connect) {
+      kernel.disposed.connect(onDisposed);
+      listen.add(() => kernel.disposed.disconnect(onDisposed));
+    }
+  }
   listen("change:stale", () => {
     update();
     onChange();

@@ -40,7 +40,7 @@ function render({ model, el }) {
   const confirmBox = h("span", { class: "am-confirm-box" }, question, confirmBtn, cancelBtn);
   const actions = h("div", { class: "am-actions" }, rewindBtn, confirmBox);
   const result = h("div", { class: "am-result", role: "status" });
-  const stale = staleness(model, el, listen, () => update(), "Run `%agent checkpoints` again for a live slider.");
+  const stale = staleness(model, el, listen, () => update(), "Run %agent checkpoints again for a live slider.");
   const box = h("div", { class: "am-widget am-slider" }, head, stale.line, track, card, preview, options, actions, errorLine(model, listen), result);
   el.append(box);
 
