@@ -93,6 +93,7 @@ def test_first_hour_in_jupyterlab(
     assert "Re-run 1 cell" in d["result"] and "cell 2" in d["result"]
     assert d["marker"] == "re-run"
     assert d["activeAfterLink"] == "load"
+    assert d["activeAfterFallbackLink"] == "load"  # what the widget does without the extension
     assert d["markerAfterRun"] == 0
 
     # 6. the session bar stays on one line, Resume included, also in a narrow window

@@ -190,6 +190,16 @@ await withPage(
     await slider.locator('a.am-stale-cell').click();
     await page.waitForFunction(i => window.jupyterapp.shell.currentWidget.content.activeCellIndex === i, loadIndex);
     out.activeAfterLink = await page.evaluate(() => window.jupyterapp.shell.currentWidget.content.activeCell.model.id);
+    // without the extension's answer to the link's event, the widget selects the cell itself
+    await page.evaluate(i => {
+      window.jupyterapp.shell.currentWidget.content.activeCellIndex = i;
+      window.__hideFromExtension = e => e.stopPropagation();
+      document.addEventListener('agent-magic:select-cell', window.__hideFromExtension, true);
+    }, await cellIndex(page, 'cps'));
+    await slider.locator('a.am-stale-cell').click();
+    await page.waitForFunction(i => window.jupyterapp.shell.currentWidget.content.activeCellIndex === i, loadIndex);
+    out.activeAfterFallbackLink = await page.evaluate(() => window.jupyterapp.shell.currentWidget.content.activeCell.model.id);
+    await page.evaluate(() => document.removeEventListener('agent-magic:select-cell', window.__hideFromExtension, true));
     // running the cell clears its mark
     await runAt(page, 'load');
     await marker.waitFor({ state: 'detached', timeout: 10_000 });
