@@ -23,6 +23,8 @@ API, and printed as a table (median, max over ``--runs``)::
   one that cannot answer a synchronous cell (the file is used at once).
 """
 
+# nbformat is untyped.
+# mypy: disable-error-code="no-untyped-call"
 from __future__ import annotations
 
 import argparse
