@@ -21,13 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 import nbformat
 import pytest
+from conftest import lab_env
 
 import agent_magic as am
 from agent_magic.testing import FakeAnthropicServer, text, tool_use, tool_uses
 from tests.notebook_fixtures import every_output_cells
 from tests.test_checkpoints import Session
-
-from conftest import lab_env
 
 if TYPE_CHECKING:
     from collections.abc import Callable
