@@ -462,10 +462,13 @@ class SessionIndex:
     ) -> None:
         """A turn started; ``num_turns`` is the session's count including it (else the row's count + 1)."""
         with self._tx() as conn:
+            # A fork that copied no turns is named by its own first prompt once it has one
+            # (its label said what it forked only until then; see scan_info).
             conn.execute(
                 "UPDATE sessions SET num_turns=COALESCE(?, num_turns+1), modified_ms=?, file_size=?, "
+                "label=CASE WHEN first_prompt IS NULL AND ? IS NOT NULL THEN NULL ELSE label END, "
                 "first_prompt=COALESCE(first_prompt, ?) WHERE session_id=?",
-                (num_turns, modified_ms, file_size, first_prompt, session_id),
+                (num_turns, modified_ms, file_size, first_prompt, first_prompt, session_id),
             )
 
     def record_cost(self, session_id: str, cost: float | None, *, modified_ms: int, file_size: int) -> None:
@@ -867,7 +870,8 @@ class SessionStore:
         title = _opt_str(meta.get("title"))
         parent = _opt_str(header.get("parent_session_id"))
         label = None
-        if parent is not None:
+        if parent is not None and (copied or not first_prompt):
+            # (A fork that copied no turns and has a prompt of its own is named by that prompt.)
             label = fork_label(self._parent_name(parent, first_prompt if copied else None), copied or 0)
         return SessionInfo(
             session_id=session_id,

@@ -126,7 +126,9 @@ def test_forks_say_what_they_forked_and_where(ip: InteractiveShell, magics: Any,
     assert first.notice == f"Resumed {at_one[:8]} (fork of “Load sales.csv, fix the date column…” at turn 1), 1 turn: the next %%agent cell continues it."
 
 
-def test_a_rewound_conversation_is_named_as_a_fork(ip: InteractiveShell, magics: Any, fake_api: FakeAnthropicServer, workspace: Path, scope: str) -> None:
+def test_a_rewound_conversation_is_named_as_a_fork(
+    ip: InteractiveShell, magics: Any, fake_api: FakeAnthropicServer, workspace: Path, scope: str, home: Path
+) -> None:
     fake_api.add(tool_use("Write", {"file_path": str(workspace / "a.txt"), "content": "a\n"}), text("wrote"), text("two"))
     agent(ip, "write a.txt", "--permission-mode acceptEdits")
     agent(ip, "second turn")
@@ -140,6 +142,16 @@ def test_a_rewound_conversation_is_named_as_a_fork(ip: InteractiveShell, magics:
     click(w, {"type": "confirm"})
     forked = w.result["new_session_id"]
     assert am.get_session_info(forked).summary == "fork of “write a.txt” before its first turn"
+    # its first turn makes it a session of its own: named by its own first prompt
+    fake_api.add(text("fresh start"))
+    agent(ip, "start over: read b.txt instead")
+    assert am.current_session(scope) == forked
+    assert am.get_session_info(forked).summary == "start over: read b.txt instead"
+    SessionStore.forget_instances()
+    conn = sqlite3.connect(home / "index.sqlite3", isolation_level=None)
+    conn.execute("PRAGMA user_version=0")  # rebuilt from the transcripts: the same names
+    conn.close()
+    assert am.get_session_info(forked).summary == "start over: read b.txt instead"
 
 
 def test_an_older_index_gains_fork_names_and_keeps_current_sessions(
