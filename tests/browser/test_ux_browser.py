@@ -101,6 +101,14 @@ def test_first_hour_in_jupyterlab(
         assert layout["lines"] == 1, layout
         assert layout["resumeHeight"] == layout["forkHeight"] and layout["resumeRight"] <= layout["rowRight"] + 0.5
 
+    # 6. after Stop the interruption is said once (the cell's line), the unanswered prompt collapsed
+    stopped = d["stopped"]
+    assert stopped["text"].count("session is intact") == 1, stopped["text"]
+    assert "AgentTurnError" not in stopped["text"] and stopped["errorName"].startswith("Interrupted: the session is intact")
+    assert stopped["barStatus"] == "Stopped"
+    assert stopped["expired"] == "Expired (the turn ended before a decision): Allow Bash(rm -rf build)?"
+    assert not stopped["buttonsShown"]
+
     # 1. sessions tell apart: the fork says what it forked and where; the pill is whole
     assert any(t == T1[:39].rsplit(" ", 1)[0] or t.startswith("turn one: Load sales.csv") for t in d["sidebarTitles"])
     forks = [t for t in d["sidebarTitles"] if t.startswith("fork of “turn one: Load sales.csv")]

@@ -7,7 +7,7 @@
 //
 // NOTEBOOK has the cells test_ux_browser.py wrote (ids in brackets):
 //   [setup] %load_ext · [load] x = 1 · [t1] %%agent (Write: approval) · [t2] %%agent (Edit, NotebookEdit load)
-//   [cps] %agent checkpoints · [t3] %%agent --fork · [t4] %%agent (Bash: approval, in the dark theme)
+//   [cps] %agent checkpoints · [t3] %%agent --fork · [t4] %%agent (Bash: approval, then Stop; dark theme)
 import path from 'node:path';
 import {
   KERNEL_TIMEOUT,
@@ -250,9 +250,19 @@ await withPage(
     await approval4.locator('.am-code').waitFor({ timeout: KERNEL_TIMEOUT });
     out.approvalShotDark = await shot(approval4, 'ux-approval-dark');
     out.statusWhileRunningDark = await kernelStatusText(page);
-    await approval4.locator('button[data-action="deny"]').click();
-    await t4.locator('.am-bar:not([data-outcome="running"])').waitFor({ timeout: KERNEL_TIMEOUT });
+    // Stop while the prompt waits: the interruption is said once; the unanswered prompt collapses
+    await t4.locator('.am-bar .am-stop').click();
+    await t4.locator('.am-bar[data-outcome="interrupted"]').waitFor({ timeout: KERNEL_TIMEOUT });
     await waitForKernelIdle(page);
+    await approval4.locator('.am-approval-expired').waitFor({ state: 'visible' });
+    out.stopped = {
+      text: (await t4.locator('.jp-Cell-outputArea').innerText()).trim(),
+      barStatus: (await t4.locator('.am-bar .am-bar-status').innerText()).trim(),
+      expired: (await approval4.locator('.am-approval-expired').innerText()).trim(),
+      buttonsShown: await approval4.locator('.am-approval-buttons').isVisible(),
+      errorName: await t4.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]').innerText()
+    };
+    out.stoppedShotDark = await shot(t4.locator('.jp-Cell-outputArea'), 'ux-stopped-dark');
     out.barShotDark = await shot(bar2, 'ux-bar-dark');
     out.sliderShotDark = await shot(slider, 'ux-slider-dark');
     out.sidebarShotDark = await shot(sidebar, 'ux-sidebar-dark');
