@@ -80,7 +80,7 @@ class SessionInfo:
     cost_known: bool = True
     file_size: int = 0
     label: str | None = None
-    """A fork's name until it is given a title: "fork of “<title>” at turn 2"."""
+    """A fork's name until it is given a title: "fork at turn 2 of “<title>”"."""
 
     @property
     def custom_title(self) -> str | None:
@@ -124,13 +124,16 @@ def _summary(title: str | None, label: str | None, first_prompt: str | None) -> 
 
 
 def fork_label(parent_name: str, turns: int) -> str:
-    """ "fork of “Load sales.csv, fix…” at turn 2" (``turns``: the prompts the fork copied)."""
+    """ "fork at turn 2 of “Load sales.csv, fix…”" (``turns``: the prompts the fork copied).
+
+    Where comes first: lists cut long names at the end, and the parent is usually shown too.
+    """
     one = " ".join(parent_name.split())
     if len(one) > 40:  # cut at a word, so the name reads as words
         cut = one[:39]
         one = (cut[: cut.rindex(" ")] if " " in cut else cut).rstrip(" ,;:") + "…"
     name = one or "another session"
-    return f"fork of “{name}” at turn {turns}" if turns else f"fork of “{name}” before its first turn"
+    return f"fork at turn {turns} of “{name}”" if turns else f"fork before turn 1 of “{name}”"
 
 
 def prompt_text(message: Any) -> str:

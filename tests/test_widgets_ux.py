@@ -101,8 +101,8 @@ def test_forks_say_what_they_forked_and_where(ip: InteractiveShell, magics: Any,
     click(second, {"type": "refresh"})  # what the Resume picker shows
     titles = {r["id"]: r["title"] for r in second.sessions}
     assert titles[original] == "Load sales.csv, fix the date column and plot monthly totals"
-    assert titles[at_one] == "fork of “Load sales.csv, fix the date column…” at turn 1"
-    assert titles[at_two] == "fork of “Load sales.csv, fix the date column…” at turn 2"
+    assert titles[at_one] == "fork at turn 1 of “Load sales.csv, fix the date column…”"
+    assert titles[at_two] == "fork at turn 2 of “Load sales.csv, fix the date column…”"
     new = next(sid for sid in titles if sid not in (original, at_one, at_two))
     assert titles[new] == "Something else entirely"  # a new session: its own first prompt
     assert len(set(titles.values())) == 4
@@ -110,7 +110,7 @@ def test_forks_say_what_they_forked_and_where(ip: InteractiveShell, magics: Any,
     # the same names in %agent sessions (table and browser) and in the sidebar's API (SessionInfo.summary)
     infos = am.list_sessions(scope=scope)
     table = repr(sessions_table(infos, current=None, scope=scope))
-    assert "fork of “Load sales.csv, fix the date column…” at turn 2" in table
+    assert "fork at turn 2 of “Load sales.csv, fix the date column…”" in table
     browser = widgets.session_browser(infos, current=None, scope=scope, magics=magics)
     assert browser is not None
     assert {r["id"]: r["title"] for r in browser.rows} == titles
@@ -123,7 +123,7 @@ def test_forks_say_what_they_forked_and_where(ip: InteractiveShell, magics: Any,
 
     # resuming names the session by the same name, with a proper plural
     click(first, {"type": "resume", "session_id": at_one})
-    assert first.notice == f"Resumed {at_one[:8]} (fork of “Load sales.csv, fix the date column…” at turn 1), 1 turn: the next %%agent cell continues it."
+    assert first.notice == f"Resumed {at_one[:8]} (fork at turn 1 of “Load sales.csv, fix the date column…”), 1 turn: the next %%agent cell continues it."
 
 
 def test_a_rewound_conversation_is_named_as_a_fork(
@@ -141,7 +141,7 @@ def test_a_rewound_conversation_is_named_as_a_fork(
     click(w, {"type": "rewind"})
     click(w, {"type": "confirm"})
     forked = w.result["new_session_id"]
-    assert am.get_session_info(forked).summary == "fork of “write a.txt” before its first turn"
+    assert am.get_session_info(forked).summary == "fork before turn 1 of “write a.txt”"
     # its first turn makes it a session of its own: named by its own first prompt
     fake_api.add(text("fresh start"))
     agent(ip, "start over: read b.txt instead")
@@ -166,7 +166,7 @@ def test_an_older_index_gains_fork_names_and_keeps_current_sessions(
     conn.execute("ALTER TABLE sessions DROP COLUMN label")  # as version 2 made it
     conn.execute("PRAGMA user_version=2")
     conn.close()
-    assert am.get_session_info(fork).summary == "fork of “original prompt” at turn 1"  # type: ignore[arg-type]
+    assert am.get_session_info(fork).summary == "fork at turn 1 of “original prompt”"  # type: ignore[arg-type]
     assert am.current_session(scope) == fork  # migrated in place: the notebook's pointer is kept
 
 

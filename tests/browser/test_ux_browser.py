@@ -110,9 +110,9 @@ def test_first_hour_in_jupyterlab(
     assert not stopped["buttonsShown"]
 
     # 1. sessions tell apart: the fork says what it forked and where; the pill is whole
-    assert any(t == T1[:39].rsplit(" ", 1)[0] or t.startswith("turn one: Load sales.csv") for t in d["sidebarTitles"])
-    forks = [t for t in d["sidebarTitles"] if t.startswith("fork of “turn one: Load sales.csv")]
-    assert forks and forks[0].endswith("” at turn 2"), d["sidebarTitles"]
+    assert T1 in d["sidebarTitles"]  # the original: its first prompt
+    forks = [t for t in d["sidebarTitles"] if t.startswith("fork at turn 2 of “turn one: Load sales.csv")]
+    assert forks, d["sidebarTitles"]
     assert d["pill"]["text"] == "current" and d["pill"]["inside"] and d["pill"]["fullWidth"], d["pill"]
 
     # 2. after a kernel restart the widgets say they are stale and offer nothing
