@@ -7,7 +7,7 @@
  */
 
 import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
-import type { Cell, ICodeCellModel } from '@jupyterlab/cells';
+import type { Cell, ICellModel, ICodeCellModel } from '@jupyterlab/cells';
 import { PathExt } from '@jupyterlab/coreutils';
 import type { NotebookPanel } from '@jupyterlab/notebook';
 import type { PartialJSONObject } from '@lumino/coreutils';
@@ -202,6 +202,11 @@ export class StaleMarkers implements IDisposable {
     this.panel.content.node.removeEventListener(SELECT_CELL_EVENT, this._onSelect);
     this.panel.content.node.removeEventListener('click', this._onClick, true);
     this.panel.sessionContext.statusChanged.disconnect(this.onKernelStatus, this);
+    if (!this.panel.isDisposed) {
+      this.panel.content.modelContentChanged.disconnect(this.schedule, this);
+    }
+    this._watched.forEach(model => model.stateChanged.disconnect(this.schedule, this));
+    this._watched.clear();
     if (this._timer !== null) {
       window.clearTimeout(this._timer);
     }
@@ -278,6 +283,13 @@ export class StaleMarkers implements IDisposable {
       const id = key.slice(0, cut);
       since.set(id, Math.max(since.get(id) ?? 0, Number(key.slice(cut + 1))));
     }
+    const present = new Set(this.panel.content.widgets.map(c => c.model));
+    this._watched.forEach(model => {
+      if (!present.has(model)) {
+        model.stateChanged.disconnect(this.schedule, this);
+        this._watched.delete(model);
+      }
+    });
     for (const cell of this.panel.content.widgets) {
       const model = cell.model;
       if (!this._watched.has(model)) {
@@ -330,7 +342,8 @@ export class StaleMarkers implements IDisposable {
 
   private readonly _observer: MutationObserver;
   private readonly _dropped = new Set<string>();
-  private readonly _watched = new WeakSet<object>();
+  /** Cell models whose state (execution count) this listens to. */
+  private readonly _watched = new Set<ICellModel>();
   private _timer: number | null = null;
   private _disposed = false;
 }
