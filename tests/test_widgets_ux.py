@@ -427,7 +427,7 @@ def test_rewind_magic_links_the_cells_to_rerun(ip: InteractiveShell, stale_load_
     assert "**Re-run 1 cell:** the kernel ran it after that turn" in md
     assert (
         f'<a href="analysis.ipynb#cell-id=load" class="am-stale-cell" data-am-stale-cell="load" '
-        f'data-am-stale-since="{ip.execution_count}" data-am-stale-path="analysis.ipynb" data-am-stale-index="1" '
+        f'data-am-stale-href="analysis.ipynb#cell-id=load" data-am-stale-since="{ip.execution_count}" data-am-stale-path="analysis.ipynb" data-am-stale-index="1" '
         f'title="Go to cell 2 (load)">cell 2</a>'
     ) in md
 

@@ -257,6 +257,8 @@ class RewindView:
                 f'{k}="{html.escape(str(v))}"'
                 for k, v in [
                     ("href", link["href"]), ("class", "am-stale-cell"), ("data-am-stale-cell", link["cell_id"]),
+                    # JupyterLab rewrites href (to the file's download URL); the extension reads this one.
+                    ("data-am-stale-href", link["href"]),
                     ("data-am-stale-since", link["since"]), ("data-am-stale-path", link["path"]),
                     ("data-am-stale-index", link["index"]), ("title", f"Go to {link['label']} ({link['cell_id']})"),
                 ]

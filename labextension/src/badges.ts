@@ -249,7 +249,8 @@ export class StaleMarkers implements IDisposable {
 
   /** Whether a link's notebook (relative to this one) is this notebook. */
   private isHere(link: HTMLElement): boolean {
-    const href = link.getAttribute('href') ?? '';
+    // data-am-stale-href: the link as written (JupyterLab rewrites a Markdown link's href).
+    const href = link.dataset.amStaleHref ?? link.getAttribute('href') ?? '';
     const rel = decodeURIComponent(href.split('#')[0]);
     if (!rel) {
       return true;

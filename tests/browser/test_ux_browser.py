@@ -33,6 +33,8 @@ CELLS = [
     ("cps", "%agent checkpoints"),
     ("t3", "%%agent --fork\nturn three: a question in a fork"),
     ("t4", "%%agent\nturn four: clean the build folder"),
+    ("t5", "%%agent --permission-mode acceptEdits\nturn five: rewrite the load cell again"),
+    ("rw", "%agent rewind --turn 5"),
 ]
 
 
@@ -63,6 +65,12 @@ def test_first_hour_in_jupyterlab(
     )
     api.on_prompt("turn three", text("A forked answer."))
     api.on_prompt("turn four", tool_use("Bash", {"command": "rm -rf build"}), text("Could not clean."))
+    api.on_prompt(
+        "turn five",
+        tool_use("Read", {"file_path": str(flow)}),
+        tool_use("NotebookEdit", {"notebook_path": str(flow), "cell_id": "load", "new_source": "x = 5"}),
+        text("Rewrote it."),
+    )
 
     d = run_playwright("ux_flow.mjs", env={"NOTEBOOK": "ux/flow.ipynb"}, timeout=420).check().data
 
@@ -95,6 +103,9 @@ def test_first_hour_in_jupyterlab(
     assert d["activeAfterLink"] == "load"
     assert d["activeAfterFallbackLink"] == "load"  # what the widget does without the extension
     assert d["markerAfterRun"] == 0
+    # the same from `%agent rewind`: a link in its Markdown output, the mark, cleared by a run
+    assert "Re-run 1 cell: the kernel ran it after that turn" in d["magicRewind"]
+    assert d["magicMarker"] == "re-run" and d["activeAfterMagicLink"] == "load" and d["magicMarkerAfterRun"] == 0
 
     # 6. the session bar stays on one line, Resume included, also in a narrow window
     for layout in (d["barWide"], d["barNarrow"]):

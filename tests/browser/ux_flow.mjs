@@ -8,6 +8,7 @@
 // NOTEBOOK has the cells test_ux_browser.py wrote (ids in brackets):
 //   [setup] %load_ext · [load] x = 1 · [t1] %%agent (Write: approval) · [t2] %%agent (Edit, NotebookEdit load)
 //   [cps] %agent checkpoints · [t3] %%agent --fork · [t4] %%agent (Bash: approval, then Stop; dark theme)
+//   [t5] %%agent (NotebookEdit load again) · [rw] %agent rewind --turn 5
 import path from 'node:path';
 import {
   KERNEL_TIMEOUT,
@@ -267,6 +268,22 @@ await withPage(
     out.sliderShotDark = await shot(slider, 'ux-slider-dark');
     out.sidebarShotDark = await shot(sidebar, 'ux-sidebar-dark');
     await setTheme(page, 'JupyterLab Light', true);
+
+    // -- `%agent rewind` links the cell to re-run in its Markdown output; the extension marks it
+    await runAt(page, 't5');
+    await page.waitForFunction(() => window.jupyterapp.shell.currentWidget.context.model.sharedModel.cells.find(c => c.id === 'load')?.getSource() === 'x = 5');
+    await runAt(page, 'load');
+    await runAt(page, 'rw');
+    const rw = await cellById(page, 'rw');
+    out.magicRewind = (await rw.locator('.jp-OutputArea-output').first().innerText()).trim();
+    await marker.waitFor({ timeout: 10_000 });
+    out.magicMarker = (await marker.textContent()).trim(); // (innerText is "" for a cell out of view)
+    await rw.locator('a.am-stale-cell').click();
+    await page.waitForFunction(i => window.jupyterapp.shell.currentWidget.content.activeCellIndex === i, loadIndex);
+    out.activeAfterMagicLink = await page.evaluate(() => window.jupyterapp.shell.currentWidget.content.activeCell.model.id);
+    await runAt(page, 'load');
+    await marker.waitFor({ state: 'detached', timeout: 10_000 });
+    out.magicMarkerAfterRun = await load.locator('.jp-AgentMagic-rerun').count();
 
     // -- a kernel restart: the widgets stay on screen but say they are stale, their actions off
     await page.evaluate(() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.restart());

@@ -212,7 +212,7 @@ function cellLink(s, el) {
       class: "am-stale-cell",
       href: s.href,
       title: `Go to ${s.label} (${s.cell_id})`,
-      dataset: { amStaleCell: s.cell_id, amStaleSince: String(s.since), amStalePath: s.path, amStaleIndex: String(s.index) },
+      dataset: { amStaleCell: s.cell_id, amStaleHref: s.href, amStaleSince: String(s.since), amStalePath: s.path, amStaleIndex: String(s.index) },
     },
     s.label
   );
