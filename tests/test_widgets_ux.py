@@ -525,6 +525,13 @@ def test_tool_lines_have_no_emoji_and_coloured_diffs(ip: InteractiveShell, magic
     assert "<span class='am-diff-del' style='display:block;background:color-mix(in srgb, var(--jp-error-color1, #d32f2f) 14%, transparent)'>-old\n</span>" in md
     assert "<span class='am-diff-add' style='display:block;background:color-mix(in srgb, var(--jp-success-color1, #388e3c) 16%, transparent)'>+new\n</span>" in md
 
+    # %agent history marks tool calls in words too (the wrench emoji had no glyph either)
+    from agent_magic.notebook._views import history_view
+
+    sid = magics.last_view.provenance["session_id"]
+    history = history_view(am.get_session_messages(sid), sid)._repr_markdown_()
+    assert "> *tool* `Edit " in history and "🔧" not in history
+
 
 def test_widget_modules_have_no_emoji() -> None:
     from agent_magic.notebook.widgets._base import STATIC

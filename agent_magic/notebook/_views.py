@@ -166,7 +166,7 @@ class History:
             elif who == "agent":
                 parts.append(text)
             else:
-                parts.append(f"> 🔧 `{text}`")
+                parts.append(f"> *tool* `{text}`")
         return "\n\n".join(parts)
 
     def __repr__(self) -> str:
