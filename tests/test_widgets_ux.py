@@ -540,3 +540,55 @@ def test_widget_modules_have_no_emoji() -> None:
     for path in STATIC.glob("*.js"):
         found = [e for e in emoji if e in path.read_text(encoding="utf-8")]
         assert not found, f"{path.name} draws {found}: use icon() (inline SVG) instead"
+
+
+# -- 4. the kernel says busy while an %%agent cell runs ----------------------------------------
+
+
+@pytest.mark.kernel
+def test_kernel_stays_busy_while_the_agent_works(fake_api: FakeAnthropicServer, home: Path, workspace: Path) -> None:
+    """ipykernel 7.4 answers control requests (and comms on subshells) while an async cell awaits,
+    each followed by an ``idle`` status: JupyterLab showed "Idle" for the rest of the turn.
+    After each such idle the kernel now says ``busy`` again for the running cell."""
+    import os
+
+    from jupyter_client.manager import KernelManager
+
+    asked, answer = threading.Event(), threading.Event()
+
+    def slow_answer(body: dict[str, Any]) -> dict[str, Any]:
+        asked.set()
+        answer.wait(60)
+        return text("done")
+
+    fake_api.add(slow_answer)
+    env = {**os.environ, **fake_api.env(), "AGENT_MAGIC_HOME": str(home), "JPY_SESSION_NAME": str(workspace / "analysis.ipynb")}
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel(cwd=str(workspace), env=env)
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+        kc.execute_interactive("%load_ext agent_magic", timeout=60)
+        cell = kc.execute("%%agent\ntake your time")
+        assert asked.wait(60), "the turn never asked the model"
+        # what JupyterLab sends while the cell runs (for its comms over subshells)
+        request = kc.session.msg("create_subshell_request", {})
+        kc.control_channel.send(request)
+        kc.get_control_msg(timeout=30)
+        answer.set()
+        statuses = []
+        while True:
+            msg = kc.get_iopub_msg(timeout=60)
+            if msg["msg_type"] != "status":
+                continue
+            parent = msg["parent_header"].get("msg_id")
+            statuses.append((msg["content"]["execution_state"], "cell" if parent == cell else "subshell" if parent == request["header"]["msg_id"] else "other"))
+            if statuses[-1] == ("idle", "cell"):
+                break
+    finally:
+        answer.set()
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    i = statuses.index(("idle", "subshell"))
+    assert statuses[i + 1] == ("busy", "cell"), statuses  # busy again at once
