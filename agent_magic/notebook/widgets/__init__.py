@@ -5,6 +5,11 @@ Built with anywidget: the ES modules and CSS ship in ``static/`` (no CDN, no
 build step). Every function here is called on the kernel's main thread, by
 :class:`~agent_magic.notebook._magics.AgentMagics` (``magics``). Actions call
 the public API (:mod:`agent_magic`), and show their errors in the widget.
+
+Widgets follow their session: after every turn, bars update "turn N of M" and
+the current session, sliders reload their checkpoints (and recompute a shown
+preview), session tables reload; a widget whose session is gone, or whose
+kernel restarted, says it is stale and turns its actions off.
 """
 
 from __future__ import annotations
