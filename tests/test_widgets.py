@@ -239,7 +239,7 @@ def test_resume_picker(ip: InteractiveShell, magics: Any, fake_api: FakeAnthropi
     click(second, {"type": "resume", "session_id": first.session_id})
     assert second.error == ""
     assert am.current_session(scope) == first.session_id
-    assert second.notice == f"Resumed {first.session_id[:8]} (first session), 1 turns: the next %%agent cell continues it."
+    assert second.notice == f"Resumed {first.session_id[:8]} (first session), 1 turn: the next %%agent cell continues it."
     assert first.current_session == first.session_id == second.current_session
     agent(ip, "back to the first")
     assert prompts(fake_api) == ["first session", "back to the first"]
@@ -308,7 +308,7 @@ def test_slider_labels_and_preview(magics: Any, three_turns: tuple[str, Path, Pa
     click(w, {"type": "select", "position": 1})
     p = w.preview
     assert (w.position, p["turn"], p["checkpoint_id"]) == (1, 2, w.checkpoints[1]["id"])
-    assert p["summary"] == "Would change 3 path(s), 1 cell(s)."
+    assert p["summary"] == "Would change 3 paths, 1 cell."
     by_path = {c["path"]: c for c in p["changes"]}
     assert by_path["notes.txt"]["action"] == "restore" and "-v2\n+v1" in by_path["notes.txt"]["diff"]
     assert by_path["extra.txt"]["action"] == "delete"
@@ -350,9 +350,9 @@ def test_rewind_asks_once_then_restores(ip: InteractiveShell, magics: Any, three
     assert not (workspace / "extra.txt").exists()
     assert nbformat.read(report, as_version=4).cells[0].source == "x = 1"
     r = w.result
-    assert r["turn"] == 2 and r["summary"] == "Changed 3 path(s), 1 cell(s)." and r["new_session_id"] == ""
+    assert r["turn"] == 2 and r["summary"] == "Changed 3 paths, 1 cell." and r["new_session_id"] == ""
     assert {c["path"] for c in r["changes"]} == {"notes.txt", "report.ipynb", "extra.txt"}
-    assert w.notice.startswith("Rewound to before turn 2: Changed 3 path(s)")
+    assert w.notice.startswith("Rewound to before turn 2: Changed 3 paths")
     assert w.preview == {}
     assert am.current_session(scope) == sid  # files only: the conversation is untouched
     # the saved notebook keeps what the rewind did
