@@ -387,8 +387,9 @@ def _client_warnings(call: Any) -> _Warned:
     'claude-…' is deprecated and will reach end-of-life on …``. A dependency's
     warning must never fail a person's turn (as it would under ``-W error`` or
     pytest's ``filterwarnings = error``), and repeating it on every request of a
-    session helps nobody. The call makes no request and never awaits, so the
-    warnings recorded are its own.
+    session helps nobody. The call makes no request and never awaits: the window
+    is an instant (``catch_warnings`` is process-wide, so a warning another thread
+    raised in that instant would become a note too).
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
