@@ -10,6 +10,12 @@ what it answers, and point ``ANTHROPIC_BASE_URL`` at it::
         server.on_prompt("hello", text("Hi there!"))
         ...  # run %%agent cells, agent_magic.query(...), or any Anthropic client
 
+Requests are checked as the API checks them: a conversation the real API
+refuses (a tool call without its result, an empty message, a malformed block,
+a thinking block edited or without its signature, too many cache marks) gets
+the API's 400 ``invalid_request_error``, worded as the API words it, so code
+that builds conversations wrongly fails in tests as it would in production.
+
 :class:`FakeOpenAIServer` serves the same scripts as an OpenAI-compatible
 chat-completions API (``OPENAI_BASE_URL``), for the ``openai`` provider.
 
