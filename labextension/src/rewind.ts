@@ -109,6 +109,8 @@ export async function rewindWithPreview(
     title: `Rewind to before ${label} (session ${shortId(sessionId)})`,
     body: new RewindPreview(preview),
     buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Rewind' })],
+    // Enter must not rewind: the safe action is the default.
+    defaultButton: 0,
     hasClose: true
   });
   if (!answer.button.accept) {

@@ -177,6 +177,8 @@ await withPage(NAME, async page => {
   await checkpoint.waitFor();
   await checkpoint.locator('[data-action="rewind"]').click();
   await page.locator('.jp-AgentMagic-rewindPreview').waitFor();
+  // Enter must not rewind: the focused button is the safe one.
+  out.sidebarDialogFocus = await page.evaluate(() => document.activeElement?.textContent?.trim() ?? null);
   await page.locator('.jp-Dialog button', { hasText: 'Rewind' }).last().click();
   await page.locator('.jp-Dialog').waitFor({ state: 'detached' });
   await afterRewind(page, out, 'sidebar', prov);

@@ -38,9 +38,13 @@ await withPage('rtc-disk-edit', async page => {
   );
   out.dialog = await page.evaluate(() => document.querySelector('.jp-Dialog')?.innerText ?? null);
   if (out.dialog !== null) {
+    // JupyterLab's own check (the file's hash moved under it) asks; "Overwrite" saves the shared
+    // document, which already holds the agent's edit.
     await screenshot(page, 'rtc-disk-edit-dialog');
-    report(out);
-    return;
+    await page.locator('.jp-Dialog button', { hasText: 'Overwrite' }).click();
+    await page.waitForFunction(() => !window.jupyterapp.shell.currentWidget.context.model.dirty, undefined, {
+      timeout: 30_000
+    });
   }
   out.saved = await fileContent(page, NB);
   // The server saves the shared document on its own too: wait past its save delay and read again.
