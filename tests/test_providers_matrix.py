@@ -20,7 +20,15 @@ import anyio
 import pytest
 
 from agent_magic import AgentClient, AgentOptions, Message, ResultMessage, UserMessage
-from agent_magic.testing import FakeAnthropicServer, FakeOpenAIServer, text, tool_use
+from agent_magic.testing import (
+    FakeAnthropicServer,
+    FakeOpenAIServer,
+    message,
+    text,
+    thinking_block,
+    tool_block,
+    tool_use,
+)
 
 PROVIDERS = [
     "anthropic",
@@ -194,3 +202,37 @@ def test_same_scenario_on_every_provider(server: tuple[str, Any], home: Path, wo
     sent = api.message_requests
     assert sent and all(r.path.split("?")[0] == wire[0] for r in sent), {r.path for r in sent}
     assert all(r.headers.get("user-agent", "").startswith(wire[1]) for r in sent), {r.headers.get("user-agent") for r in sent}
+
+
+def test_a_session_with_reasoning_from_an_openai_server_resumes_on_the_anthropic_api(
+    monkeypatch: pytest.MonkeyPatch, home: Path, workspace: Path
+) -> None:
+    # Reasoning from an OpenAI-compatible server is kept as thinking without a signature; the
+    # Messages API refuses such a block (found by the strict fake API), so it is not sent back.
+    monkeypatch.setenv("AGENT_MAGIC_PROVIDER", "openai")
+    monkeypatch.setenv("AGENT_MAGIC_MODEL", "llama-test")
+    monkeypatch.delenv("OPENAI_MODEL", raising=False)
+
+    async def turn(prompt: str, **options: Any) -> ResultMessage:
+        async with AgentClient(AgentOptions(cwd=workspace, **options)) as client:
+            return await _turn(client, prompt)
+
+    with FakeOpenAIServer() as oai:
+        for k, v in oai.env("sk-test-fake-openai-key").items():
+            monkeypatch.setenv(k, v)
+        oai.add(message(thinking_block("Which files are there?"), tool_block("Glob", {"pattern": "*"})), text("Nothing yet."))
+        first = anyio.run(turn, "what is here?")
+    sid = first.session_id
+    stored = json.dumps([json.loads(x) for x in (home / "sessions" / sid / "transcript.jsonl").read_text().splitlines()])
+    assert "Which files are there?" in stored  # the reasoning is kept in the transcript
+    monkeypatch.setenv("AGENT_MAGIC_PROVIDER", "anthropic")
+    monkeypatch.delenv("AGENT_MAGIC_MODEL")
+    with FakeAnthropicServer() as api:
+        for k, v in api.env().items():
+            monkeypatch.setenv(k, v)
+        api.add(text("Still nothing."))
+        second = anyio.run(lambda: turn("and now?", resume=sid))
+        (sent,) = api.message_requests
+    assert second.result == "Still nothing." and all(r.refused is None for r in api.requests)
+    body = json.dumps((sent.body or {})["messages"])
+    assert "Which files are there?" not in body and "Nothing yet." in body and '"tool_use"' in body

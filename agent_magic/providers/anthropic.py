@@ -108,6 +108,34 @@ def _mark_last_block(message: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def without_unsigned_thinking(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``messages`` without thinking blocks that carry no signature.
+
+    The API takes thinking back only with the signature it issued; reasoning
+    recorded from another provider (an OpenAI-compatible server's
+    ``reasoning_content``) has none, and sent as it is the whole request is
+    refused ("Invalid `signature` in `thinking` block"). Previous thinking is
+    optional context, so it is left out. Only the messages that change are copied.
+    """
+    out = messages
+    for i, m in enumerate(messages):
+        if m.get("role") != "assistant":
+            continue
+        content = m.get("content")
+        if not isinstance(content, list):
+            continue
+        for b in content:
+            if b.get("type") == "thinking" and not b.get("signature"):
+                break
+        else:
+            continue
+        if out is messages:
+            out = list(messages)
+        out[i] = {**m, "content": [b for b in content if not (b.get("type") == "thinking" and not b.get("signature"))]}
+    # A message that was only such thinking says nothing now: the API merges its neighbours.
+    return out if out is messages else [m for m in out if m.get("content")]
+
+
 def with_cache_breakpoints(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``messages`` with cache breakpoints at the ends of the last two user messages.
 
@@ -263,10 +291,11 @@ class AnthropicProvider(Provider):
 
         client = self._get_client()
         caching = prompt_caching_enabled()
+        messages = without_unsigned_thinking(request.messages)
         kwargs: dict[str, Any] = {
             "model": request.model,
             "max_tokens": request.max_tokens,
-            "messages": with_cache_breakpoints(request.messages) if caching else request.messages,
+            "messages": with_cache_breakpoints(messages) if caching else messages,
         }
         if request.system:
             # The tools and the system prompt are the same for every request of a session
