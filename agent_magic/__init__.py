@@ -69,7 +69,6 @@ if TYPE_CHECKING:
         tag_session,
     )
     from ._bundle import export_session, import_session
-    from ._checkpoints import CellChange, CheckpointInfo, Conflict, FileChange, RewindResult
     from ._client import AgentClient, query
     from ._hooks import HookMatcher
     from ._permissions import (
@@ -80,6 +79,7 @@ if TYPE_CHECKING:
         ToolPermissionContext,
     )
     from ._sessions import SessionInfo, SessionMessage
+    from .checkpoints import CellChange, CheckpointInfo, Conflict, FileChange, RewindResult
 
 _LAZY = {
     "AgentClient": "._client",

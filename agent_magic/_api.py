@@ -11,10 +11,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ._checkpoints import CheckpointInfo, CheckpointLog, RewindResult
 from ._errors import ConfigurationError
 from ._sessions import SessionInfo, SessionMessage, SessionStore
 from ._store import JsonlFile
+from .checkpoints import CheckpointInfo, CheckpointLog, RewindResult
 
 Home = str | os.PathLike[str] | None
 

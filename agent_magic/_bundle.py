@@ -31,7 +31,6 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from ._checkpoints import blobs_referenced
 from ._errors import BundleError, SessionExistsError
 from ._options import validate_session_id
 from ._sessions import SessionStore
@@ -45,6 +44,7 @@ from ._store import (
     parse_lines,
     read_raw_lines,
 )
+from .checkpoints import blobs_referenced
 
 BUNDLE_FORMAT = 1
 MAX_ENTRY_BYTES = 1 << 30  # 1 GiB per file, uncompressed

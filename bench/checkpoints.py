@@ -40,9 +40,9 @@ from typing import Any
 
 import anyio
 
-from agent_magic._checkpoints import CheckpointLog
 from agent_magic._sessions import SessionStore
 from agent_magic._store import JsonlFile, new_uuid
+from agent_magic.checkpoints import CheckpointLog
 from agent_magic.tools.base import CellEdit, ToolContext
 
 from ._notebook import build_notebook

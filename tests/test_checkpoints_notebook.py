@@ -381,8 +381,8 @@ def test_blobs_referenced_are_all_a_rewind_needs(
     fake_api: FakeAnthropicServer, home: Path, workspace: Path, nb: Path, tmp_path: Path
 ) -> None:
     """An exported session carries ``blobs_referenced``: with only those, every rewind still works."""
-    from agent_magic._checkpoints import CheckpointLog, blobs_referenced
     from agent_magic._store import JsonlFile
+    from agent_magic.checkpoints import CheckpointLog, blobs_referenced
 
     (workspace / "untouched.txt").write_text("Bash's scan keeps it; no rewind needs it\n")
     s = Session(fake_api, workspace)

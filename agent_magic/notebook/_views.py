@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .._checkpoints import CheckpointInfo, RewindResult
 from .._sessions import SessionInfo, SessionMessage, prompt_text
+from ..checkpoints import CheckpointInfo, RewindResult
 
 
 def _when(v: int | str | None) -> str:

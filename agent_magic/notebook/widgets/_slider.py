@@ -11,7 +11,7 @@ from typing import Any
 import traitlets
 
 from ... import _api
-from ..._checkpoints import CheckpointInfo, RewindResult
+from ...checkpoints import CheckpointInfo, RewindResult
 from .._views import RewindView, checkpoints_table
 from ._base import ActionRefused, Widget, _module, ensure_idle, home_of
 
