@@ -172,7 +172,9 @@ def build_api_messages(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
       (the person will send them again);
     - consecutive messages of the same role are merged;
     - a tool call without a result (interrupted, crashed) gets an error result,
-      so the conversation is always valid to send.
+      so the conversation is always valid to send;
+    - what the API refuses but a damaged or older transcript may hold is left out:
+      a line written twice (same uuid), a repeated tool call id, blank text blocks.
     """
     failed_prompts = {
         e["checkpoint"]
@@ -180,12 +182,19 @@ def build_api_messages(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if e.get("type") == "result" and e.get("no_response") and isinstance(e.get("checkpoint"), str)
     }
     msgs: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    tool_ids: set[str] = set()
     for e in entries:
         t = e.get("type")
         if t not in ("user", "assistant"):
             continue
         if e.get("synthetic"):
             continue
+        uid = e.get("uuid")
+        if isinstance(uid, str):
+            if uid in seen:
+                continue  # the same line twice (a torn append written again)
+            seen.add(uid)
         if t == "user" and isinstance(e.get("uuid"), str) and e["uuid"] in failed_prompts:
             continue
         m = e.get("message")
@@ -196,6 +205,9 @@ def build_api_messages(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if not isinstance(content, list) or not content:
                 continue
             blocks = [b for b in content if _valid_block(b)]
+            # A tool call id the API has seen already cannot be sent again.
+            blocks = [b for b in blocks if b.get("type") != "tool_use" or b["id"] not in tool_ids]
+            tool_ids.update(b["id"] for b in blocks if b.get("type") == "tool_use")
             if not blocks:
                 continue
             msgs.append({"role": "assistant", "content": blocks})
@@ -218,12 +230,22 @@ def _valid_block(b: Any) -> bool:
         return False
     t = b.get("type")
     if t == "text":
-        return isinstance(b.get("text"), str)
+        text = b.get("text")
+        return isinstance(text, str) and bool(text.strip())  # the API refuses blank text blocks
     if t == "tool_use":
         return isinstance(b.get("id"), str) and isinstance(b.get("name"), str) and isinstance(b.get("input"), dict)
     if t == "tool_result":
         return isinstance(b.get("tool_use_id"), str) and isinstance(b.get("content", ""), (str, list))
-    return isinstance(t, str)
+    return t in _API_BLOCK_TYPES  # a type damaged on disk would make the API refuse the whole request
+
+
+#: The content block types the Messages API accepts back in a conversation.
+_API_BLOCK_TYPES = frozenset({
+    "image", "document", "search_result", "thinking", "redacted_thinking", "server_tool_use",
+    "web_search_tool_result", "web_fetch_tool_result", "code_execution_tool_result",
+    "bash_code_execution_tool_result", "text_editor_code_execution_tool_result", "tool_search_tool_result",
+    "container_upload", "mcp_tool_use", "mcp_tool_result", "compaction",
+})
 
 
 def _repair_conversation(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -249,7 +271,7 @@ def _repair_conversation(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 results: list[dict[str, Any]] = []
                 if nxt is not None:
                     for b in nxt["content"]:
-                        if b.get("type") == "tool_result" and b.get("tool_use_id") in ids:
+                        if b.get("type") == "tool_result" and b.get("tool_use_id") in ids and b.get("tool_use_id") not in have:
                             have.add(b.get("tool_use_id"))
                             results.append(b)
                         elif b.get("type") != "tool_result":

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent_magic import _bundle, export_session
@@ -128,38 +128,21 @@ def _transcript_lines(sample: dict[str, Any]) -> list[bytes]:
     return (sample["home"] / "sessions" / sample["sid"] / "transcript.jsonl").read_bytes().splitlines()
 
 
-def _duplicates_a_tool_line(sample: dict[str, Any], ops: list[tuple[int, str]]) -> bool:
-    lines = _transcript_lines(sample)
-    return any(kind == "dup" and b'"tool_' in lines[i % len(lines)] for i, kind in ops)
-
-
 @SETTINGS
 @given(ops=_OPS, cut=st.one_of(st.none(), st.integers(min_value=1, max_value=300)))
 def test_damaged_transcripts_read_resume_and_lose_nothing_else(
     sample: dict[str, Any], tmp_path: Path, ops: list[tuple[int, str]], cut: int | None
 ) -> None:
-    # Known bug, tested on its own below (strict xfail): drop this once that test passes.
-    assume(not _duplicates_a_tool_line(sample, ops))
     with sample["server"].environ():
         fuzz.check_corrupted_session(sample["home"], tmp_path, sample["sid"], sample["cwd"], sample["server"], ops, cut)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by the strict fake API: build_api_messages (agent_magic/_sessions.py) sends both copies of a "
-    "duplicated transcript line, and the API refuses the repeated tool_use id, so the session cannot be resumed",
-)
 def test_a_duplicated_tool_call_line_still_resumes(sample: dict[str, Any], tmp_path: Path) -> None:
     line = next(i for i, b in enumerate(_transcript_lines(sample)) if b'"tool_use"' in b)
     with sample["server"].environ():
         fuzz.check_corrupted_session(sample["home"], tmp_path, sample["sid"], sample["cwd"], sample["server"], [(line, "dup")], None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by the strict fake API: build_api_messages (agent_magic/_sessions.py) sends a stored empty or "
-    "whitespace-only text block (written before answers were cleaned of them), which the API refuses",
-)
 @pytest.mark.parametrize("blank", ["", " \n"])
 def test_a_stored_blank_text_block_still_resumes(sample: dict[str, Any], tmp_path: Path, blank: str) -> None:
     import shutil
