@@ -164,6 +164,18 @@ def test_python_tool_sees_kernel_variables(kernel: Kernel, fake_api: FakeAnthrop
     assert kernel.ok("print(total)").text.strip() == "6"
 
 
+def test_files_the_python_tool_writes_are_rewound(kernel: Kernel, fake_api: FakeAnthropicServer, workspace: Path) -> None:
+    (workspace / "keep.csv").write_text("a,b\n1,2\n")
+    code = "import pathlib\npathlib.Path('saved.csv').write_text('x\\n1\\n')\npathlib.Path('keep.csv').write_text('changed\\n')"
+    fake_api.add(tool_use("Python", {"code": code, "description": "save a csv"}), text("Saved."))
+    kernel.ok("%load_ext agent_magic")
+    kernel.ok("%%agent --allow Python\nsave the table")
+    assert (workspace / "saved.csv").read_text() == "x\n1\n" and (workspace / "keep.csv").read_text() == "changed\n"
+    out = kernel.ok("%agent rewind --turn 1").text
+    assert not (workspace / "saved.csv").exists(), out
+    assert (workspace / "keep.csv").read_text() == "a,b\n1,2\n", out
+
+
 def _notebook(cells: list[str]) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]

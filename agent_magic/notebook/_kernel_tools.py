@@ -242,16 +242,24 @@ class PythonTool(Tool):
         code = require_str(input, "code")
         if "\x00" in code:
             raise ToolError("The code contains a NUL byte.")
-        if threading.current_thread() is self.bridge.main_thread:
-            text, is_error = run_code(code, self.namespace())
-        else:
-            answer = await self.bridge.call("exec", code=code)
-            if isinstance(answer, Exception):
-                raise ToolError(str(answer))
-            text, is_error = answer
+        # Files the code writes are checkpointed as Bash's are: a scan before and after.
+        token = ctx.recorder.before_command()
+        changed: list[str] = []
+        try:
+            if threading.current_thread() is self.bridge.main_thread:
+                text, is_error = run_code(code, self.namespace())
+            else:
+                answer = await self.bridge.call("exec", code=code)
+                if isinstance(answer, Exception):
+                    raise ToolError(str(answer))
+                text, is_error = answer
+        finally:
+            # Also after an error or an interrupt: a synchronous call, so cancellation cannot cut it short.
+            changed = ctx.recorder.after_command(token)
         lines = text.count("\n") + (1 if text and not text.endswith("\n") else 0)
         summary = ("error: " + text.strip().splitlines()[-1][:120]) if is_error and text.strip() else f"{lines} lines of output"
-        return ToolResult(text or "(no output)", is_error=is_error, summary=summary)
+        data: dict[str, Any] = {"changed_files": changed} if changed else {}
+        return ToolResult(text or "(no output)", is_error=is_error, summary=summary, data=data)
 
     def rule_content(self, input: dict[str, Any]) -> str | None:
         code = input.get("code")
