@@ -17,7 +17,6 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._checkpoints import CheckpointLog, RewindResult
 from ._errors import AgentMagicError, ConfigurationError, SessionExistsError, SessionLockedError
 from ._loop import Runtime, default_system_prompt, run_turn, subprocess_environment
 from ._messages import Message, ResultMessage, SystemMessage
@@ -26,6 +25,7 @@ from ._permissions import parse_rules
 from ._pricing import price_for
 from ._sessions import SessionState, SessionStore, is_prompt_entry
 from ._store import BlobStore, JsonlFile, new_uuid, now_ms, redact
+from .checkpoints import CheckpointLog, RewindResult
 from .providers import get_provider
 from .tools import builtin_tools
 from .tools.base import ChangeRecorder, NotebookBridge, NullRecorder, Tool

@@ -59,9 +59,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent_magic._checkpoints import CheckpointLog
 from agent_magic._sessions import SessionStore, is_prompt_entry, prompt_text
 from agent_magic._store import BlobMissingError, BlobStore, JsonlFile, TranscriptWarning
+from agent_magic.checkpoints import CheckpointLog
 from agent_magic.testing import (
     FakeAnthropicServer,
     last_prompt,
