@@ -725,3 +725,13 @@ def test_no_persist_session_rewinds_in_memory(fake_api: FakeAnthropicServer, hom
     res = s.run(four_turns(workspace), after=go)
     assert res.ok and tree_snapshot(workspace) == s.snapshots[0]
     assert not (home / "blobs").exists() or not any((home / "blobs").iterdir())
+
+
+def test_cell_diffs_have_no_end_of_file_marker() -> None:
+    from agent_magic.checkpoints.diffs import src_diff, text_diff
+
+    diff = src_diff("x = 1\ny = 2", "x = 1\ny = 3", "abc")
+    assert "-y = 2\n" in diff and "+y = 3\n" in diff
+    assert "No newline" not in diff
+    # files keep git's marker: there a missing final newline is a real difference
+    assert "No newline at end of file" in text_diff(b"a\nb", b"a\nc", "f.txt")

@@ -40,3 +40,12 @@ def test_turn_view_renders_a_real_turn(fake_api: FakeAnthropicServer, home: Path
     prov = published[-1][0][TURN_MIME]
     assert prov["status"] == "success" and prov["checkpoint_id"] and prov["cwd"] == str(workspace)
     assert "resume with `%agent resume" in md
+
+
+def test_tool_line_names_what_the_python_code_does() -> None:
+    from agent_magic.notebook._display import _target
+
+    code = "import pandas as pd\ndf = pd.read_csv('x.csv')"
+    assert _target("Python", {"code": code, "description": "load the sales table"}) == "load the sales table"
+    assert _target("Python", {"code": code}) == "import pandas as pd"  # no description: the code's first line
+    assert _target("Bash", {"command": "rm -rf build", "description": "clean"}) == "rm -rf build"  # what runs, always

@@ -315,3 +315,19 @@ def test_notebook_scope_from_jupyter(ip: InteractiveShell, fake_api: FakeAnthrop
     assert sent_prompts(fake_api) == ["in one", "one again"]
     scopes = {i.scope for i in am.list_sessions()}
     assert scopes == {str(workspace / "one.ipynb"), str(workspace / "two.ipynb")}
+
+
+def test_config_kernel_tools_applies_to_the_running_session(ip: InteractiveShell, fake_api: FakeAnthropicServer) -> None:
+    def offered() -> set[str]:
+        return {t["name"] for t in fake_api.message_requests[-1].body["tools"]}
+
+    fake_api.add(text("one"))
+    assert cell(ip, "", "first") is None
+    assert {"Python", "Variables"} <= offered()
+    ip.run_line_magic("config", "AgentMagics.kernel_tools = False")
+    fake_api.add(text("two"))
+    assert cell(ip, "", "second") is None
+    assert not {"Python", "Variables"} & offered()
+    # the same session went on
+    first, second = fake_api.message_requests[0], fake_api.message_requests[-1]
+    assert len(second.body["messages"]) > len(first.body["messages"])

@@ -36,5 +36,13 @@ def _udiff(a: list[str], b: list[str], fa: str, fb: str, limit: int) -> str:
     return "".join(out)
 
 
+def _cell_lines(source: str) -> list[str]:
+    # A cell's source has no "end of file": its last line never gets the no-newline marker.
+    lines = source.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    return lines
+
+
 def src_diff(old: str, new: str, cid: str) -> str:
-    return _udiff(old.splitlines(keepends=True), new.splitlines(keepends=True), f"cell {cid} (now)", f"cell {cid} (checkpoint)", 10_000)
+    return _udiff(_cell_lines(old), _cell_lines(new), f"cell {cid} (now)", f"cell {cid} (checkpoint)", 10_000)

@@ -75,6 +75,11 @@ def notebook_edit_phrase(tool_input: dict[str, Any]) -> str:
 
 
 def _target(name: str, inp: dict[str, Any], cwd: str | None = None) -> str:
+    description = inp.get("description")
+    if name == "Python" and isinstance(description, str) and description.strip():
+        # The agent's few words say more than the code's first line (the code is in the details).
+        first = description.strip().splitlines()[0]
+        return first[:100] + ("…" if len(first) > 100 else "")
     for key in ("file_path", "notebook_path", "command", "pattern", "code", "path"):
         v = inp.get(key)
         if isinstance(v, str) and v.strip():

@@ -552,10 +552,13 @@ class AgentMagics(Magics):
 
     def _host_for(self, sid: str | None, args: argparse.Namespace, scope: str, home: str | None) -> ClientHost:
         runner = self.runner
+        settings = (bool(self.kernel_tools), self.provider or None)
         if sid is not None and not args.fork and not args.no_persist:
             host = runner.hosts.get(sid)
-            if host is not None:
+            if host is not None and host.settings == settings:
                 return host
+            if host is not None:
+                runner.close_client(host)  # %config changed the tools or provider: reopen with them
         options = AgentOptions(
             cwd=os.getcwd(),
             scope=scope,
@@ -571,6 +574,7 @@ class AgentMagics(Magics):
             extra_tools=self._kernel_tools(),
         )
         host = runner.open_client(options, bridge=self.notebook_bridge)
+        host.settings = settings
         if host.client.session_id is not None and not args.no_persist:
             runner.hosts[host.client.session_id] = host
         return host

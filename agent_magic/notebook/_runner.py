@@ -79,6 +79,9 @@ class ClientHost:
     stop: asyncio.Event | None = None
     task: Future[Any] | None = None
     last_size: int = -1
+    #: What the client was opened with that a later cell may change (``%config``): when it
+    #: differs, the next turn opens a new client on the same session.
+    settings: tuple[Any, ...] = ()
 
 
 @dataclass
