@@ -8,17 +8,17 @@ can show (layout, icons, the status bar) is in tests/browser/test_ux_browser.py.
 
 # nbformat and IPython's run_cell are untyped.
 # mypy: disable-error-code="no-untyped-call"
+# The fixtures are test_widgets.py's, imported: pytest's parameters naming them read as redefinitions.
+# ruff: noqa: F811
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
-from traitlets.config import Config
 
 import agent_magic as am
 from agent_magic._permissions import PermissionResultDeny
@@ -28,44 +28,9 @@ from agent_magic.notebook._views import sessions_table
 from agent_magic.notebook.widgets import CheckpointSlider, SessionBar
 from agent_magic.testing import FakeAnthropicServer, text, tool_use
 
-# -- the front end's messages (as tests/test_widgets.py sends them) ------------------
-
-
-def click(w: Any, content: dict[str, Any]) -> None:
-    """What ``model.send(content)`` in the widget's ES module delivers to the kernel."""
-    w._handle_msg({"content": {"data": {"method": "custom", "content": content}}, "buffers": []})
-
-
-def front_end_sets(w: Any, **state_: Any) -> None:
-    """What ``model.set(...); model.save_changes()`` delivers."""
-    w._handle_msg({"content": {"data": {"method": "update", "state": state_}}, "buffers": []})
-
-
-@pytest.fixture
-def ip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, home: Path, workspace: Path, fake_api: FakeAnthropicServer) -> Iterator[InteractiveShell]:
-    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
-    monkeypatch.setenv("JPY_SESSION_NAME", str(workspace / "analysis.ipynb"))
-    monkeypatch.chdir(workspace)
-    cfg = Config()
-    cfg.HistoryManager.hist_file = ":memory:"
-    shell = InteractiveShell.instance(config=cfg)
-    shell.run_line_magic("load_ext", "agent_magic")
-    yield shell
-    if state(shell) is not None:
-        shell.run_line_magic("unload_ext", "agent_magic")
-    InteractiveShell.clear_instance()
-
-
-@pytest.fixture
-def magics(ip: InteractiveShell) -> Any:
-    st = state(ip)
-    assert st is not None
-    return st["magics"]
-
-
-@pytest.fixture
-def scope(workspace: Path) -> str:
-    return str(workspace / "analysis.ipynb")
+# The front end's messages and the fixtures (a shell with the extension, its magics, the
+# notebook's scope) are test_widgets.py's own: imported, so pytest finds the fixtures here too.
+from .test_widgets import click, front_end_sets, ip, magics, scope  # noqa: F401
 
 
 def agent(ip: InteractiveShell, body: str, line: str = "") -> None:
