@@ -223,3 +223,22 @@ def test_agent_magic_conversations_pass(fake_api: FakeAnthropicServer, home: Pat
     assert result_of(run_query("sure?", cwd=workspace, resume=first.session_id)).subtype == "success"
     assert all(r.refused is None for r in fake_api.requests)
     assert len(fake_api.message_requests) == 3
+
+
+def test_a_prompt_past_the_context_window_is_refused(client: anthropic.Anthropic, fake_api: FakeAnthropicServer) -> None:
+    fake_api.context_window = 2_000
+    fake_api.add(text("fits"))
+    assert _create(client, {"messages": [U("short")]}).content[0].text == "fits"
+    with pytest.raises(anthropic.BadRequestError) as info:
+        _create(client, {"messages": [U("word " * 4_000)]})
+    assert info.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index, call-overload]
+    assert re.fullmatch(r"prompt is too long: \d+ tokens > 2000 maximum", info.value.body["error"]["message"])  # type: ignore[index, call-overload]
+    fake_api.reset()
+    assert fake_api.context_window is None
+
+
+def test_a_session_past_the_window_says_so_in_one_line(fake_api: FakeAnthropicServer, home: Path, workspace: Path) -> None:
+    fake_api.context_window = 1_500
+    res = result_of(run_query("x " * 4_000, cwd=workspace))
+    assert res.is_error and res.result is not None
+    assert res.result.startswith("The conversation is too long for the model") and "prompt is too long" in res.result

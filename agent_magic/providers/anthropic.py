@@ -393,7 +393,8 @@ class AnthropicProvider(Provider):
                 f"The API is overloaded ({detail}) after retrying. Try again in a little while.", status=status, kind="overloaded"
             )
         return status_error(
-            status, detail, key_var="ANTHROPIC_API_KEY", not_found="this model or endpoint; check the model name and ANTHROPIC_BASE_URL"
+            status, detail, key_var="ANTHROPIC_API_KEY", not_found="this model or endpoint; check the model name and ANTHROPIC_BASE_URL",
+            too_long=status == 400 and "prompt is too long" in emsg,
         )
 
 

@@ -148,6 +148,8 @@ class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
     cond: threading.Condition = field(init=False)
     prompt_cache: PromptCache = field(default_factory=PromptCache)
+    #: The model's context window in tokens (None: unlimited); counted as input tokens are estimated.
+    context_window: int | None = None
 
     def __post_init__(self) -> None:
         self.cond = threading.Condition(self.lock)
@@ -363,6 +365,11 @@ class _AnthropicHandler(_ScriptedHandler):
         problem = check_messages_request(body)
         if problem is not None:
             self._refuse(rec, problem)
+            return
+        window = self.state.context_window
+        if window is not None and _estimate_tokens(self.body_size) > window:
+            # The API's own wording (a 400 invalid_request_error).
+            self._refuse(rec, f"prompt is too long: {_estimate_tokens(self.body_size)} tokens > {window} maximum")
             return
         try:
             self.cache_usage = self.state.prompt_cache.use(body)
@@ -604,12 +611,13 @@ class _ScriptedServer:
             self._state.default = reply
 
     def reset(self) -> None:
-        """Forget queued replies, rules and recorded requests."""
+        """Forget queued replies, rules, recorded requests and any context window."""
         with self._state.lock:
             self._state.queue.clear()
             self._state.rules.clear()
             self._state.requests.clear()
             self._state.default = None
+            self._state.context_window = None
         self._state.prompt_cache.clear()
 
     def clear_requests(self) -> None:
@@ -687,6 +695,19 @@ class FakeAnthropicServer(_ScriptedServer):
     #: Model ids the server lists (``GET /v1/models``): agent-magic's default, then two made-up
     #: names for tests that switch models (no client release will ever deprecate them).
     models: ClassVar[tuple[str, ...]] = ("claude-sonnet-5-5", "fake-model-large", "fake-model-small")
+
+    @property
+    def context_window(self) -> int | None:
+        """The model's context window: a request whose input passes it gets the API's 400.
+
+        Input tokens are counted as the server estimates them for ``usage`` (request bytes
+        over four). ``None`` (the default) means no limit.
+        """
+        return self._state.context_window
+
+    @context_window.setter
+    def context_window(self, tokens: int | None) -> None:
+        self._state.context_window = tokens
 
     def env(self, api_key: str = "sk-ant-test-fake-key") -> dict[str, str]:
         """Environment variables that point the ``anthropic`` client here."""
