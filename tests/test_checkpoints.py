@@ -271,7 +271,7 @@ def test_dry_run_touches_nothing_and_shows_diffs(four: Session, home: Path) -> N
     nb = by["analysis.ipynb"]
     assert nb.action == "cells" and nb.diff == ""
     cells = {c.cell_id: c for c in nb.cells}
-    assert "-plot(x, y)\n\\ No newline at end of file\n+plot()\n" in cells["plot"].diff
+    assert "-plot(x, y)\n+plot()\n" in cells["plot"].diff and "No newline" not in cells["plot"].diff
     assert cells["calc"].action == "reinsert" and "+1 + 1" in cells["calc"].diff
     assert sorted(res.dirs_removed) == ["out", "pkg"]
     assert "Would change 5 paths" in res.summary()

@@ -24,8 +24,17 @@ if (!NOTEBOOK) throw new Error('NOTEBOOK is not set');
 const cell = (page, i) => currentNotebook(page).locator('.jp-Notebook .jp-Cell').nth(i);
 const shot = async (locator, name) => {
   const file = path.join(labConfig().artifactsDir, `${name}.png`);
-  await locator.screenshot({ path: file });
-  return file;
+  // A widget that catches up with its session (after a rewind) redraws itself: a node the
+  // locator found may be replaced while the screenshot waits for it to be stable.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await locator.screenshot({ path: file });
+      return file;
+    } catch (err) {
+      if (attempt >= 3 || !/not attached to the DOM/.test(String(err))) throw err;
+      await locator.waitFor();
+    }
+  }
 };
 
 async function waitForNotebook(page) {
