@@ -358,8 +358,8 @@ class SessionIndex:
         self._local.conn = conn
         return conn
 
-    def _open_current(self) -> sqlite3.Connection | None:
-        """A connection to the index if it exists and is complete (its version is set last)."""
+    def _open_versioned(self, want: int) -> sqlite3.Connection | None:
+        """A connection to the index if it exists and its schema version is ``want`` (set last)."""
         if not self.path.exists():
             return None
         try:
@@ -370,23 +370,21 @@ class SessionIndex:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.DatabaseError:
             version = None
-        if version != INDEX_SCHEMA:
+        if version != want:
             conn.close()
             return None
         return conn
 
+    def _open_current(self) -> sqlite3.Connection | None:
+        """A connection to the index if it exists and is complete."""
+        return self._open_versioned(INDEX_SCHEMA)
+
     def _migrate(self) -> sqlite3.Connection | None:
         """Bring a version 2 index to 3 in place (keeping notebooks' current sessions); None: rebuild it."""
-        if not self.path.exists():
+        conn = self._open_versioned(2)
+        if conn is None:
             return None
         try:
-            conn = self._open()
-        except sqlite3.DatabaseError:
-            return None
-        try:
-            if conn.execute("PRAGMA user_version").fetchone()[0] != 2:
-                conn.close()
-                return None
             conn.execute("ALTER TABLE sessions ADD COLUMN label TEXT")
             forks = [r[0] for r in conn.execute("SELECT session_id FROM sessions WHERE parent_id IS NOT NULL")]
             for sid in forks:

@@ -97,8 +97,9 @@ export function toModelCell(cell: nbformat.ICell): nbformat.ICell {
 
 /** A whole notebook as the model wants it (a copy). */
 export function toModelNotebook(nb: nbformat.INotebookContent): nbformat.INotebookContent {
-  const out = copy(nb);
-  out.cells = (nb.cells ?? []).map(toModelCell);
+  const { cells, ...rest } = nb;
+  const out = copy(rest) as nbformat.INotebookContent; // the cells are copied one by one below
+  out.cells = (cells ?? []).map(toModelCell);
   const meta = out.metadata as JSONDict | undefined;
   if (isDict(meta)) {
     for (const key of ['orig_nbformat', 'orig_nbformat_minor', 'signature']) {
