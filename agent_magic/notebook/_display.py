@@ -28,6 +28,7 @@ from .._messages import (
     StreamEvent,
     SystemMessage,
     TextBlock,
+    ThinkingBlock,
     ToolResultBlock,
     ToolUseBlock,
     UserMessage,
@@ -106,9 +107,49 @@ class _ToolCall:
 
 @dataclass
 class _Segment:
-    kind: str  # "text" | "tool" | "note"
+    kind: str  # "text" | "thinking" | "tool" | "note" | "quiet"
     text: str = ""
     tool: _ToolCall | None = None
+    #: Streamed so far: the complete AssistantMessage replaces it.
+    live: bool = False
+    #: A plain view printed its one-line marker already (thinking).
+    marked: bool = False
+
+
+def context_share(tokens: int | None, window: int | None) -> str | None:
+    """``"23% of context"``: how full the model's context window is; None when either is unknown."""
+    if tokens is None or not window or window <= 0:
+        return None
+    pct = tokens * 100 / window
+    # Anything in context is at least 1%: "0%" would read as empty.
+    shown = max(1, int(pct + 0.5)) if tokens > 0 else 0  # half up, as the bar's JavaScript rounds
+    return f"{shown}% of context"
+
+
+def compaction_line(data: dict[str, Any], *, trigger: bool = True) -> str:
+    """One line for a ``compact_boundary``: "Compacted the conversation (auto): 182,340 → 9,120 tokens."."""
+    pre, post = data.get("pre_tokens"), data.get("post_tokens")
+    how = f" ({data['trigger']})" if trigger and data.get("trigger") else ""
+    counts = f": {int(pre):,} → {int(post):,} tokens" if isinstance(pre, int) and isinstance(post, int) else ""
+    return f"Compacted the conversation{how}{counts}."
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def thinking_summary(text: str, *, live: bool = False) -> str:
+    """The one line a collapsed thinking block shows: "Thinking (312 words)"."""
+    n = _words(text)
+    return f"Thinking{'…' if live else ''} ({n:,} word{'' if n == 1 else 's'})"
+
+
+def _thinking_delta(event: dict[str, Any]) -> str | None:
+    if event.get("type") == "content_block_delta":
+        delta = event.get("delta") or {}
+        if delta.get("type") == "thinking_delta":
+            return str(delta.get("thinking", ""))
+    return None
 
 
 @dataclass
@@ -133,7 +174,6 @@ class TurnView:
     provenance: dict[str, Any] = field(default_factory=dict)
     footer: str = ""
     _tools: dict[str, _ToolCall] = field(default_factory=dict)
-    _live_text: list[str] = field(default_factory=list)
     _dirty: bool = False
     _last_flush: float = 0.0
     _shown: bool = False
@@ -159,21 +199,39 @@ class TurnView:
                 self._note(f"⚠ {msg.data.get('message', '')}")
             elif msg.subtype == "checkpoint":
                 self.provenance["changes"] = {"files": msg.data.get("files", []), "cells": msg.data.get("cells", [])}
+            elif msg.subtype == "compact_boundary":
+                self._quiet_note(compaction_line(msg.data))
+                self.provenance["compactions"] = int(self.provenance.get("compactions") or 0) + 1
+            # "context_cleared" (old tool results left out of a request) is routine: not shown.
         elif isinstance(msg, StreamEvent):
             delta = msg.text_delta
             if delta:
-                if not self.segments or self.segments[-1].kind != "text" or not self._live_text:
-                    self.segments.append(_Segment("text"))
-                    self._live_text = [""]
-                self.segments[-1].text += delta
+                self._live_segment("text").text += delta
                 self._print_plain_delta(delta)
                 self._dirty = True
+            else:
+                thought = _thinking_delta(msg.event)
+                if thought:
+                    self._live_segment("thinking").text += thought
+                    self._dirty = True
+                elif msg.event.get("type") == "content_block_stop":
+                    last = self.segments[-1] if self.segments else None
+                    if last is not None and last.live and last.kind == "thinking":
+                        self._print_plain_thinking(last)
         elif isinstance(msg, AssistantMessage):
             # The complete message replaces what streamed (and covers providers that do not stream).
-            if self._live_text and self.segments and self.segments[-1].kind == "text":
-                self.segments.pop()
-                self._live_text = []
-                self._plain_printed_reset()
+            streamed = [s for s in self.segments if s.live]
+            if streamed:
+                self.segments = [s for s in self.segments if not s.live]
+                if any(s.kind == "text" for s in streamed):
+                    self._plain_printed_reset()
+            marked = sum(1 for s in streamed if s.kind == "thinking" and s.marked)
+            for b in msg.content:
+                if isinstance(b, ThinkingBlock) and b.thinking.strip():
+                    seg = _Segment("thinking", b.thinking, marked=marked > 0)
+                    marked -= 1
+                    self.segments.append(seg)
+                    self._print_plain_thinking(seg)
             text = "".join(b.text for b in msg.content if isinstance(b, TextBlock))
             if text.strip():
                 self.segments.append(_Segment("text", text))
@@ -205,10 +263,26 @@ class TurnView:
         elif isinstance(msg, ResultMessage):
             self.finish(msg)
 
+    def _live_segment(self, kind: str) -> _Segment:
+        """The segment a stream delta of ``kind`` goes to: the last one if it is streaming, else a new one."""
+        last = self.segments[-1] if self.segments else None
+        if last is not None and last.live and last.kind == kind:
+            return last
+        seg = _Segment(kind, live=True)
+        self.segments.append(seg)
+        return seg
+
     def _note(self, text: str) -> None:
         self.segments.append(_Segment("note", text))
         self._dirty = True
         if not self.rich:
+            print(_redacted(text), flush=True)
+
+    def _quiet_note(self, text: str) -> None:
+        """A line that informs without alarming (a compaction); left out by --quiet."""
+        self.segments.append(_Segment("quiet", text))
+        self._dirty = True
+        if not self.rich and not self.quiet:
             print(_redacted(text), flush=True)
 
     # -- results -----------------------------------------------------------
@@ -229,6 +303,9 @@ class TurnView:
             cached_tokens=int(tokens.get("cache_read_input_tokens") or 0),
             output_tokens=tokens.get("output_tokens"),
             duration_ms=result.duration_ms,
+            # What the next request carries, against the model's window (None: unknown).
+            context_tokens=getattr(result, "context_tokens", None),
+            context_window=getattr(result, "context_window", None),
         )
         # An interruption is said once, by the cell's error line (which also stops Run All).
         if result.is_error and result.result and result.subtype != "interrupted":
@@ -252,6 +329,9 @@ class TurnView:
         if p.get("input_tokens") is not None:
             cached = f" ({p['cached_tokens']:,} cached)" if p.get("cached_tokens") else ""
             bits.append(f"{p['input_tokens']:,} in{cached} / {p.get('output_tokens') or 0:,} out tokens")
+        share = context_share(p.get("context_tokens"), p.get("context_window"))
+        if share:
+            bits.append(share)
         cost = p.get("cost_usd")
         bits.append("cost unknown" if cost is None else f"${cost:.4f}")
         if p.get("forked_from"):
@@ -274,6 +354,10 @@ class TurnView:
                 parts.append(s.text.strip("\n"))
             elif s.kind == "note":
                 parts.append(s.text)
+            elif s.kind == "quiet":
+                parts.append(f"<sub>{html.escape(s.text, quote=False)}</sub>")
+            elif s.kind == "thinking":
+                parts.append(_thinking_markdown(s))
             elif s.tool is not None:
                 parts.append(_tool_markdown(s.tool))
         if self.footer:
@@ -287,6 +371,11 @@ class TurnView:
         for s in self.segments:
             if s.kind in ("text", "note"):
                 out.append(s.text.strip("\n"))
+            elif s.kind == "quiet":
+                if not self.quiet:
+                    out.append(s.text)
+            elif s.kind == "thinking":
+                out.append(f"[{thinking_summary(s.text, live=s.live)}]")
             elif s.tool is not None:
                 out.append(_tool_plain(s.tool))
         if self.footer:
@@ -350,6 +439,13 @@ class TurnView:
             return
         if not self.quiet:
             print(_redacted(text), flush=True)
+
+    def _print_plain_thinking(self, seg: _Segment) -> None:
+        """Terminals get one line per thinking block, never the thinking itself."""
+        if self.rich or self.quiet or seg.marked:
+            return
+        seg.marked = True
+        print(f"[{thinking_summary(seg.text)}]", flush=True)
 
     def _print_plain_tool(self, call: _ToolCall) -> None:
         if not self.rich and not self.quiet:
@@ -438,6 +534,19 @@ def _tool_markdown(call: _ToolCall) -> str:
     fence = "````" if "```" in body else "```"
     return (
         f"<details><summary>{_html_inline(head)}</summary>\n\n{fence}{call.details_lang}\n{body}\n{fence}\n\n</details>"
+    )
+
+
+def _thinking_markdown(seg: _Segment) -> str:
+    """A thinking block collapsed to its one-line summary; the thinking inside, as Markdown."""
+    import re
+
+    # Only a closing tag could end the <details> early; everything else renders as the answer does.
+    body = re.sub(r"</(details|summary)", r"&lt;/\1", seg.text.strip("\n"), flags=re.IGNORECASE)
+    summary = html.escape(thinking_summary(seg.text, live=seg.live))
+    return (
+        f"<details class='am-thinking'><summary style='opacity:0.75'><i>{summary}</i></summary>\n\n"
+        f"{body}\n\n</details>"
     )
 
 

@@ -34,6 +34,9 @@ from ._views import plural
 if TYPE_CHECKING:
     from ._runner import ClientHost, Runner
 
+#: Effort levels ``--effort`` and ``AgentMagics.effort`` take (``AgentOptions.effort``).
+EFFORTS: tuple[str, ...] = ("low", "medium", "high", "xhigh", "max")
+
 
 class AgentTurnError(AgentMagicError):
     """A ``%%agent`` turn that did not succeed; fails the cell with one readable line."""
@@ -79,6 +82,7 @@ def _cell_parser() -> _Parser:
     p.add_argument("--max-turns", metavar="N", type=int, help="stop after N model responses")
     p.add_argument("--max-budget-usd", metavar="X", type=float, help="stop when this turn costs X dollars")
     p.add_argument("--permission-mode", metavar="MODE", choices=PERMISSION_MODES, help="default, acceptEdits, bypassPermissions or plan")
+    p.add_argument("--effort", metavar="LEVEL", choices=EFFORTS, help="how hard the model works on this turn: " + ", ".join(EFFORTS))
     p.add_argument("--allow", metavar="RULE", action="append", default=[], help="allow a tool, e.g. 'Bash(pytest *)' (repeatable)")
     p.add_argument("--deny", metavar="RULE", action="append", default=[], help="deny a tool (repeatable)")
     p.add_argument("--with", dest="with_vars", metavar="VAR", action="append", default=[], help="describe kernel variable VAR to the agent (repeatable)")
@@ -128,6 +132,8 @@ def _line_parser() -> _Parser:
     s.add_argument("--session", metavar="ID")
     s = sub.add_parser("delete", add_help=False, help="delete session ID")
     s.add_argument("id")
+    s = sub.add_parser("compact", add_help=False, help="summarise the current session's conversation now, to free context (optional focus instructions)")
+    s.add_argument("instructions", nargs=argparse.REMAINDER, metavar="INSTRUCTIONS")
     sub.add_parser("stop", add_help=False, help="stop the running turn")
     sub.add_parser("help", add_help=False, help="this help")
     return p
@@ -145,8 +151,10 @@ Line magic -- sessions and checkpoints:
 
 {LINE_PARSER.format_help()}
 Session and checkpoint ids may be given by any unique prefix of 4+ characters.
+`%agent compact` takes the rest of the line literally as what the summary should keep.
 Configure defaults with %config AgentMagics.model = "...", permission_mode, max_turns,
-max_budget_usd, allowed_tools; or AGENT_MAGIC_MODEL / AGENT_MAGIC_PROVIDER / AGENT_MAGIC_HOME.
+max_budget_usd, allowed_tools, effort, thinking; or AGENT_MAGIC_MODEL / AGENT_MAGIC_PROVIDER /
+AGENT_MAGIC_HOME.
 """
 
 
@@ -155,6 +163,35 @@ def _split(line: str) -> list[str]:
         return shlex.split(line, posix=True)
     except ValueError as e:
         raise UsageError(f"Cannot parse the arguments ({e}); check the quotes.") from None
+
+
+def thinking_option(value: str) -> dict[str, Any] | None:
+    """``AgentMagics.thinking`` as ``AgentOptions.thinking``: '' (the model's default), 'adaptive',
+    'disabled' or a token budget of at least 1024, such as '8000'.
+
+    Raises
+    ------
+    UsageError
+        For anything else.
+    """
+    v = value.strip().lower()
+    if not v:
+        return None
+    if v in ("adaptive", "disabled"):
+        return {"type": v}
+    if v.isdigit() and int(v) >= 1024:  # the API's smallest budget
+        return {"type": "enabled", "budget_tokens": int(v)}
+    raise UsageError(
+        f"AgentMagics.thinking is {value!r}; use 'adaptive', 'disabled', a token budget of at least 1024 "
+        "such as '8000', or '' (`%config AgentMagics.thinking = \"adaptive\"`)."
+    )
+
+
+def _unquote(text: str) -> str:
+    """``text`` without one pair of quotes around all of it (``"..."`` or ``'...'``)."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1].strip()
+    return text
 
 
 def notebook_scope(user_ns: dict[str, Any]) -> str:
@@ -184,6 +221,10 @@ class AgentMagics(Magics):
     scope = Unicode("", help="Override the notebook path sessions belong to.").tag(config=True)
     quiet = Bool(False, help="Show only final answers.").tag(config=True)
     kernel_tools = Bool(True, help="Offer the Python and Variables tools that work in this kernel.").tag(config=True)
+    effort = Unicode("", help="Effort for %%agent turns: low, medium, high, xhigh or max ('' : the provider's default).").tag(config=True)
+    thinking = Unicode(
+        "", help="Extended thinking: 'adaptive', 'disabled', a token budget such as '8000', or '' for the model's default."
+    ).tag(config=True)
     approval_timeout = CFloat(5.0, help="Seconds to wait for an approval prompt to appear before treating the run as headless.").tag(config=True)
     min_update_interval = CFloat(0.05, help="Seconds between display updates while streaming (grows with the answer).").tag(config=True)
 
@@ -243,6 +284,10 @@ class AgentMagics(Magics):
 
     # -- %agent subcommands ----------------------------------------------------------
     def _line(self, line: str) -> Any:
+        head, _, rest = line.strip().partition(" ")
+        if head == "compact":
+            # Instructions are prose ("keep the user's plots"): taken literally, not shell-split.
+            return self._compact(_unquote(rest.strip()) or None)
         argv = _split(line)
         if not argv or argv[0] in ("help", "-h", "--help"):
             print(HELP)
@@ -434,6 +479,33 @@ class AgentMagics(Magics):
         _api.delete_session(sid, home=self._home())
         print(f"Deleted session {sid[:8]}.")
 
+    def _cmd_compact(self, args: argparse.Namespace) -> None:  # pragma: no cover - _line dispatches compact itself
+        self._compact(" ".join(args.instructions) or None)
+
+    def _compact(self, instructions: str | None) -> None:
+        """``%agent compact``: summarise the current session's conversation now; one line says how much it freed."""
+        from ._display import compaction_line, context_share
+
+        sid = self._current()
+        assert sid is not None
+        if self.runner.active is not None:
+            raise UsageError("A turn is running: wait for it to finish (or run `%agent stop`), then `%agent compact`.")
+        host = self._host_for(sid, scope=self.current_scope(), home=self._home())
+        try:
+            boundary = self.runner.compact(host, instructions)
+        except AgentMagicError as e:  # nothing to compact, no summary, the API failed: each says what to do
+            raise UsageError(str(e)) from None
+        data = boundary.data
+        window = data.get("context_window")
+        if window is None:
+            try:
+                window = getattr(_api.get_session_info(sid, home=self._home()), "context_window", None)
+            except SessionError:
+                window = None
+        share = context_share(data.get("post_tokens"), window)
+        line = compaction_line(data, trigger=False)
+        print(line[:-1] + (f" ({share})" if share else "") + ". Earlier turns stay rewindable.")
+
     def _cmd_stop(self, args: argparse.Namespace) -> None:
         self.runner.interrupt()
 
@@ -499,9 +571,14 @@ class AgentMagics(Magics):
             sid = self._current(required=False)
         if args.fork and sid is None:
             raise UsageError("There is no session to fork yet: run a `%%agent` cell first (or add --resume ID).")
-        host = self._host_for(sid, args, scope, home)
+        reasoning = self._reasoning(args)
+        host = self._host_for(
+            sid, scope=scope, home=home, fork=bool(args.fork), no_persist=bool(args.no_persist),
+            model=args.model, session_id=args.session_id, **reasoning,
+        )
         opts = host.client.options
         changes: dict[str, Any] = {
+            **reasoning,
             "model": args.model or self.model or None,
             "permission_mode": args.permission_mode or self.permission_mode,
             "max_turns": args.max_turns or (self.max_turns or None),
@@ -512,7 +589,7 @@ class AgentMagics(Magics):
         if changes["permission_mode"] not in PERMISSION_MODES:
             raise UsageError(f"Unknown permission mode {changes['permission_mode']!r}; use one of {', '.join(PERMISSION_MODES)}.")
         try:
-            host.client.update_options(**{k: v for k, v in changes.items() if getattr(opts, k) != v})
+            host.client.update_options(**{k: v for k, v in changes.items() if getattr(opts, k, None) != v})
         except ConfigurationError as e:
             raise UsageError(str(e)) from None
         view = TurnView(rich=self.in_kernel, quiet=args.quiet or self.quiet,
@@ -550,10 +627,21 @@ class AgentMagics(Magics):
                 raise AgentTurnError("Interrupted: the session is intact; run another %%agent cell to continue.", "interrupted")
             raise AgentTurnError(result.result or result.subtype, result.subtype)
 
-    def _host_for(self, sid: str | None, args: argparse.Namespace, scope: str, home: str | None) -> ClientHost:
+    def _reasoning(self, args: argparse.Namespace) -> dict[str, Any]:
+        """``effort`` and ``thinking`` for this turn: the cell's ``--effort``, else the traitlets."""
+        effort = args.effort or self.effort or None
+        if effort is not None and effort not in EFFORTS:
+            raise UsageError(f"Unknown effort {effort!r}; use one of {', '.join(EFFORTS)} (`%config AgentMagics.effort = \"high\"`).")
+        return {"effort": effort, "thinking": thinking_option(self.thinking)}
+
+    def _host_for(
+        self, sid: str | None, *, scope: str, home: str | None, fork: bool = False, no_persist: bool = False,
+        model: str | None = None, session_id: str | None = None, **reasoning: Any,
+    ) -> ClientHost:
+        """The open client of session ``sid`` (opened now if needed; a new session for None)."""
         runner = self.runner
         settings = (bool(self.kernel_tools), self.provider or None)
-        if sid is not None and not args.fork and not args.no_persist:
+        if sid is not None and not fork and not no_persist:
             host = runner.hosts.get(sid)
             if host is not None and host.settings == settings:
                 return host
@@ -564,18 +652,20 @@ class AgentMagics(Magics):
             scope=scope,
             home=home,
             provider=self.provider or None,
-            model=args.model or self.model or None,
+            model=model or self.model or None,
             resume=sid,
-            fork_session=bool(args.fork),
-            session_id=args.session_id,
-            persist_session=not args.no_persist,
+            fork_session=fork,
+            session_id=session_id,
+            persist_session=not no_persist,
             include_partial_messages=True,
             can_use_tool=self._can_use_tool,
             extra_tools=self._kernel_tools(),
+            # Only what is set: options the provider's default covers stay unset.
+            **{k: v for k, v in reasoning.items() if v is not None},
         )
         host = runner.open_client(options, bridge=self.notebook_bridge)
         host.settings = settings
-        if host.client.session_id is not None and not args.no_persist:
+        if host.client.session_id is not None and not no_persist:
             runner.hosts[host.client.session_id] = host
         return host
 

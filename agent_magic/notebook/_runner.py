@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._client import AgentClient
-from .._messages import Message, ResultMessage
+from .._messages import Message, ResultMessage, SystemMessage
 from .._options import AgentOptions
 from ._kernel_tools import MainThreadBridge
 
@@ -285,6 +285,20 @@ class Runner:
             if exc is not None:
                 raise exc
         return TurnOutcome(result, interrupted, n)
+
+    def compact(self, host: ClientHost, instructions: str | None = None) -> SystemMessage:
+        """Compact ``host``'s conversation now (``client.compact``), blocking this thread.
+
+        Returns the ``compact_boundary`` message. Ctrl-C (the kernel's interrupt) cancels
+        the compaction and is raised again.
+        """
+        fut = self.loop.submit(host.client.compact(instructions))
+        try:
+            boundary: SystemMessage = fut.result()
+        except KeyboardInterrupt:
+            fut.cancel()
+            raise
+        return boundary
 
     def interrupt(self) -> None:
         """Ask the running turn to stop (thread-safe)."""

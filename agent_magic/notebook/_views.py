@@ -118,6 +118,19 @@ def checkpoints_view(session_id: str, cps: list[CheckpointInfo], *, widgets: Any
     return checkpoints_table(session_id, cps)
 
 
+def context_use(tokens: int | None, window: int | None) -> str:
+    """``"9,120 of 200,000 tokens (5%)"``: what the next request carries, against the model's window."""
+    from ._display import context_share
+
+    if tokens is None:
+        return "-"
+    share = context_share(tokens, window)
+    if share is None:
+        return f"{tokens:,} tokens"
+    assert window is not None
+    return f"{tokens:,} of {window:,} tokens ({share})"
+
+
 def info_view(info: SessionInfo, cps: list[CheckpointInfo]) -> Table:
     rows = [
         ["session", info.session_id],
@@ -128,6 +141,7 @@ def info_view(info: SessionInfo, cps: list[CheckpointInfo]) -> Table:
         ["created", _when(info.created_at)],
         ["last active", _when(info.last_modified)],
         ["cost", _cost(info.total_cost_usd)],
+        ["context", context_use(getattr(info, "context_tokens", None), getattr(info, "context_window", None))],
         ["model", info.model or "-"],
         ["cwd", info.cwd],
         ["scope", info.scope],

@@ -12,6 +12,7 @@ import traitlets
 
 from ... import _api
 from ..._errors import SessionError
+from .._display import context_share
 from .._views import _short, plural
 from ._base import ActionRefused, Widget, _module, end_of_turn, ensure_idle, home_of, session_row
 
@@ -41,6 +42,10 @@ class SessionBar(Widget):
     cached_tokens = traitlets.Int(0, help="Input tokens of the turn read from the prompt cache.").tag(sync=True)
     output_tokens = traitlets.Int(None, allow_none=True, help="Output tokens of the turn.").tag(sync=True)
     cost_usd = traitlets.Float(None, allow_none=True, help="Cost of the turn in dollars (None: unknown).").tag(sync=True)
+    context_tokens = traitlets.Int(
+        None, allow_none=True, help="Tokens the conversation carries into its next request, after this turn (None: unknown)."
+    ).tag(sync=True)
+    context_window = traitlets.Int(None, allow_none=True, help="The model's context window in tokens (None: unknown).").tag(sync=True)
     saved = traitlets.Bool(True, help="The session is in the store (False for --no-persist turns).").tag(sync=True)
     current_session = traitlets.Unicode("", help="The session this notebook's next %%agent cell continues.").tag(sync=True)
     sessions = traitlets.List(traitlets.Dict(), help="This notebook's sessions, for the Resume picker.").tag(sync=True)
@@ -55,6 +60,9 @@ class SessionBar(Widget):
         bits = [f"agent-magic session {sid}", f"turn {self.turn}"]
         if self.checkpoint_id:
             bits.append(f"checkpoint {self.checkpoint_id[:8]}")
+        share = context_share(self.context_tokens, self.context_window)
+        if share:
+            bits.append(share)
         if self.status:
             bits.append(self.status)
         lines = [" · ".join(bits)]
@@ -126,6 +134,8 @@ def finish_bar(bar: SessionBar, magics: Any, result: Any, provenance: dict[str, 
         bar.cached_tokens = int(provenance.get("cached_tokens") or 0)
         bar.output_tokens = provenance.get("output_tokens")
         bar.cost_usd = provenance.get("cost_usd")
+        bar.context_tokens = provenance.get("context_tokens")
+        bar.context_window = provenance.get("context_window")
         bar.current_session = current
     for other in _live(magics):
         if other is not bar:

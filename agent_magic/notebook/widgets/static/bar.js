@@ -84,7 +84,9 @@ function render({ model, el }) {
     const tout = model.get("output_tokens");
     const cached = model.get("cached_tokens") ? ` (${fmtInt(model.get("cached_tokens"))} cached)` : "";
     const tokens = tin === null || tin === undefined ? "" : `${fmtInt(tin)} in${cached} / ${fmtInt(tout || 0)} out · `;
-    usage.textContent = tokens + fmtCost(model.get("cost_usd"));
+    const share = contextShare(model.get("context_tokens"), model.get("context_window"));
+    usage.textContent = tokens + (share ? share + " · " : "") + fmtCost(model.get("cost_usd"));
+    usage.title = share ? `${fmtInt(model.get("context_tokens"))} of ${fmtInt(model.get("context_window"))} tokens of the model's context are in use after this turn` : "";
     const forkable = model.get("saved") && !!model.get("checkpoint_id");
     const dead = !!stale.why();
     box.classList.toggle("am-is-stale", dead);
@@ -125,6 +127,13 @@ function render({ model, el }) {
   listen("change", update);
   update();
   return listen.dispose;
+}
+
+/** "23% of context" (as the cell's closing line says it), or "" when unknown. */
+function contextShare(tokens, window) {
+  if (tokens === null || tokens === undefined || !window || window <= 0) return "";
+  const shown = tokens > 0 ? Math.max(1, Math.round((tokens * 100) / window)) : 0;
+  return `${shown}% of context`;
 }
 
 export default { render };
