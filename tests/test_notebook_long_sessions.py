@@ -123,6 +123,25 @@ def test_compact_prints_one_line_and_the_next_cell_continues(
     assert earlier is not None and len(str(sent["messages"])) < len(str(earlier["messages"]))
 
 
+def test_earlier_turns_stay_rewindable_after_compact(
+    ip: InteractiveShell, fake_api: FakeAnthropicServer, workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_api.add(tool_use("Write", {"file_path": str(workspace / "plot.py"), "content": "plot()\n"}), text("Wrote it. " * 40))
+    fake_api.add(text("Looks fine. " * 40))
+    assert cell(ip, "--permission-mode acceptEdits", "write plot.py") is None
+    assert cell(ip, "", "check it") is None
+    assert line(ip, "compact") is None
+    assert (workspace / "plot.py").exists()
+    capsys.readouterr()
+    assert line(ip, "rewind --turn 1") is None
+    assert not (workspace / "plot.py").exists(), capsys.readouterr().out
+    # and a fork at turn 1 has the conversation as it was then, before any summary
+    assert line(ip, "fork --turn 1") is None
+    fake_api.add(text("forked"))
+    assert cell(ip, "", "from the fork") is None
+    assert prompts(fake_api) == ["write plot.py", "from the fork"]
+
+
 def test_compact_quoted_instructions_lose_their_quotes(ip: InteractiveShell, fake_api: FakeAnthropicServer) -> None:
     fake_api.add(text("one " * 50), text("two " * 50))
     assert cell(ip, "", "first") is None
@@ -131,6 +150,22 @@ def test_compact_quoted_instructions_lose_their_quotes(ip: InteractiveShell, fak
     assert line(ip, 'compact "focus on the plots"') is None
     body = str(fake_api.message_requests[before].body)
     assert "focus on the plots" in body and '"focus on the plots"' not in body
+
+
+def test_compact_after_a_kernel_restart_opens_the_session(
+    ip: InteractiveShell, fake_api: FakeAnthropicServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_api.add(text("one " * 80), text("two " * 80))
+    assert cell(ip, "", "first") is None
+    assert cell(ip, "", "second") is None
+    sid = am.list_sessions()[0].session_id
+    magics_of(ip).runner.close_all()  # what a restart leaves: the store, no open client
+    capsys.readouterr()
+    assert line(ip, "compact") is None
+    assert capsys.readouterr().out.startswith("Compacted the conversation: ")
+    fake_api.add(text("three"))
+    assert cell(ip, "", "third") is None
+    assert am.get_session_info(sid).num_turns == 3 and len(am.list_sessions()) == 1
 
 
 def test_compact_without_a_session_says_what_to_run(ip: InteractiveShell, fake_api: FakeAnthropicServer) -> None:
@@ -287,7 +322,7 @@ def test_thinking_is_collapsed_in_the_notebook(fake_api: FakeAnthropicServer, ho
     md = published[-1]["text/markdown"]
     summary = f"Thinking ({THOUGHT_WORDS} words)"
     assert re.search(rf"<details class='am-thinking'><summary[^>]*><i>{re.escape(summary)}</i></summary>\n\n"
-                     rf"{re.escape(THOUGHT)}\n\n</details>", md), md
+                     rf"> {re.escape(THOUGHT)}\n\n</details>", md), md  # quoted: it reads apart from the answer
     assert md.count(THOUGHT) == 1 and md.index("</details>") < md.index("Here is the plot.")
     # while it streamed, a collapsed "Thinking…" line grew; the complete message replaced it
     assert any("<i>Thinking… (" in b["text/markdown"] for b in published[:-1])

@@ -541,8 +541,10 @@ def _thinking_markdown(seg: _Segment) -> str:
     """A thinking block collapsed to its one-line summary; the thinking inside, as Markdown."""
     import re
 
-    # Only a closing tag could end the <details> early; everything else renders as the answer does.
+    # Only a closing tag could end the <details> early; everything else renders as the answer does,
+    # quoted, so that open it still reads apart from the answer.
     body = re.sub(r"</(details|summary)", r"&lt;/\1", seg.text.strip("\n"), flags=re.IGNORECASE)
+    body = "\n".join(f"> {line}" if line.strip() else ">" for line in body.split("\n"))
     summary = html.escape(thinking_summary(seg.text, live=seg.live))
     return (
         f"<details class='am-thinking'><summary style='opacity:0.75'><i>{summary}</i></summary>\n\n"

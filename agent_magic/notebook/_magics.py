@@ -132,7 +132,7 @@ def _line_parser() -> _Parser:
     s.add_argument("--session", metavar="ID")
     s = sub.add_parser("delete", add_help=False, help="delete session ID")
     s.add_argument("id")
-    s = sub.add_parser("compact", add_help=False, help="summarise the current session's conversation now, to free context (optional focus instructions)")
+    s = sub.add_parser("compact", add_help=False, help="summarise the current session's conversation now to free context; the rest of the line says what to keep")
     s.add_argument("instructions", nargs=argparse.REMAINDER, metavar="INSTRUCTIONS")
     sub.add_parser("stop", add_help=False, help="stop the running turn")
     sub.add_parser("help", add_help=False, help="this help")
@@ -151,10 +151,11 @@ Line magic -- sessions and checkpoints:
 
 {LINE_PARSER.format_help()}
 Session and checkpoint ids may be given by any unique prefix of 4+ characters.
-`%agent compact` takes the rest of the line literally as what the summary should keep.
+`%agent compact [INSTRUCTIONS]` takes the rest of the line literally, e.g.
+`%agent compact keep the file names and the plotting code`.
 Configure defaults with %config AgentMagics.model = "...", permission_mode, max_turns,
 max_budget_usd, allowed_tools, effort, thinking; or AGENT_MAGIC_MODEL / AGENT_MAGIC_PROVIDER /
-AGENT_MAGIC_HOME.
+AGENT_MAGIC_HOME / AGENT_MAGIC_EFFORT / AGENT_MAGIC_CONTEXT_WINDOW / AGENT_MAGIC_COMPACTION.
 """
 
 

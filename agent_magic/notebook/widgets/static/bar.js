@@ -13,11 +13,22 @@ function render({ model, el }) {
   const current = h("span", { class: "am-chip am-chip-current", title: "The next %%agent cell continues this session" }, "current");
   const turn = h("span", { class: "am-bar-turn" });
   const usage = h("span", { class: "am-bar-usage" });
+  // How full the model's context is after this turn: a small meter, the share, and (when the
+  // cell is wide enough) the words.
+  const contextFill = h("span", { class: "am-meter-fill" });
+  const contextPct = h("span", { class: "am-bar-context-pct" });
+  const context = h(
+    "span",
+    { class: "am-bar-context" },
+    h("span", { class: "am-meter", "aria-hidden": "true" }, contextFill),
+    contextPct,
+    h("span", { class: "am-bar-word" }, " of context")
+  );
   const fork = h("button", { class: "am-btn am-fork", title: "Fork the session here: a new session with the conversation up to the end of this turn; the next %%agent cell continues it", "aria-label": "Fork here" }, icon("fork"), h("span", { class: "am-btn-label" }, "Fork here"));
   const resume = h("button", { class: "am-btn am-resume", "aria-haspopup": "listbox", "aria-expanded": "false", title: "Continue another of this notebook's sessions", "aria-label": "Resume" }, icon("resume"), h("span", { class: "am-btn-label" }, "Resume"), icon("caret"));
   const status = h("span", { class: "am-bar-status" });
   const session = h("span", { class: "am-bar-session" }, h("span", { class: "am-bar-word" }, "session "), sid, copy);
-  const row = h("div", { class: "am-bar-row" }, stop, working, dot, session, current, turn, usage, status, h("span", { class: "am-spacer" }), fork, resume);
+  const row = h("div", { class: "am-bar-row" }, stop, working, dot, session, current, turn, context, usage, status, h("span", { class: "am-spacer" }), fork, resume);
   const notice = h("div", { class: "am-notice", role: "status" });
   const menu = h("div", { class: "am-menu", role: "listbox", hidden: true });
   const stale = staleness(model, el, listen, () => update(), "Use %agent fork and %agent resume instead.");
@@ -84,9 +95,17 @@ function render({ model, el }) {
     const tout = model.get("output_tokens");
     const cached = model.get("cached_tokens") ? ` (${fmtInt(model.get("cached_tokens"))} cached)` : "";
     const tokens = tin === null || tin === undefined ? "" : `${fmtInt(tin)} in${cached} / ${fmtInt(tout || 0)} out · `;
-    const share = contextShare(model.get("context_tokens"), model.get("context_window"));
-    usage.textContent = tokens + (share ? share + " · " : "") + fmtCost(model.get("cost_usd"));
-    usage.title = share ? `${fmtInt(model.get("context_tokens"))} of ${fmtInt(model.get("context_window"))} tokens of the model's context are in use after this turn` : "";
+    usage.textContent = tokens + fmtCost(model.get("cost_usd"));
+    const pct = contextPercent(model.get("context_tokens"), model.get("context_window"));
+    context.hidden = running || !id || pct === null;
+    if (pct !== null) {
+      contextPct.textContent = `${pct}%`;
+      contextFill.style.width = `${Math.min(pct, 100)}%`;
+      context.classList.toggle("am-is-full", pct >= 80);
+      context.title =
+        `${pct}% of context: ${fmtInt(model.get("context_tokens"))} of ${fmtInt(model.get("context_window"))} tokens ` +
+        "of the model's context window are in use after this turn (%agent compact frees them)";
+    }
     const forkable = model.get("saved") && !!model.get("checkpoint_id");
     const dead = !!stale.why();
     box.classList.toggle("am-is-stale", dead);
@@ -129,11 +148,10 @@ function render({ model, el }) {
   return listen.dispose;
 }
 
-/** "23% of context" (as the cell's closing line says it), or "" when unknown. */
-function contextShare(tokens, window) {
-  if (tokens === null || tokens === undefined || !window || window <= 0) return "";
-  const shown = tokens > 0 ? Math.max(1, Math.round((tokens * 100) / window)) : 0;
-  return `${shown}% of context`;
+/** The percentage the cell's closing line gives ("23% of context"), or null when unknown. */
+function contextPercent(tokens, window) {
+  if (tokens === null || tokens === undefined || !window || window <= 0) return null;
+  return tokens > 0 ? Math.max(1, Math.round((tokens * 100) / window)) : 0;
 }
 
 export default { render };
