@@ -344,6 +344,30 @@ def test_thinking_is_one_marker_line_in_a_terminal(
     assert not any(r.refused for r in fake_api.message_requests)
 
 
+def test_thinking_that_did_not_stream_is_one_marker_too(capsys: pytest.CaptureFixture[str]) -> None:
+    from agent_magic._messages import AssistantMessage, TextBlock, ThinkingBlock
+
+    view = TurnView(rich=False)
+    view.on_message(AssistantMessage([ThinkingBlock("one two three", "sig"), TextBlock("The answer.")], "m"))
+    assert capsys.readouterr().out == "[Thinking (3 words)]\nThe answer.\n"
+
+
+def test_thinking_cut_off_by_an_interrupt_keeps_its_count(capsys: pytest.CaptureFixture[str]) -> None:
+    from agent_magic._messages import StreamEvent
+
+    def delta(s: str) -> StreamEvent:
+        return StreamEvent("u", "s", {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": s}})
+
+    for rich in (True, False):
+        view = TurnView(rich=rich)
+        view.on_message(delta("first I "))
+        view.on_message(delta("should look"))
+        assert "Thinking… (4 words)" in view.markdown()
+        view.finish(ResultMessage("interrupted", "s" * 36, 1, 10, True))
+        assert "<i>Thinking (4 words)</i>" in view.markdown() and "[Thinking (4 words)]" in view.plain()
+    assert capsys.readouterr().out.count("[Thinking (4 words)]") == 1  # the terminal's, once
+
+
 def test_a_closing_tag_in_the_thinking_cannot_end_the_details() -> None:
     from agent_magic._messages import AssistantMessage, ThinkingBlock
 

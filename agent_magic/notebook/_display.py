@@ -290,6 +290,10 @@ class TurnView:
         if self._plain_pending:  # text held back while streaming, never completed (interrupted)
             sys.stdout.write(_redacted(self._plain_pending) + "\n")
             self._plain_pending = ""
+        for seg in self.segments:  # what streamed before an interruption stays, as it was
+            if seg.live and seg.kind == "thinking":
+                self._print_plain_thinking(seg)
+            seg.live = False
         tokens = result.usage or {}
         self.provenance.update(
             session_id=result.session_id,
