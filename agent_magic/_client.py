@@ -17,13 +17,14 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._compaction import compact_client, count_turns, seed_meter
 from ._errors import AgentMagicError, ConfigurationError, SessionExistsError, SessionLockedError
-from ._loop import Runtime, default_system_prompt, run_turn, subprocess_environment
+from ._loop import Runtime, context_now, default_system_prompt, run_turn, subprocess_environment
 from ._messages import Message, ResultMessage, SystemMessage
 from ._options import AgentOptions
 from ._permissions import parse_rules
 from ._pricing import price_for
-from ._sessions import SessionState, SessionStore, is_prompt_entry
+from ._sessions import SessionState, SessionStore
 from ._store import BlobStore, JsonlFile, new_uuid, now_ms, redact
 from .checkpoints import CheckpointLog, RewindResult
 from .providers import get_provider
@@ -158,17 +159,17 @@ class AgentClient:
                         raise SessionExistsError(f"A session with id {opts.session_id!r} already exists; choose another id for the fork.")
                     cwd = str(opts.resolved_cwd()) if opts.cwd is not None else None
                     sid = store.fork(sid, new_session_id=opts.session_id, scope=scope, cwd=cwd)
-                    self._build_runtime(provider, sid, store.read_entries(sid), persist=True)
+                    self._build_runtime(provider, sid, store.read_live_entries(sid), persist=True)
                 else:
                     assert store is not None
-                    entries = [dict(e) for e in store.read_entries(sid)]
+                    entries = [dict(e) for e in store.read_live_entries(sid)]
                     new_id = opts.session_id or new_uuid()
                     if entries and entries[0].get("type") == "session":
                         entries[0]["session_id"] = new_id
                     self._build_runtime(provider, new_id, entries, persist=False, parent=sid)
             else:
                 assert store is not None
-                self._build_runtime(provider, sid, store.read_entries(sid), persist=opts.persist_session)
+                self._build_runtime(provider, sid, store.read_live_entries(sid), persist=opts.persist_session)
         else:
             if opts.session_id and store is not None and store.exists(opts.session_id):
                 raise SessionExistsError(
@@ -233,7 +234,7 @@ class AgentClient:
             entries=[e for e in entries if e.get("type") != "session"],
             parent_session_id=parent or (header.get("parent_session_id") if isinstance(header.get("parent_session_id"), str) else None),
         )
-        state.num_turns = sum(1 for e in state.entries if is_prompt_entry(e))
+        state.num_turns = count_turns(state.entries)
         for e in reversed(state.entries):
             if e.get("type") in ("user", "assistant") and e.get("uuid"):
                 state.last_uuid = e["uuid"]
@@ -273,6 +274,7 @@ class AgentClient:
             transcript_path=str(store.transcript_path(sid)) if (persist and store is not None) else "",
             on_index=self._on_index if persist else None,
         )
+        seed_meter(self._rt)
         self._session_id = sid
         self._known_size = store.transcript_size(sid) if (persist and store is not None) else -1
 
@@ -367,11 +369,13 @@ class AgentClient:
             return  # nobody else wrote: no need to parse the whole transcript again
         self._known_size = size
         n_known = len(rt.session.entries) + 1
-        entries = store.read_entries(rt.session.session_id)
-        if len(entries) != n_known:
+        entries = store.read_live_entries(rt.session.session_id)
+        if len(entries) != n_known or entries[-1].get("uuid") != (rt.session.entries[-1].get("uuid") if rt.session.entries else None):
             st = rt.session
             st.entries = [e for e in entries if e.get("type") != "session"]
-            st.num_turns = sum(1 for e in st.entries if is_prompt_entry(e))
+            st.num_turns = count_turns(st.entries)
+            rt.context_version += 1
+            seed_meter(rt)
             for e in reversed(st.entries):
                 if e.get("type") in ("user", "assistant") and e.get("uuid"):
                     st.last_uuid = e["uuid"]
@@ -405,6 +409,7 @@ class AgentClient:
                 "provider": rt.provider.name,
                 "turn": rt.session.num_turns + 1,
             }
+            init["context_tokens"], init["context_window"] = context_now(rt)
             await emit(SystemMessage("init", init))
             self.last_result = await run_turn(rt, prompt, emit, self._set_scope)
             self._resumed = True
@@ -459,6 +464,7 @@ class AgentClient:
         allowed = {
             "model", "permission_mode", "max_turns", "max_budget_usd", "allowed_tools", "disallowed_tools",
             "can_use_tool", "hooks", "max_tokens", "prices", "include_partial_messages",
+            "thinking", "effort", "compaction", "compact_threshold", "context_window",
         }
         unknown = set(changes) - allowed
         if unknown:
@@ -494,6 +500,59 @@ class AgentClient:
         if self._rt is not None:
             self._rt.model = self._model_for(self._rt.session.model)
             self._rt.options = self.options
+
+    # -- context ---------------------------------------------------------------------------
+    async def compact(self, instructions: str | None = None) -> SystemMessage:
+        """Compact the conversation now: summarise it with the session's model and continue from the summary.
+
+        The transcript keeps every line; checkpoints before the compaction still
+        rewind, and a fork up to a message before it has the whole history.
+
+        Parameters
+        ----------
+        instructions
+            What the summary should focus on (added to the summary request).
+
+        Returns
+        -------
+        SystemMessage
+            ``subtype="compact_boundary"``, ``data={"trigger": "manual", "pre_tokens", "post_tokens", "method"}``.
+
+        Raises
+        ------
+        CompactionError
+            Nothing to compact yet, or the model gave no summary.
+        ProviderError
+            The summary request failed.
+        """
+        if self._tg is None:
+            raise AgentMagicError("The client is not connected; use `async with AgentClient(...)`.")
+        if self._running:
+            raise AgentMagicError("Wait for the running turn to finish (or interrupt it) before compacting.")
+        if self._pending_new is not None:
+            from ._errors import CompactionError
+
+            raise CompactionError("There is nothing to compact yet: the session has no turns.")
+        rt = self._rt
+        assert rt is not None
+        store = self._store
+        persistent = rt.session.store is not None and store is not None
+        if persistent:
+            assert store is not None
+            await self._acquire_lock(store, rt.session.session_id)
+        try:
+            if persistent:
+                assert store is not None
+                self._refresh_from_disk(store)
+            msg = await compact_client(rt, None, trigger="manual", instructions=instructions)
+            cost = rt.session.entries[0].get("cost_usd") if rt.session.entries else None
+            if self._store is not None and persistent:
+                self._on_index("result", {"cost": cost if isinstance(cost, (int, float)) else None})
+                self._known_size = self._store.transcript_size(rt.session.session_id)
+            return msg
+        finally:
+            if persistent:
+                self._release_lock()
 
     # -- checkpoints ---------------------------------------------------------------------
     @property

@@ -15,6 +15,7 @@ so ``except AgentMagicError`` catches all of them and nothing else::
     ├── CheckpointError
     │   └── CheckpointNotFoundError
     ├── ProviderError               the model API failed (status, one-line advice)
+    ├── CompactionError             the conversation could not be compacted
     ├── ToolError                   a tool could not do what it was asked (sent back to the model)
     └── BundleError                 an export bundle that cannot be imported safely
 
@@ -99,13 +100,20 @@ class ProviderError(AgentMagicError):
     kind
         A short machine-readable category: ``auth``, ``rate_limit``,
         ``overloaded``, ``server``, ``connection``, ``timeout``, ``bad_request``,
-        ``stream``.
+        ``stream``, ``too_long`` (the conversation passed the model's context window).
+    limit
+        For ``too_long``: the context window the API named, when it did.
     """
 
-    def __init__(self, message: str, *, status: int | None = None, kind: str = "server") -> None:
+    def __init__(self, message: str, *, status: int | None = None, kind: str = "server", limit: int | None = None) -> None:
         self.status = status
         self.kind = kind
+        self.limit = limit
         super().__init__(message)
+
+
+class CompactionError(AgentMagicError):
+    """The conversation could not be compacted (nothing to compact, or the summary failed)."""
 
 
 class ToolError(AgentMagicError):

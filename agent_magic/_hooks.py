@@ -1,9 +1,12 @@
-"""Hooks: async callbacks at PreToolUse, PostToolUse, UserPromptSubmit and Stop.
+"""Hooks: async callbacks at PreToolUse, PostToolUse, UserPromptSubmit, Stop and PreCompact.
 
 The callback shape is the Agent SDK's: ``async def cb(input, tool_use_id, context) -> dict``.
 ``input`` carries ``hook_event_name``, ``session_id``, ``transcript_path``, ``cwd``,
 ``permission_mode`` and, per event, ``tool_name``/``tool_input``/``tool_use_id``
-(PreToolUse), plus ``tool_response`` (PostToolUse), ``prompt`` (UserPromptSubmit).
+(PreToolUse), plus ``tool_response`` (PostToolUse), ``prompt`` (UserPromptSubmit),
+``trigger`` (``"auto"``/``"manual"``) and ``custom_instructions`` (PreCompact).
+A PreCompact hook cannot stop a compaction (a session past its window has no
+other way on); its ``additionalContext`` is added to the summary's instructions.
 
 A callback may return:
 
@@ -28,7 +31,7 @@ from typing import Any
 import anyio
 
 HookCallback = Callable[[dict[str, Any], "str | None", dict[str, Any]], Awaitable[dict[str, Any]]]
-HOOK_EVENTS = ("PreToolUse", "PostToolUse", "UserPromptSubmit", "Stop")
+HOOK_EVENTS = ("PreToolUse", "PostToolUse", "UserPromptSubmit", "Stop", "PreCompact")
 
 
 @dataclass

@@ -23,6 +23,8 @@ from typing import Any
 
 import anyio
 
+from . import _compaction as compaction
+from ._context import ContextMeter, default_thinking
 from ._errors import ConfigurationError, ProviderError, ToolError
 from ._hooks import run_hooks
 from ._messages import (
@@ -110,6 +112,17 @@ class Runtime:
     notebook_bridge: NotebookBridge | None = None
     transcript_path: str = ""
     on_index: Callable[[str, dict[str, Any]], None] | None = None
+    #: Context accounting (see _context.py and _compaction.py).
+    meter: ContextMeter = field(default_factory=ContextMeter)
+    #: Bumped whenever what is sent changes before its end (a clearing, a compaction).
+    context_version: int = 0
+    meter_version: int = 0
+    #: The window a "prompt is too long" error reported (wins over the table).
+    learned_window: int | None = None
+    #: The API refused server-side compaction for this model: compact client-side.
+    server_compaction_refused: bool = False
+    #: An engine's own count (Claude Code): (context tokens, window) after its last turn.
+    engine_context: tuple[int, int] | None = None
 
     @property
     def permission_mode(self) -> str:
@@ -215,6 +228,7 @@ async def run_turn(
 
     duration_ms = int((time.monotonic() - turn.start) * 1000)
     is_error = turn.subtype != "success"
+    ctx_tokens, ctx_window = context_now(rt)
     # Only what is not stored elsewhere: the answer is in the last assistant line, the
     # changes in checkpoints.jsonl; flags are written when true. (Transcripts stay small.)
     result_entry: dict[str, Any] = {
@@ -236,6 +250,9 @@ async def run_turn(
         result_entry["errors"] = turn.errors
     if turn.api_status is not None:
         result_entry["api_error_status"] = turn.api_status
+    if ctx_tokens is not None:
+        result_entry["context_tokens"] = ctx_tokens
+        result_entry["context_window"] = ctx_window
     stored = s.append(result_entry)
     if turn.cost is None:
         s.total_cost_usd = None
@@ -257,9 +274,26 @@ async def run_turn(
         uuid=stored["uuid"],
         errors=turn.errors or None,
         api_error_status=turn.api_status,
+        context_tokens=ctx_tokens,
+        context_window=ctx_window,
     )
     await emit(result)
     return result
+
+
+def context_now(rt: Runtime) -> tuple[int | None, int | None]:
+    """Tokens the session's conversation holds now, and the model's window (None, None: not known)."""
+    if getattr(rt.provider, "run_turn_body", None) is not None:
+        return rt.engine_context or (None, None)
+    try:
+        return compaction.context_tokens(rt), compaction.window(rt)
+    except ConfigurationError:
+        return None, None
+
+
+def _refuses_compaction(message: str) -> bool:
+    low = message.lower()
+    return "context_management" in low or "compact" in low
 
 
 def _content_blocks(content: str | list[dict[str, Any]]) -> str | list[Any]:
@@ -327,17 +361,24 @@ async def _turn_body(rt: Runtime, turn: _Turn, emit: Emit) -> None:
     messages = s.api_messages()
     tool_specs = [t.spec() for t in rt.tools.values()]
     stop_hook_active = False
+    recovered_too_long = False
     while True:
         if opts.max_turns is not None and turn.api_calls >= opts.max_turns:
             turn.subtype = "error_max_turns"
             turn.result_text = f"Stopped after {turn.api_calls} model responses (max_turns={opts.max_turns})."
             return
+        messages = await compaction.prepare_request(rt, turn, emit, messages)
+        pre_tokens = compaction.estimate(rt, messages)
+        thinking = opts.thinking if opts.thinking is not None else default_thinking(rt.model)
         request = ModelRequest(
             model=rt.model,
             system=rt.system_prompt,
             messages=messages,
             tools=tool_specs,
             max_tokens=opts.max_tokens,
+            thinking=thinking if rt.provider.name == "anthropic" else None,
+            effort=opts.resolved_effort(),
+            compact_trigger=compaction.server_trigger(rt),
         )
         turn.partial = PartialResponse()
         on_event = None
@@ -346,6 +387,22 @@ async def _turn_body(rt: Runtime, turn: _Turn, emit: Emit) -> None:
         t0 = time.monotonic()
         try:
             response = await rt.provider.stream(request, on_event, turn.partial)
+        except ProviderError as e:
+            if request.compact_trigger is not None and e.status == 400 and _refuses_compaction(str(e)):
+                # The model or API does not take server-side compaction: summarise here instead.
+                rt.server_compaction_refused = True
+                await emit(SystemMessage("warning", {"message": "The API does not compact this model's conversations; agent-magic summarises them itself."}))
+                continue
+            if e.kind != "too_long" or recovered_too_long or compaction.effective_mode(rt) == "off":
+                raise
+            # The API counted more than we estimated (or the window is smaller than the table
+            # says): compact to fit the window it reported, then send again, once.
+            recovered_too_long = True
+            if e.limit:
+                rt.learned_window = e.limit
+            await compaction.compact_client(rt, emit, trigger="auto", turn=turn)
+            messages = s.api_messages()
+            continue
         finally:
             turn.api_ms += int((time.monotonic() - t0) * 1000)
         turn.partial = None
@@ -358,6 +415,9 @@ async def _turn_body(rt: Runtime, turn: _Turn, emit: Emit) -> None:
         turn.cost = None if (c is None or turn.cost is None) else turn.cost + c
 
         content = response.content or []
+        boundary = compaction.record_server_compaction(rt, content, response.usage, pre_tokens)
+        if boundary is not None:
+            await emit(boundary)
         entry = s.append(
             {
                 "type": "assistant",
@@ -370,9 +430,12 @@ async def _turn_body(rt: Runtime, turn: _Turn, emit: Emit) -> None:
                 },
             }
         )
-        if content:
+        if boundary is not None:
+            messages = s.api_messages()  # the API dropped what came before its compaction block
+        elif content:
             messages.append({"role": "assistant", "content": content})
-        blocks = [block_from_dict(b) for b in content]
+        compaction.measure(rt, messages, response.usage)
+        blocks = [block_from_dict(b) for b in content if b.get("type") != "compaction"]
         amsg = AssistantMessage(
             content=blocks,
             model=response.model,

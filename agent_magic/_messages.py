@@ -212,6 +212,9 @@ class ResultMessage:
     uuid: str | None = None
     errors: list[str] | None = None
     api_error_status: int | None = None
+    #: Tokens the conversation will carry into the next request, and the model's window (None: unknown).
+    context_tokens: int | None = None
+    context_window: int | None = None
 
 
 @dataclass

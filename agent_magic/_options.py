@@ -55,6 +55,25 @@ def validate_session_id(session_id: str) -> str:
     return session_id
 
 
+#: The API's effort levels (``output_config.effort``), lowest first.
+EFFORTS = ("low", "medium", "high", "xhigh", "max")
+
+
+def validate_thinking(thinking: Any) -> None:
+    """Raise ConfigurationError unless ``thinking`` has one of the API's shapes."""
+    kind = thinking.get("type") if isinstance(thinking, dict) else None
+    if kind in ("adaptive", "disabled"):
+        return
+    if kind == "enabled":
+        budget = thinking.get("budget_tokens")
+        if isinstance(budget, int) and not isinstance(budget, bool) and budget >= 1024:
+            return
+        raise ConfigurationError("thinking={'type': 'enabled'} needs budget_tokens, at least 1024.")
+    raise ConfigurationError(
+        "thinking must be {'type': 'adaptive'}, {'type': 'enabled', 'budget_tokens': N} or {'type': 'disabled'}."
+    )
+
+
 @dataclass
 class AgentOptions:
     """Settings for :func:`agent_magic.query` and :class:`agent_magic.AgentClient`.
@@ -129,6 +148,24 @@ class AgentOptions:
         raising :class:`SessionLockedError`.
     pass_secrets_to_subprocesses
         Let Bash see ``*_API_KEY``/``*_TOKEN`` variables (removed by default).
+    context_window
+        The model's context window in tokens. Defaults to ``$AGENT_MAGIC_CONTEXT_WINDOW``,
+        else the model table's (``models.json``); a window the API reports wins.
+    compaction
+        How a conversation nearing the window is shortened (after old tool results
+        are cleared): ``"auto"`` (default; ``$AGENT_MAGIC_COMPACTION``) lets the API
+        compact server-side where the model and API offer it, else summarises with
+        the same provider; ``"server"``, ``"client"`` force one; ``"off"`` never
+        compacts (a turn past the window then fails).
+    compact_threshold
+        The share of the window at which old tool results are cleared and, if that is
+        not enough, the conversation compacted (default 0.8).
+    thinking
+        ``{"type": "adaptive"}``, ``{"type": "enabled", "budget_tokens": N}`` or
+        ``{"type": "disabled"}``. Defaults to adaptive for models that have it.
+    effort
+        ``"low"``, ``"medium"``, ``"high"``, ``"xhigh"`` or ``"max"`` (the API's default when
+        unset; ``$AGENT_MAGIC_EFFORT``).
     """
 
     cwd: str | os.PathLike[str] | None = None
@@ -162,8 +199,23 @@ class AgentOptions:
     checkpoint_max_file_bytes: int = 50 * 1024 * 1024
     lock_timeout: float = 10.0
     pass_secrets_to_subprocesses: bool = False
+    context_window: int | None = None
+    compaction: str | None = None
+    compact_threshold: float = 0.8
+    thinking: dict[str, Any] | None = None
+    effort: str | None = None
 
     def __post_init__(self) -> None:
+        if self.context_window is not None and self.context_window < 1000:
+            raise ConfigurationError("context_window must be at least 1000 tokens.")
+        if self.compaction is not None and self.compaction not in ("auto", "server", "client", "off"):
+            raise ConfigurationError(f"compaction={self.compaction!r} is not one of auto, server, client, off.")
+        if not 0.2 <= self.compact_threshold <= 0.95:
+            raise ConfigurationError("compact_threshold must be between 0.2 and 0.95 of the context window.")
+        if self.thinking is not None:
+            validate_thinking(self.thinking)
+        if self.effort is not None and self.effort not in EFFORTS:
+            raise ConfigurationError(f"effort={self.effort!r} is not one of {', '.join(EFFORTS)}.")
         if self.permission_mode not in PERMISSION_MODES:
             raise ConfigurationError(
                 f"Unknown permission_mode {self.permission_mode!r}; use one of {', '.join(PERMISSION_MODES)}."
@@ -185,6 +237,12 @@ class AgentOptions:
 
     def resolved_model(self) -> str:
         return self.model or os.environ.get("AGENT_MAGIC_MODEL") or DEFAULT_MODEL
+
+    def resolved_effort(self) -> str | None:
+        effort = self.effort or os.environ.get("AGENT_MAGIC_EFFORT", "").strip().lower() or None
+        if effort is not None and effort not in EFFORTS:
+            raise ConfigurationError(f"AGENT_MAGIC_EFFORT={effort!r} is not one of {', '.join(EFFORTS)}.")
+        return effort
 
     def resolved_scope(self) -> str:
         return self.scope or str(self.resolved_cwd())

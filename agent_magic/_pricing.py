@@ -63,7 +63,9 @@ def cost_usd(usage: Mapping[str, Any] | None, price: Price | None) -> float | No
     cw = float(usage.get("cache_creation_input_tokens") or 0)
     cr = float(usage.get("cache_read_input_tokens") or 0)
     pin = float(price.get("input", 0.0))
-    return (
+    # A server-side compaction's own sampling is billed apart from the top-level counts.
+    extra = sum(cost_usd(it, price) or 0.0 for it in usage.get("compaction_iterations") or [] if isinstance(it, Mapping))
+    return extra + (
         inp * pin
         + out * float(price.get("output", 0.0))
         + cw * float(price.get("cache_write", pin * 1.25))
@@ -79,3 +81,6 @@ def add_usage(total: dict[str, int], usage: Mapping[str, Any] | None) -> None:
         value = usage.get(key)
         if isinstance(value, (int, float)):
             total[key] = total.get(key, 0) + int(value)
+    for it in usage.get("compaction_iterations") or []:
+        if isinstance(it, Mapping):
+            add_usage(total, it)

@@ -31,6 +31,7 @@ from typing import Any
 
 from ._errors import (
     AmbiguousIdError,
+    ConfigurationError,
     SessionExistsError,
     SessionLockedError,
     SessionNotFoundError,
@@ -49,6 +50,7 @@ from ._store import (
     now_ms,
     parse_lines,
     read_raw_lines,
+    read_raw_lines_from_last,
     redact,
 )
 
@@ -81,6 +83,10 @@ class SessionInfo:
     file_size: int = 0
     label: str | None = None
     """A fork's name until it is given a title: "fork at turn 2 of “<title>”"."""
+    context_tokens: int | None = None
+    """Tokens the conversation carries into its next request (after its last turn); set by :func:`get_session_info`."""
+    context_window: int | None = None
+    """The model's context window in tokens; set by :func:`get_session_info`."""
 
     @property
     def custom_title(self) -> str | None:
@@ -99,6 +105,11 @@ class SessionMessage:
     timestamp: str | None = None
     parent_uuid: str | None = None
     is_prompt: bool = False
+
+    @property
+    def is_compact_boundary(self) -> bool:
+        """True for the ``system`` message that marks a compaction (``message["content"]`` is its summary)."""
+        return self.type == "system" and self.message.get("subtype") == "compact_boundary"
 
 
 _HEADER_STRINGS = frozenset({"cwd", "scope", "model", "parent_session_id", "forked_at", "session_id", "timestamp"})
@@ -149,7 +160,7 @@ def prompt_text(message: Any) -> str:
 
 def is_prompt_entry(entry: dict[str, Any]) -> bool:
     """True for a transcript line holding a person's prompt (a turn's start)."""
-    if entry.get("type") != "user":
+    if entry.get("type") != "user" or entry.get("carried"):
         return False
     if "is_prompt" in entry:
         return bool(entry["is_prompt"])
@@ -165,8 +176,66 @@ def is_prompt_entry(entry: dict[str, Any]) -> bool:
 # ---------------------------------------------------------------------------
 
 
+#: Bytes every compaction boundary line holds (the tail reader looks for them).
+BOUNDARY_MARKER = b'"compact_boundary"'
+
+
+def is_boundary(entry: dict[str, Any]) -> bool:
+    """True for a transcript line that marks a compaction (its summary inside)."""
+    return entry.get("type") == "system" and entry.get("subtype") == "compact_boundary"
+
+
+def is_boundary_line(line: bytes) -> bool:
+    if BOUNDARY_MARKER not in line:
+        return False
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(obj, dict) and is_boundary(obj)
+
+
+def last_boundary(entries: list[dict[str, Any]]) -> int | None:
+    """The index of the last compaction boundary in ``entries``, if any."""
+    for i in range(len(entries) - 1, -1, -1):
+        if is_boundary(entries[i]):
+            return i
+    return None
+
+
+def live_entries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries the model still sees: from the last compaction boundary on (all if none)."""
+    b = last_boundary(entries)
+    return entries if b is None else entries[b:]
+
+
+SUMMARY_INTRO = (
+    "This session continues an earlier conversation that was compacted to fit the model's context. "
+    "Summary of the earlier part:"
+)
+SUMMARY_OUTRO = (
+    "Files, notebook cells and kernel variables are as the earlier part left them; read them again "
+    "when you need their current content."
+)
+SUMMARY_ACK = "Understood. I have the summary of the earlier conversation and will continue from it."
+
+
+def summary_messages(summary: str) -> list[dict[str, Any]]:
+    """What a client-side compaction's summary becomes in the conversation sent to the model."""
+    text = f"{SUMMARY_INTRO}\n\n{summary.strip()}\n\n{SUMMARY_OUTRO}"
+    return [
+        {"role": "user", "content": [{"type": "text", "text": text}]},
+        {"role": "assistant", "content": [{"type": "text", "text": SUMMARY_ACK}]},
+    ]
+
+
 def build_api_messages(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The Messages API ``messages`` list for a transcript.
+
+    From the last compaction boundary on: a client-side compaction's summary
+    comes first (then the lines carried over after it), a server-side one's
+    ``compaction`` block starts the conversation as the API expects. Tool results
+    a ``context_edit`` line cleared are sent as one-line stubs.
 
     - prompts of turns that failed before the model said anything are dropped
       (the person will send them again);
@@ -176,12 +245,24 @@ def build_api_messages(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     - what the API refuses but a damaged or older transcript may hold is left out:
       a line written twice (same uuid), a repeated tool call id, blank text blocks.
     """
+    head: list[dict[str, Any]] = []
+    b = last_boundary(entries)
+    if b is not None:
+        boundary = entries[b]
+        entries = entries[b + 1 :]
+        summary = boundary.get("summary")
+        if boundary.get("method") != "server" and isinstance(summary, str) and summary.strip():
+            head = summary_messages(summary)
+    cleared: set[str] = set()
+    for e in entries:
+        if e.get("type") == "context_edit" and isinstance(e.get("cleared"), list):
+            cleared.update(str(t) for t in e["cleared"])
     failed_prompts = {
         e["checkpoint"]
         for e in entries
         if e.get("type") == "result" and e.get("no_response") and isinstance(e.get("checkpoint"), str)
     }
-    msgs: list[dict[str, Any]] = []
+    msgs: list[dict[str, Any]] = list(head)
     seen: set[str] = set()
     tool_ids: set[str] = set()
     for e in entries:
@@ -221,7 +302,9 @@ def build_api_messages(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if not blocks:
                 continue
             msgs.append({"role": "user", "content": blocks})
-    return _repair_conversation(msgs)
+    from ._context import clear_results
+
+    return clear_results(_repair_conversation(msgs), cleared)
 
 
 def _valid_block(b: Any) -> bool:
@@ -312,6 +395,9 @@ def _repair_conversation(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     # can leave an assistant message first, or results whose tool_use is gone.
     while fixed:
         if fixed[0]["role"] != "user":
+            first_block = fixed[0]["content"][0] if fixed[0]["content"] else {}
+            if first_block.get("type") == "compaction":
+                break  # a server-side compaction starts the conversation, as the API expects
             fixed.pop(0)
             continue
         content = [b for b in fixed[0]["content"] if b.get("type") != "tool_result"]
@@ -807,6 +893,19 @@ class SessionStore:
             raise SessionNotFoundError(session_id)
         return parse_lines(read_raw_lines(path), path)
 
+    def read_live_entries(self, session_id: str) -> list[dict[str, Any]]:
+        """The header line and the entries from the last compaction boundary on.
+
+        What a resumed session needs: the model sees nothing before the boundary,
+        and the boundary line counts the turns before it. Reading stops at the
+        boundary, so resuming a long session costs what resuming a short one does.
+        """
+        path = self.transcript_path(session_id)
+        if not path.exists():
+            raise SessionNotFoundError(session_id)
+        first, lines = read_raw_lines_from_last(path, BOUNDARY_MARKER, is_boundary_line)
+        return parse_lines([first, *lines] if first else lines, path)
+
     def header(self, session_id: str) -> dict[str, Any]:
         path = self.transcript_path(session_id)
         try:
@@ -833,8 +932,45 @@ class SessionStore:
             if scanned is None:
                 raise SessionNotFoundError(session_id)
             self.index.upsert(scanned)
-            return scanned
+            info = scanned
+        info.context_tokens, info.context_window = self._context_of(session_id, info.model)
         return info
+
+    def _context_of(self, session_id: str, model: str | None) -> tuple[int | None, int | None]:
+        """What the session's conversation holds (tokens) and the model's window, from the transcript's end."""
+        from ._context import context_window_for
+
+        path = self.transcript_path(session_id)
+        try:
+            with open(path, "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(0, size - (256 << 10)))
+                lines = f.read().splitlines()
+        except OSError:
+            return None, None
+        for line in reversed(lines[1:] if size > (256 << 10) else lines):
+            if b'"context_tokens"' not in line and b'"compact_boundary"' not in line:
+                continue
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(e, dict):
+                continue
+            if e.get("type") == "result" and isinstance(e.get("context_tokens"), int):
+                w = e.get("context_window")
+                return e["context_tokens"], w if isinstance(w, int) else None
+            if is_boundary(e) and isinstance(e.get("post_tokens"), int):
+                tokens = e["post_tokens"]  # compacted by hand after its last turn
+                break
+        else:
+            tokens = None
+        if model is None:
+            return tokens, None
+        try:
+            return tokens, context_window_for(model)
+        except ConfigurationError:
+            return tokens, None
 
     def _read_meta(self, session_id: str) -> dict[str, Any]:
         try:
@@ -935,8 +1071,21 @@ class SessionStore:
         return prompt_text(first.get("message")) if first is not None else ""
 
     def messages(self, session_id: str, limit: int | None = None, offset: int = 0) -> list[SessionMessage]:
+        """The whole history, compactions included: each is a ``system`` message holding its summary."""
         out: list[SessionMessage] = []
         for e in self.read_entries(session_id):
+            if is_boundary(e):
+                data: dict[str, Any] = {k: e.get(k) for k in ("trigger", "pre_tokens", "post_tokens", "method") if k in e}
+                out.append(
+                    SessionMessage(
+                        type="system", uuid=str(e.get("uuid")), session_id=session_id,
+                        message={"role": "system", "subtype": "compact_boundary", "content": e.get("summary") or "", **data},
+                        timestamp=e.get("timestamp"), parent_uuid=e.get("parent_uuid"),
+                    )
+                )
+                continue
+            if e.get("carried"):
+                continue  # a copy of a line shown already, carried over a compaction
             if e.get("type") in ("user", "assistant") and isinstance(e.get("message"), dict) and not e.get("synthetic"):
                 out.append(
                     SessionMessage(
@@ -1135,6 +1284,15 @@ class SessionState:
     def api_messages(self) -> list[dict[str, Any]]:
         with no_gc():  # thousands of fresh dicts, none cyclic: see _store.no_gc
             return build_api_messages(self.entries)
+
+    def cleared_ids(self) -> set[str]:
+        """Tool results cleared from what is sent since the last compaction."""
+        return {
+            str(t)
+            for e in live_entries(self.entries)
+            if e.get("type") == "context_edit" and isinstance(e.get("cleared"), list)
+            for t in e["cleared"]
+        }
 
     def prompts(self) -> list[dict[str, Any]]:
         return [e for e in self.entries if is_prompt_entry(e)]

@@ -363,6 +363,54 @@ def read_raw_lines(path: Path) -> list[bytes]:
     return data.splitlines(keepends=True)
 
 
+def read_raw_lines_from_last(path: Path, marker: bytes, is_start: Any, chunk: int = 1 << 20) -> tuple[bytes, list[bytes]]:
+    """The file's first line, and its lines from the last one ``is_start`` accepts (all lines if none).
+
+    Reads backwards in chunks, looking for ``marker`` (bytes every such line
+    holds); ``is_start(line)`` confirms a candidate, since a quoted string in
+    another line may hold the marker too. The work grows with the length of the
+    tail, not of the file: a long session resumes from its last compaction as
+    fast as a short one.
+    """
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except FileNotFoundError:
+        return b"", []
+    with f:
+        first = f.readline()
+        head_end = len(first)
+        pos = f.seek(0, os.SEEK_END)  # ``tail`` holds the bytes [pos, end of file)
+        tail = b""
+        search_end = pos  # candidates must end before this (absolute offset)
+
+        def read_more() -> bool:
+            nonlocal pos, tail
+            if pos <= head_end:
+                return False
+            start = max(head_end, pos - chunk)
+            f.seek(start)
+            tail = f.read(pos - start) + tail
+            pos = start
+            return True
+
+        while True:
+            k = tail.rfind(marker, 0, search_end - pos)
+            if k < 0:
+                if not read_more():
+                    break
+                continue
+            nl = tail.rfind(b"\n", 0, k)
+            if nl < 0 and read_more():
+                continue  # the candidate's line begins before what was read
+            line_start = nl + 1
+            line_end = tail.find(b"\n", k)
+            line = tail[line_start : line_end + 1 if line_end >= 0 else len(tail)]
+            if is_start(line):
+                return first, tail[line_start:].splitlines(keepends=True)
+            search_end = pos + line_start
+    return first, tail.splitlines(keepends=True)
+
+
 def preload() -> None:
     """Import what opening a session needs (orjson, filelock) ahead of time; for warm-up threads."""
     import filelock  # noqa: F401

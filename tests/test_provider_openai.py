@@ -176,7 +176,6 @@ FAILURES = [
     pytest.param([error(429, "rate_limit_error", "slow down")] * 3, "Rate limited", 429, id="429-after-retries"),
     pytest.param([error(429, "insufficient_quota", "You exceeded your current quota")] * 3, "quota", 429, id="quota"),
     pytest.param([error(500, "server_error", "boom")] * 3, "server error", 500, id="500"),
-    pytest.param([error(400, "invalid_request_error", "This model's maximum context length is 8192 tokens")], "too long", 400, id="context"),
     pytest.param([stream_error("server_error", "The server had an error", after=3)], "stopped the answer", None, id="stream-error"),
     pytest.param([truncated(after=4)], "broke off", None, id="truncated"),
     pytest.param([raw("data: {nope\n\n")], "could not be read", None, id="malformed-sse"),

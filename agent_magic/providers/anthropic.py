@@ -78,6 +78,9 @@ def _http_client(anthropic: Any) -> Any:
     return anthropic.DefaultAsyncHttpxClient(verify=shared_ssl_context())
 
 
+#: The beta header of server-side compaction (``context_management`` edit ``compact_20260112``).
+COMPACTION_BETA = "compact-2026-01-12"
+
 #: Block types the API accepts a ``cache_control`` on (not thinking blocks).
 _CACHEABLE = frozenset({"text", "image", "document", "tool_use", "tool_result", "search_result"})
 _EPHEMERAL = {"type": "ephemeral"}
@@ -305,10 +308,23 @@ class AnthropicProvider(Provider):
             kwargs["tools"] = request.tools
         if request.metadata:
             kwargs["metadata"] = request.metadata
+        if request.thinking is not None:
+            kwargs["thinking"] = request.thinking
+        if request.effort:
+            kwargs["output_config"] = {"effort": request.effort}
+        messages_api: Any = client.messages
+        if request.compact_trigger is not None:
+            # Server-side compaction (beta): the API summarises the conversation itself once
+            # its input passes the trigger, and answers with a ``compaction`` block first.
+            messages_api = client.beta.messages
+            kwargs["betas"] = [COMPACTION_BETA]
+            kwargs["context_management"] = {
+                "edits": [{"type": "compact_20260112", "trigger": {"type": "input_tokens", "value": request.compact_trigger}}]
+            }
         # The client retries only until an answer starts; after that a connection error
         # means the answer broke off mid-stream (the connection was made).
         answering = False
-        notices = _client_warnings(lambda: client.messages.stream(**kwargs))
+        notices = _client_warnings(lambda: messages_api.stream(**kwargs))
         try:
             async with notices.value as stream:
                 answering = True
@@ -362,6 +378,12 @@ class AnthropicProvider(Provider):
                 kind="stream",
             ) from None
         usage = final.usage.model_dump(mode="json", exclude_none=True) if final.usage else {}
+        usage.pop("iterations", None)
+        if final.usage is not None and getattr(final.usage, "iterations", None):
+            # A compaction's own sampling is billed but not in the top-level counts.
+            extra = [it.model_dump(mode="json", exclude_none=True) for it in final.usage.iterations if it.type == "compaction"]
+            if extra:
+                usage["compaction_iterations"] = extra
         content = [_block_json(b) for b in final.content]
         return ModelResponse(
             content=kept_blocks([c for c in content if c is not None]),

@@ -31,6 +31,12 @@ class ModelRequest:
     tools: list[dict[str, Any]]
     max_tokens: int
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: ``{"type": "adaptive"}`` etc. (None: the provider's default, no thinking).
+    thinking: dict[str, Any] | None = None
+    #: ``low`` ... ``max`` (None: the API's default).
+    effort: str | None = None
+    #: Input tokens at which the API should compact the conversation itself (None: it should not).
+    compact_trigger: int | None = None
 
 
 @dataclass
@@ -140,6 +146,18 @@ def error_body(e: Any) -> tuple[str, str]:
     return "", str(getattr(e, "message", "") or "")
 
 
+def window_in(detail: str) -> int | None:
+    """The context window an API's "too long" error names, if it does.
+
+    Anthropic: "prompt is too long: 210345 tokens > 200000 maximum"; OpenAI:
+    "This model's maximum context length is 128000 tokens. ...".
+    """
+    import re
+
+    m = re.search(r"tokens?\s*>\s*([\d,]+)\s*maximum", detail) or re.search(r"maximum context length is ([\d,]+)", detail)
+    return int(m.group(1).replace(",", "")) if m else None
+
+
 def status_error(status: int, detail: str, *, key_var: str, not_found: str, too_long: bool = False) -> ProviderError:
     """The one-line error for an HTTP status every model API shares.
 
@@ -163,8 +181,10 @@ def status_error(status: int, detail: str, *, key_var: str, not_found: str, too_
         )
     if status == 413 or too_long:
         return ProviderError(
-            f"The conversation is too long for the model ({detail}). Start a new session with `--new` or shorten the prompt.",
+            f"The conversation is too long for the model ({detail}). Compact it with `%agent compact`, "
+            "or start a new session with `--new`.",
             status=status,
-            kind="bad_request",
+            kind="too_long",
+            limit=window_in(detail),
         )
     return ProviderError(f"The API refused the request ({detail}).", status=status, kind="bad_request")

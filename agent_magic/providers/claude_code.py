@@ -51,6 +51,7 @@ from typing import Any
 import anyio
 import claude_agent_sdk as sdk
 
+from .._compaction import record_engine_compaction
 from .._errors import ConfigurationError, MissingAPIKeyError, ProviderError, ToolError
 from .._hooks import run_hooks
 from .._loop import _ask, _hook_base, _report_hook, permission_for, prompt_submit_hook
@@ -411,7 +412,8 @@ class ClaudeCodeEngine(Provider):
 
     def _engine_entry(self, rt: Any) -> dict[str, Any] | None:
         for e in reversed(rt.session.entries):
-            if e.get("type") == "engine" and e.get("engine") == ENGINE and isinstance(e.get("engine_session_id"), str):
+            # A compaction's boundary starts a resumed session's lines: it names the engine's session too.
+            if e.get("type") in ("engine", "system") and e.get("engine") == ENGINE and isinstance(e.get("engine_session_id"), str):
                 found: dict[str, Any] = e
                 return found
         return None
@@ -550,6 +552,9 @@ class ClaudeCodeEngine(Provider):
         if isinstance(msg, sdk.SystemMessage):
             if msg.subtype == "init":
                 self._on_init(rt, msg.data)
+            elif msg.subtype == "compact_boundary":
+                await self._flush(a)
+                await a.emit(record_engine_compaction(rt, a.turn, msg.data, ENGINE, self._engine_sid))
             return
         if isinstance(msg, sdk.AssistantMessage):
             if msg.parent_tool_use_id is not None:

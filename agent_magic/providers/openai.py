@@ -147,6 +147,9 @@ class OpenAIProvider(Provider):
                 kwargs["tools"] = tools
             if stream_options:
                 kwargs["stream_options"] = {"include_usage": True}
+            if request.effort:
+                # Chat completions name the levels alike, with no "max": its top is "xhigh".
+                kwargs["reasoning_effort"] = "xhigh" if request.effort == "max" else request.effort
             try:
                 response = await self._stream_once(client, kwargs, request, on_event, partial)
             except openai.APIStatusError as e:

@@ -310,8 +310,10 @@ def check_corrupted_session(
         assert isinstance(result, ResultMessage) and result.subtype == "success", result
         # The fake server refuses what the API refuses (testing/_validate.py): the success
         # above means the repaired conversation was valid; say why if it was not.
-        body = server.message_requests[n_before].body or {}
-        problem = check_messages_request(body)
+        sent = server.message_requests[n_before]
+        body = sent.body or {}
+        betas = [b.strip() for b in sent.headers.get("anthropic-beta", "").split(",") if b.strip()]
+        problem = check_messages_request(body, betas)
         assert problem is None, f"the resumed conversation is invalid: {problem}"
     for w in caught:
         assert issubclass(w.category, TranscriptWarning), f"unexpected warning {w.category.__name__}: {w.message}"
