@@ -292,8 +292,9 @@ def context_now(rt: Runtime) -> tuple[int | None, int | None]:
 
 
 def _refuses_compaction(message: str) -> bool:
+    """Whether a 400 refuses the server-side compaction edit (not the conversation)."""
     low = message.lower()
-    return "context_management" in low or "compact" in low
+    return "context_management" in low or "compact_2026" in low or "compaction" in low
 
 
 def _content_blocks(content: str | list[dict[str, Any]]) -> str | list[Any]:
@@ -388,7 +389,7 @@ async def _turn_body(rt: Runtime, turn: _Turn, emit: Emit) -> None:
         try:
             response = await rt.provider.stream(request, on_event, turn.partial)
         except ProviderError as e:
-            if request.compact_trigger is not None and e.status == 400 and _refuses_compaction(str(e)):
+            if request.compact_trigger is not None and e.kind == "bad_request" and _refuses_compaction(str(e)):
                 # The model or API does not take server-side compaction: summarise here instead.
                 rt.server_compaction_refused = True
                 await emit(SystemMessage("warning", {"message": "The API does not compact this model's conversations; agent-magic summarises them itself."}))
@@ -431,7 +432,8 @@ async def _turn_body(rt: Runtime, turn: _Turn, emit: Emit) -> None:
             }
         )
         if boundary is not None:
-            messages = s.api_messages()  # the API dropped what came before its compaction block
+            # The API dropped what came before its compaction block: the conversation starts there.
+            messages = [{"role": "assistant", "content": content}]
         elif content:
             messages.append({"role": "assistant", "content": content})
         compaction.measure(rt, messages, response.usage)
