@@ -13,7 +13,17 @@ Requests are checked the way OpenAI checks them (every tool call answered by a
 conversation that OpenAI would refuse fails here too. Local servers' quirks can
 be switched on: ``tools_unsupported_models`` answers 400 as Ollama does for a
 model without tool calling, ``reject_stream_options`` as servers that do not
-know ``stream_options``.
+know ``stream_options``. ``reasoning_effort`` must be one of OpenAI's values
+(``none``, ``minimal``, ``low``, ``medium``, ``high``, ``xhigh``, ``max``), else
+OpenAI's 400 ``invalid_value``.
+
+A :attr:`~FakeOpenAIServer.context_window` (input tokens estimated as the
+request's bytes over four) refuses a longer request with OpenAI's 400
+``context_length_exceeded`` ("This model's maximum context length is M tokens.
+However, your messages resulted in N tokens. Please reduce the length of the
+messages."). A summary request (the last user message holds
+``<summary></summary>``) is answered before the queue and the rules with
+``<summary>...</summary>``, as the Anthropic fake answers it.
 """
 
 from __future__ import annotations
@@ -24,12 +34,22 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from ._replies import Reply
-from ._server import RecordedRequest, _ScriptedHandler, _ScriptedServer, reply_usage
+from ._replies import Reply, conversation_summary
+from ._server import (
+    SUMMARY_MARKER,
+    RecordedRequest,
+    _estimate_tokens,
+    _ScriptedHandler,
+    _ScriptedServer,
+    _summary_focus,
+    reply_usage,
+)
 
 _FINISH = {"end_turn": "stop", "tool_use": "tool_calls", "max_tokens": "length", "stop_sequence": "stop", "refusal": "content_filter"}
 _ROLES = ("system", "developer", "user", "assistant", "tool")
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+#: The values OpenAI takes for ``reasoning_effort`` (as the ``openai`` client's types list them).
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 
 
 def _text_of(content: Any) -> str:
@@ -61,12 +81,56 @@ def chat_steps_since_prompt(body: dict[str, Any]) -> int:
     return n
 
 
+def chat_summary(body: dict[str, Any], instructions: str | None = None) -> str:
+    """The summary the fake writes of a chat-completions request: its user texts and the tools it called.
+
+    A user text holding the summary marker asks for the summary: it is not named,
+    and what follows its marker line is taken as ``instructions``.
+    """
+    prompts: list[str] = []
+    tools: list[str] = []
+    for m in body.get("messages") or []:
+        if not isinstance(m, dict):
+            continue
+        if m.get("role") == "user":
+            content = m.get("content")
+            parts = [content] if isinstance(content, str) else [p.get("text") for p in content if isinstance(p, dict)] if isinstance(content, list) else []
+            for part in parts:
+                if not isinstance(part, str) or not part:
+                    continue
+                if SUMMARY_MARKER in part:
+                    instructions = instructions or _summary_focus(part)
+                else:
+                    prompts.append(part)
+        elif m.get("role") == "assistant":
+            tools.extend(str((c.get("function") or {}).get("name")) for c in m.get("tool_calls") or [] if isinstance(c, dict))
+    return conversation_summary(prompts, tools, instructions=instructions)
+
+
+def check_reasoning_effort(body: dict[str, Any]) -> str | None:
+    """OpenAI's 400 message for a ``reasoning_effort`` it does not know, or None."""
+    if "reasoning_effort" not in body or body["reasoning_effort"] is None:
+        return None
+    value = body["reasoning_effort"]
+    if value in REASONING_EFFORTS:
+        return None
+    allowed = ", ".join(f"'{v}'" for v in REASONING_EFFORTS[:-1]) + f", and '{REASONING_EFFORTS[-1]}'"
+    shown = f"'{value}'" if isinstance(value, str) else json.dumps(value)
+    return f"Invalid value: {shown[:60]}. Supported values are: {allowed}."
+
+
 class ChatRecordedRequest(RecordedRequest):
     """A recorded chat-completions request."""
 
     @property
     def last_prompt(self) -> str:
         return chat_last_prompt(self.body or {})
+
+    @property
+    def effort(self) -> str | None:
+        """The request's ``reasoning_effort``."""
+        value = (self.body or {}).get("reasoning_effort")
+        return value if isinstance(value, str) else None
 
     @property
     def tool_results(self) -> list[dict[str, Any]]:
@@ -144,8 +208,8 @@ def check_chat_request(body: dict[str, Any]) -> str | None:
     return None
 
 
-def _error_body(message: str, error_type: str, code: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+def _error_body(message: str, error_type: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
 class _OpenAIHandler(_ScriptedHandler):
@@ -159,6 +223,18 @@ class _OpenAIHandler(_ScriptedHandler):
 
     def _step_of(self, body: dict[str, Any]) -> int:
         return chat_steps_since_prompt(body)
+
+    def _is_summary_request(self, body: dict[str, Any]) -> bool:
+        return SUMMARY_MARKER in chat_last_prompt(body)
+
+    def _default_summary(self, body: dict[str, Any], instructions: str | None) -> str:
+        return chat_summary(body, instructions)
+
+    def _refuse(self, rec: RecordedRequest, message: str, code: str | None = None, param: str | None = None) -> None:
+        """Answer OpenAI's 400 ``invalid_request_error``; the record says why."""
+        rec.refused = message
+        self._record(rec, "invalid")
+        self._send_json(400, _error_body(message, "invalid_request_error", code, param))
 
     def _data(self, payload: Any) -> None:
         self._chunk(f"data: {json.dumps(payload)}\n\n".encode())
@@ -183,13 +259,15 @@ class _OpenAIHandler(_ScriptedHandler):
             self._send_json(404, _error_body(f"Invalid URL (POST {self.path})", "invalid_request_error"))
             return
         if not isinstance(body, dict):
-            self._record(rec, "invalid")
-            self._send_json(400, _error_body("We could not parse the JSON body of your request.", "invalid_request_error"))
+            self._refuse(rec, "We could not parse the JSON body of your request.")
             return
         problem = check_chat_request(body)
         if problem is not None:
-            self._record(rec, "invalid")
-            self._send_json(400, _error_body(problem, "invalid_request_error"))
+            self._refuse(rec, problem)
+            return
+        problem = check_reasoning_effort(body)
+        if problem is not None:
+            self._refuse(rec, problem, "invalid_value", "reasoning_effort")
             return
         owner = self.owner
         model = str(body["model"])
@@ -209,8 +287,20 @@ class _OpenAIHandler(_ScriptedHandler):
             self._record(rec, "tools_unsupported")
             self._send_json(400, _error_body(f"registry.ollama.ai/library/{model}:latest does not support tools", "api_error"))
             return
-        reply = self._pick(body)
-        self._record(rec, str(reply.get("kind")))
+        tokens = rec.input_tokens = _estimate_tokens(self.body_size)
+        window = self.state.context_window
+        if window is not None and tokens > window:
+            self._refuse(
+                rec,
+                f"This model's maximum context length is {window} tokens. However, your messages resulted in {tokens} tokens. "
+                "Please reduce the length of the messages.",
+                "context_length_exceeded",
+                "messages",
+            )
+            return
+        summary = self._summary_reply(body)
+        reply = summary if summary is not None else self._pick(body)
+        self._record(rec, "summary" if summary is not None else str(reply.get("kind")))
         try:
             self._serve(reply, body)
         except (BrokenPipeError, ConnectionResetError):
@@ -355,6 +445,10 @@ class FakeOpenAIServer(_ScriptedServer):
         When set, requests for other models get OpenAI's 404 ``model_not_found``.
     reject_stream_options
         Answer requests carrying ``stream_options`` by a 400, as some servers do.
+    context_window
+        Refuse longer requests with OpenAI's 400 ``context_length_exceeded`` (as for the Anthropic fake).
+    summary_text
+        The summary to answer summary requests with, instead of the server's own.
     """
 
     _handler_cls = _OpenAIHandler
@@ -377,4 +471,13 @@ class FakeOpenAIServer(_ScriptedServer):
         return {"OPENAI_BASE_URL": self.base_url, "OPENAI_API_KEY": api_key}
 
 
-__all__ = ["ChatRecordedRequest", "FakeOpenAIServer", "chat_last_prompt", "chat_steps_since_prompt", "check_chat_request"]
+__all__ = [
+    "REASONING_EFFORTS",
+    "ChatRecordedRequest",
+    "FakeOpenAIServer",
+    "chat_last_prompt",
+    "chat_steps_since_prompt",
+    "chat_summary",
+    "check_chat_request",
+    "check_reasoning_effort",
+]

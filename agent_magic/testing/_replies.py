@@ -9,6 +9,10 @@ server running in another process. Build them with the helpers here::
     error(429, "rate_limit_error", "Slow down", headers={"retry-after": "0"})
     stream_error("overloaded_error", "Overloaded", after=3)
     truncated(after=4)
+
+A compaction block (:func:`compaction_block`) can be scripted too, and
+:func:`conversation_summary` writes the deterministic summary the fake servers
+give when they compact a conversation or answer a summary request.
 """
 
 from __future__ import annotations
@@ -38,6 +42,67 @@ def thinking_block(thinking: str, signature: str | None = None) -> Block:
     comes back changed, as the API does.
     """
     return {"type": "thinking", "thinking": thinking, "signature": signature}
+
+
+def compaction_block(content: str | None, encrypted_content: str | None = None) -> Block:
+    """A compaction block (beta), as the API puts at the start of a response when it compacts.
+
+    Without ``encrypted_content`` the server seals the summary, and refuses the
+    block if it comes back changed, as the API does. ``content=None`` is a failed
+    compaction, which the API treats as a no-op.
+    """
+    return {"type": "compaction", "content": content, "encrypted_content": encrypted_content}
+
+
+def _clip(s: str, n: int) -> str:
+    s = " ".join(s.split())
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def conversation_summary(
+    prompts: list[str],
+    tools: list[str],
+    *,
+    instructions: str | None = None,
+    earlier: str | None = None,
+) -> str:
+    """The fake servers' summary of a conversation: plain, deterministic, easy to assert on.
+
+    Parameters
+    ----------
+    prompts
+        The user texts summarised, oldest first; each is named by its first 80
+        characters, whitespace collapsed.
+    tools
+        The names of the tools called, one per call; each is named once, in order of first use.
+    instructions
+        The caller's instructions for the summary; written on an ``Instructions:`` line.
+    earlier
+        The summary a previous compaction wrote, carried over (indented) first.
+
+    Returns
+    -------
+    str
+        For example::
+
+            Summary of the conversation so far: 2 prompts, 3 tool calls.
+            Prompts:
+            - plot the sales data
+            - now as a bar chart
+            Tools used: Read, NotebookEdit
+            Instructions: keep the file names
+    """
+    lines = [f"Summary of the conversation so far: {len(prompts)} prompt{'s' * (len(prompts) != 1)}, "
+             f"{len(tools)} tool call{'s' * (len(tools) != 1)}."]
+    if earlier:
+        lines.append("Earlier summary:")
+        lines.extend("  " + line for line in earlier.splitlines())
+    lines.append("Prompts:" if prompts else "Prompts: none")
+    lines.extend(f"- {_clip(p, 80)}" for p in prompts)
+    lines.append(f"Tools used: {', '.join(dict.fromkeys(tools)) or 'none'}")
+    if instructions and instructions.strip():
+        lines.append(f"Instructions: {' '.join(instructions.split())}")
+    return "\n".join(lines)
 
 
 def tool_block(name: str, input: dict[str, Any], id: str | None = None) -> Block:
@@ -132,6 +197,8 @@ def hang(seconds: float = 30.0) -> Reply:
 
 __all__ = [
     "Reply",
+    "compaction_block",
+    "conversation_summary",
     "error",
     "hang",
     "message",

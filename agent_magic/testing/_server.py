@@ -18,8 +18,44 @@ Every request is recorded (API keys redacted) for assertions.
 Requests are checked as the API checks them (``_validate.py``): a conversation
 the real API refuses (a tool call without its result, an empty message, a
 malformed block, a thinking block without its signature or edited, more than
-four cache marks, ...) gets the API's 400 ``invalid_request_error`` with the
-API's wording, and its record says why (``RecordedRequest.refused``).
+four cache marks, a bad ``thinking`` or ``output_config.effort``, a
+``context_management`` edit without its beta header, ...) gets the API's 400
+``invalid_request_error`` with the API's wording, and its record says why
+(``RecordedRequest.refused``).
+
+Input tokens are estimated as the request's bytes over four. The API reads a
+conversation from its last ``compaction`` block on, so when one is sent back
+only the system prompt, the tools and the messages from that block on count.
+A :attr:`~FakeAnthropicServer.context_window` refuses a longer input with the
+API's 400 ``prompt is too long: N tokens > M maximum``.
+
+Context management (beta, ``anthropic-beta`` header), applied in the order of
+``context_management.edits`` before the model reads the request:
+
+- ``clear_tool_uses_20250919``: past its trigger (100,000 input tokens by
+  default, or a number of tool uses), the results of all but the last ``keep``
+  tool calls (3) are replaced by ``[Old tool result content cleared]`` (and
+  their inputs by ``{}`` with ``clear_tool_inputs``), except ``exclude_tools``;
+  the response reports ``context_management.applied_edits``.
+- ``compact_20260112``: past its trigger (150,000 input tokens by default), the
+  server summarises the conversation (:func:`~agent_magic.testing._replies.conversation_summary`:
+  its prompts, the tools it called, the edit's ``instructions``), answers a
+  ``compaction`` block first (streamed as ``content_block_start``, one
+  ``compaction_delta`` with the whole summary, ``content_block_stop``), sealed
+  with ``encrypted_content`` so an edited block is refused when it comes back,
+  then the scripted reply, which reads only the compacted context. ``usage``
+  then holds ``iterations`` (the compaction's, then the message's) and its
+  top-level counts are the message's. With ``pause_after_compaction`` the
+  response is the compaction block alone (``stop_reason`` ``"compaction"``,
+  no scripted reply used, ``reply_kind`` ``"compaction"``).
+
+A client-side summary request, one whose last user message holds
+``<summary></summary>`` (as compaction prompts ask the model to wrap its
+summary), is answered before the queue and the rules, with the same summary
+inside ``<summary>...</summary>`` (``reply_kind`` ``"summary"``,
+:attr:`~_ScriptedServer.summary_requests`); text after the marker's line is
+taken as the summary's instructions. :attr:`~_ScriptedServer.summary_text`
+overrides the summary.
 
 The scripting, recording and HTTP plumbing live in ``_ScriptedServer`` and
 ``_ScriptedHandler``, shared with the fake OpenAI-compatible server in
@@ -45,13 +81,24 @@ import orjson
 
 from .._store import no_gc
 from ._prompt_cache import CacheControlError, PromptCache
-from ._replies import Reply, text
-from ._validate import check_messages_request, sign_thinking
+from ._replies import Reply, conversation_summary, message, text
+from ._validate import check_messages_request, effective_messages, sign_compaction, sign_thinking
 
 Responder = Callable[[dict[str, Any]], Reply]
 Step = "Reply | Responder"
+#: A summary the tests set: the text itself, or a function of the request body.
+SummaryText = str | Callable[[dict[str, Any]], str] | None
 
 _REDACT = {"x-api-key", "authorization", "proxy-authorization"}
+
+#: The text that makes a request a summary request: compaction prompts ask the model to
+#: "wrap your summary in a <summary></summary> block".
+SUMMARY_MARKER = "<summary></summary>"
+#: What ``clear_tool_uses_20250919`` puts in place of a cleared tool result.
+CLEARED_TOOL_RESULT = "[Old tool result content cleared]"
+#: Default triggers of the context-management edits, in input tokens.
+COMPACTION_TRIGGER = 150_000
+CLEAR_TOOL_USES_TRIGGER = 100_000
 
 
 @dataclass
@@ -68,10 +115,34 @@ class RecordedRequest:
     refused: str | None = None
     #: When the last byte of the reply was written (epoch seconds), for latency measurements.
     completed: float | None = None
+    #: The input tokens the model read, as estimated: after context management (None: not counted).
+    input_tokens: int | None = None
+    #: The summary the server wrote when it compacted this request (``compact_20260112``), else None.
+    compaction: str | None = None
+    #: The context-management edits applied to this request, as the response reports them.
+    applied_edits: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def last_prompt(self) -> str:
         return last_prompt(self.body or {})
+
+    @property
+    def betas(self) -> list[str]:
+        """The betas the request enabled (its ``anthropic-beta`` header)."""
+        return [b.strip() for b in self.headers.get("anthropic-beta", "").split(",") if b.strip()]
+
+    @property
+    def thinking(self) -> dict[str, Any] | None:
+        """The request's ``thinking`` setting."""
+        value = (self.body or {}).get("thinking")
+        return value if isinstance(value, dict) else None
+
+    @property
+    def effort(self) -> str | None:
+        """The request's effort (``output_config.effort``)."""
+        config = (self.body or {}).get("output_config")
+        effort = config.get("effort") if isinstance(config, dict) else None
+        return effort if isinstance(effort, str) else None
 
     @property
     def tool_results(self) -> list[dict[str, Any]]:
@@ -114,15 +185,75 @@ def last_prompt(body: dict[str, Any]) -> str:
     return ""
 
 
+def _only_compaction(m: dict[str, Any]) -> bool:
+    content = m.get("content")
+    return isinstance(content, list) and bool(content) and all(isinstance(b, dict) and b.get("type") == "compaction" for b in content)
+
+
 def steps_since_prompt(body: dict[str, Any]) -> int:
-    """How many assistant messages follow the last prompt (which step of a rule to play)."""
+    """How many assistant messages follow the last prompt (which step of a rule to play).
+
+    A message that is only a compaction block (a response paused after compacting) is no step.
+    """
     n = 0
     for m in reversed(body.get("messages") or []):
         if m.get("role") == "assistant":
-            n += 1
+            n += not _only_compaction(m)
         elif _is_prompt_message(m):
             return n
     return n
+
+
+def _summary_focus(text: str) -> str | None:
+    """What follows the line that holds the summary marker: the caller's instructions for the summary."""
+    lines = text.splitlines()
+    for k, line in enumerate(lines):
+        if SUMMARY_MARKER in line:
+            rest = " ".join(" ".join(lines[k + 1 :]).split())
+            return rest or None
+    return None
+
+
+def _last_user_text(body: dict[str, Any]) -> str:
+    for m in reversed(body.get("messages") or []):
+        if isinstance(m, dict) and m.get("role") == "user":
+            return _text_of(m.get("content"))
+    return ""
+
+
+def is_summary_request(body: dict[str, Any]) -> bool:
+    """Whether ``body`` asks for a summary: its last user message holds ``<summary></summary>``."""
+    return SUMMARY_MARKER in _last_user_text(body)
+
+
+def anthropic_summary(body: dict[str, Any], instructions: str | None = None) -> str:
+    """The summary the fake writes of a Messages request (from its last compaction block on).
+
+    Names the user texts (not those holding the summary marker, which ask for the
+    summary), the tools called, an earlier compaction's summary, and ``instructions``
+    (else the text after the marker line of a summary request).
+    """
+    messages = effective_messages(body.get("messages") or [])
+    prompts: list[str] = []
+    tools: list[str] = []
+    earlier: str | None = None
+    for m in messages:
+        content = m.get("content")
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content if isinstance(content, list) else []
+        for b in blocks:
+            if not isinstance(b, dict):
+                continue
+            t = b.get("type")
+            if t == "text" and m.get("role") == "user":
+                if SUMMARY_MARKER in str(b.get("text")):
+                    instructions = instructions or _summary_focus(str(b.get("text")))
+                else:
+                    prompts.append(str(b.get("text")))
+            elif t == "tool_use":
+                tools.append(str(b.get("name")))
+            elif t == "compaction" and b.get("content") and earlier is None:
+                earlier = str(b["content"])
+    return conversation_summary(prompts, tools, instructions=instructions, earlier=earlier)
 
 
 @dataclass
@@ -150,6 +281,8 @@ class _State:
     prompt_cache: PromptCache = field(default_factory=PromptCache)
     #: The model's context window in tokens (None: unlimited); counted as input tokens are estimated.
     context_window: int | None = None
+    #: The summary to give instead of the server's own (text, or a function of the request body).
+    summary_text: SummaryText = None
 
     def __post_init__(self) -> None:
         self.cond = threading.Condition(self.lock)
@@ -180,6 +313,45 @@ def _signature(block: dict[str, Any]) -> str:
     return str(sig) if sig is not None else sign_thinking(str(block.get("thinking", "")))
 
 
+def _sealed(block: dict[str, Any]) -> str | None:
+    """A compaction block's ``encrypted_content``: as scripted, else a seal the server checks when it comes back."""
+    given = block.get("encrypted_content")
+    if given is not None:
+        return str(given)
+    content = block.get("content")
+    return sign_compaction(str(content)) if content is not None else None
+
+
+@dataclass
+class _Context:
+    """What the model reads of one request, as the API's context management leaves it."""
+
+    #: The request as the model reads it (after compaction, the compacted context).
+    body: dict[str, Any]
+    #: Its length in bytes: the body's, less what was dropped (tokens are bytes over four).
+    size: int
+    #: Whether the request set ``context_management`` (the response then reports ``applied_edits``).
+    managed: bool = False
+    applied_edits: list[dict[str, Any]] = field(default_factory=list)
+    #: The compaction block the server wrote, if the compaction trigger fired.
+    compaction: dict[str, Any] | None = None
+    #: The request as the compaction read it (as ``body`` when nothing was compacted).
+    read_body: dict[str, Any] = field(default_factory=dict)
+    #: Input tokens the compaction read, and its prompt-cache (read, written) tokens.
+    compacted_tokens: int = 0
+    compaction_cache: tuple[int, int] = (0, 0)
+    pause: bool = False
+
+    @property
+    def tokens(self) -> int:
+        return _estimate_tokens(self.size)
+
+    def shrink(self, view: dict[str, Any]) -> None:
+        """Read ``view`` instead of ``body`` from now on; the size changes by their difference."""
+        self.size -= len(orjson.dumps(self.body)) - len(orjson.dumps(view))
+        self.body = view
+
+
 #: Statuses the official clients retry; the fake answers them with a short ``retry-after-ms``.
 RETRIED_STATUSES = (408, 409, 429, 500, 502, 503, 504, 529)
 
@@ -188,8 +360,10 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
     """HTTP plumbing and reply picking shared by the fake servers."""
 
     protocol_version = "HTTP/1.1"
-    #: Length of the request body being served (for token estimates).
+    #: Length of the request body being served.
     body_size: int = 0
+    #: Bytes of the request the model reads (for token estimates): the body, less what context management drops.
+    input_size: int = 0
     #: Prompt-cache tokens (read, written) of the request being served.
     cache_usage: tuple[int, int] = (0, 0)
     sys_version = ""
@@ -221,7 +395,7 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
         """
         arrived = time.time()
         raw_body = self._read_body()
-        self.body_size = len(raw_body)
+        self.body_size = self.input_size = len(raw_body)
         try:
             with no_gc():  # a long conversation is thousands of dicts, none of them cyclic
                 body = orjson.loads(raw_body) if raw_body else {}
@@ -303,6 +477,27 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
     def _step_of(self, body: dict[str, Any]) -> int:
         return steps_since_prompt(body)
 
+    def _is_summary_request(self, body: dict[str, Any]) -> bool:
+        return is_summary_request(body)
+
+    def _default_summary(self, body: dict[str, Any], instructions: str | None) -> str:
+        return anthropic_summary(body, instructions)
+
+    def _summary(self, body: dict[str, Any], instructions: str | None = None) -> str:
+        """The summary of ``body``: the one the test set (:attr:`_ScriptedServer.summary_text`), else the server's own."""
+        given = self.state.summary_text
+        if callable(given):
+            return str(given(body))
+        if given is not None:
+            return str(given)
+        return self._default_summary(body, instructions)
+
+    def _summary_reply(self, body: dict[str, Any]) -> Reply | None:
+        """The answer to a client-side summary request (None if ``body`` is not one)."""
+        if not self._is_summary_request(body):
+            return None
+        return text(f"<summary>\n{self._summary(body)}\n</summary>")
+
     def _pick(self, body: dict[str, Any]) -> Reply:
         st = self.state
         with st.lock:
@@ -330,6 +525,8 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
 
 class _AnthropicHandler(_ScriptedHandler):
     server_version = "fake-anthropic/1"
+    #: The context of the request being served (None before one is planned).
+    context: _Context | None = None
 
     def _event(self, name: str, payload: dict[str, Any]) -> None:
         self._chunk(f"event: {name}\ndata: {json.dumps(payload)}\n\n".encode())
@@ -350,10 +547,12 @@ class _AnthropicHandler(_ScriptedHandler):
 
     def do_POST(self) -> None:
         rec, body = self._read_request()
+        self.context = None
         path = self.path.split("?", 1)[0].rstrip("/")
         if path.endswith("/v1/messages/count_tokens"):
             self._record(rec, "count_tokens")
-            self._send_json(200, {"input_tokens": _estimate_tokens(self.body_size)})
+            tokens = self._plan_context(body, edit=False).tokens if isinstance(body, dict) else _estimate_tokens(self.body_size)
+            self._send_json(200, {"input_tokens": tokens})
             return
         if not path.endswith("/v1/messages"):
             self._record(rec, "not_found")
@@ -362,28 +561,132 @@ class _AnthropicHandler(_ScriptedHandler):
         if not isinstance(body, dict):
             self._refuse(rec, "Body is not JSON")
             return
-        problem = check_messages_request(body)
+        problem = check_messages_request(body, self._betas())
         if problem is not None:
             self._refuse(rec, problem)
             return
+        ctx = self.context = self._plan_context(body)
+        self.input_size = ctx.size
+        rec.input_tokens = ctx.tokens
+        rec.applied_edits = ctx.applied_edits
+        rec.compaction = ctx.compaction["content"] if ctx.compaction else None
         window = self.state.context_window
-        if window is not None and _estimate_tokens(self.body_size) > window:
+        if window is not None and ctx.tokens > window:
             # The API's own wording (a 400 invalid_request_error).
-            self._refuse(rec, f"prompt is too long: {_estimate_tokens(self.body_size)} tokens > {window} maximum")
+            self._refuse(rec, f"prompt is too long: {ctx.tokens} tokens > {window} maximum")
             return
         try:
-            self.cache_usage = self.state.prompt_cache.use(body)
+            # Marks are checked on what the model reads before any compaction; a compaction
+            # reads that prefix, and the response after it reads the compacted one.
+            self.cache_usage = self.state.prompt_cache.use(ctx.read_body)
+            if ctx.compaction is not None:
+                ctx.compaction_cache = self.cache_usage
+                self.cache_usage = self.state.prompt_cache.use(ctx.body)
         except CacheControlError as e:
             self._refuse(rec, str(e))
             return
-        reply = self._pick(body)
-        self._record(rec, str(reply.get("kind")))
+        if ctx.pause:
+            kind, reply = "compaction", message(stop_reason="compaction", usage={"input_tokens": 0, "output_tokens": 0})
+        else:
+            summary = self._summary_reply(ctx.read_body)
+            kind, reply = ("summary", summary) if summary is not None else ("", self._pick(body))
+        self._record(rec, kind or str(reply.get("kind")))
+        if ctx.compaction is not None and reply.get("kind") == "message":
+            reply = {**reply, "blocks": [ctx.compaction, *reply["blocks"]]}
         try:
             self._serve(reply, body)
         except (BrokenPipeError, ConnectionResetError):
             pass
         finally:
             rec.completed = time.time()
+
+    def _betas(self) -> list[str]:
+        """The betas the request enables: its ``anthropic-beta`` headers, split at commas."""
+        return [b.strip() for h in self.headers.get_all("anthropic-beta") or [] for b in h.split(",") if b.strip()]
+
+    # -- context management ----------------------------------------------
+    def _plan_context(self, body: dict[str, Any], *, edit: bool = True) -> _Context:
+        """What the model reads of ``body``: from the last compaction block on, then the edits applied in order."""
+        messages = body.get("messages")
+        ctx = _Context(body, self.body_size, managed="context_management" in body)
+        if isinstance(messages, list):
+            effective = effective_messages(messages)
+            if effective is not messages:
+                ctx.shrink({**body, "messages": effective})
+        edits = (body.get("context_management") or {}).get("edits") or [] if edit else []
+        for e in edits:
+            if e["type"] == "clear_tool_uses_20250919":
+                self._clear_tool_uses(ctx, e)
+            elif e["type"] == "compact_20260112":
+                self._compact(ctx, e)
+        if ctx.compaction is None:
+            ctx.read_body = ctx.body
+        return ctx
+
+    def _clear_tool_uses(self, ctx: _Context, edit: dict[str, Any]) -> None:
+        messages: list[dict[str, Any]] = ctx.body["messages"]
+        uses = [
+            b
+            for m in messages
+            if m.get("role") == "assistant" and isinstance(m.get("content"), list)
+            for b in m["content"]
+            if isinstance(b, dict) and b.get("type") == "tool_use"
+        ]
+        trigger = edit.get("trigger") or {"type": "input_tokens", "value": CLEAR_TOOL_USES_TRIGGER}
+        reached = ctx.tokens if trigger["type"] == "input_tokens" else len(uses)
+        if reached <= trigger["value"]:
+            return
+        keep = int((edit.get("keep") or {}).get("value", 3))
+        exclude = set(edit.get("exclude_tools") or [])
+        inputs = edit.get("clear_tool_inputs")
+        old = {b["id"]: b["name"] for b in uses[: max(0, len(uses) - keep)] if b["name"] not in exclude}
+        cleared: set[str] = set()
+        edited: list[dict[str, Any]] = []
+        for m in messages:
+            content = m.get("content")
+            if not isinstance(content, list):
+                edited.append(m)
+                continue
+            blocks = []
+            for b in content:
+                if not isinstance(b, dict):
+                    pass
+                elif b.get("type") == "tool_result" and b.get("tool_use_id") in old and b.get("content") != CLEARED_TOOL_RESULT:
+                    b = {**b, "content": CLEARED_TOOL_RESULT}
+                    cleared.add(b["tool_use_id"])
+                elif (
+                    b.get("type") == "tool_use"
+                    and b.get("id") in old
+                    and b.get("input")
+                    and (inputs is True or (isinstance(inputs, list) and b.get("name") in inputs))
+                ):
+                    b = {**b, "input": {}}
+                    cleared.add(b["id"])
+                blocks.append(b)
+            edited.append({**m, "content": blocks})
+        if not cleared:
+            return
+        before = ctx.tokens
+        view = {**ctx.body, "messages": edited}
+        at_least = edit.get("clear_at_least")
+        if at_least and (len(orjson.dumps(ctx.body)) - len(orjson.dumps(view))) // 4 < at_least["value"]:
+            return  # not worth breaking the cache for
+        ctx.shrink(view)
+        ctx.applied_edits.append(
+            {"type": "clear_tool_uses_20250919", "cleared_tool_uses": len(cleared), "cleared_input_tokens": max(0, before - ctx.tokens)}
+        )
+
+    def _compact(self, ctx: _Context, edit: dict[str, Any]) -> None:
+        trigger = (edit.get("trigger") or {}).get("value", COMPACTION_TRIGGER)
+        if ctx.tokens <= trigger:
+            return
+        instructions = edit.get("instructions")
+        summary = self._summary(ctx.body, instructions if isinstance(instructions, str) and instructions.strip() else None)
+        ctx.compaction = {"type": "compaction", "content": summary, "encrypted_content": sign_compaction(summary)}
+        ctx.compacted_tokens = ctx.tokens
+        ctx.pause = bool(edit.get("pause_after_compaction"))
+        ctx.read_body = ctx.body
+        ctx.shrink({**ctx.body, "messages": [{"role": "assistant", "content": [ctx.compaction]}]})
 
     def _refuse(self, rec: RecordedRequest, message: str) -> None:
         """Answer the API's 400 for a request it would refuse."""
@@ -449,14 +752,42 @@ class _AnthropicHandler(_ScriptedHandler):
             "cache_read_input_tokens": read,
         }
 
+    def _usage(self, reply: Reply, *, final: bool) -> dict[str, Any]:
+        """The response's ``usage``: top-level counts are the message's; ``iterations`` when it compacted."""
+        inp, out = reply_usage(reply, self.input_size)
+        usage: dict[str, Any] = {**self._input_usage(inp, reply), "output_tokens": out if final else 1}
+        ctx = self.context
+        if final and ctx is not None and ctx.compaction is not None and reply["blocks"] and reply["blocks"][0] is ctx.compaction:
+            read, written = ctx.compaction_cache
+            iterations: list[dict[str, Any]] = [
+                {
+                    "type": "compaction",
+                    "input_tokens": max(0, ctx.compacted_tokens - read - written),
+                    "output_tokens": _estimate_tokens(len(str(ctx.compaction["content"]))),
+                    "cache_read_input_tokens": read,
+                    "cache_creation_input_tokens": written,
+                }
+            ]
+            if not ctx.pause:
+                iterations.append({"type": "message", **self._input_usage(inp, reply), "output_tokens": out})
+            usage["iterations"] = iterations
+        return usage
+
+    def _context_management(self) -> dict[str, Any]:
+        ctx = self.context
+        if ctx is None or not ctx.managed:
+            return {}
+        return {"context_management": {"applied_edits": ctx.applied_edits}}
+
     def _message_json(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
-        inp, out = reply_usage(reply, self.body_size)
         content = []
         for b in reply["blocks"]:
             if "raw_json" in b:
                 b = {"type": "tool_use", "id": b["id"], "name": b["name"], "input": {}}
             elif b.get("type") == "thinking":
                 b = {**b, "signature": _signature(b)}
+            elif b.get("type") == "compaction":
+                b = {**b, "encrypted_content": _sealed(b)}
             content.append(b)
         return {
             "id": f"msg_fake_{int(time.time() * 1e6)}",
@@ -466,11 +797,11 @@ class _AnthropicHandler(_ScriptedHandler):
             "content": content,
             "stop_reason": reply["stop_reason"],
             "stop_sequence": None,
-            "usage": {"output_tokens": out, **self._input_usage(inp, reply)},
+            "usage": self._usage(reply, final=True),
+            **self._context_management(),
         }
 
     def _message_events(self, body: dict[str, Any], reply: Reply) -> Iterator[tuple[str, dict[str, Any]]]:
-        inp, out = reply_usage(reply, self.body_size)
         size = int(reply.get("chunk_size") or 24)
         yield "message_start", {
             "type": "message_start",
@@ -482,7 +813,8 @@ class _AnthropicHandler(_ScriptedHandler):
                 "content": [],
                 "stop_reason": None,
                 "stop_sequence": None,
-                "usage": {**self._input_usage(inp, reply), "output_tokens": 1},
+                "usage": self._usage(reply, final=False),
+                **self._context_management(),
             },
         }
         yield "ping", {"type": "ping"}
@@ -499,6 +831,11 @@ class _AnthropicHandler(_ScriptedHandler):
                 for k in range(0, max(len(s), 1), size):
                     yield "content_block_delta", {"type": "content_block_delta", "index": i, "delta": {"type": "thinking_delta", "thinking": s[k : k + size]}}
                 yield "content_block_delta", {"type": "content_block_delta", "index": i, "delta": {"type": "signature_delta", "signature": _signature(b)}}
+            elif t == "compaction":
+                # The API sends a compaction's summary whole, in one delta.
+                yield "content_block_start", {"type": "content_block_start", "index": i, "content_block": {"type": "compaction", "content": None}}
+                delta = {"type": "compaction_delta", "content": b.get("content"), "encrypted_content": _sealed(b)}
+                yield "content_block_delta", {"type": "content_block_delta", "index": i, "delta": delta}
             elif t == "tool_use":
                 yield "content_block_start", {
                     "type": "content_block_start",
@@ -512,10 +849,16 @@ class _AnthropicHandler(_ScriptedHandler):
             else:
                 raise ValueError(f"Unknown block type {t!r}")
             yield "content_block_stop", {"type": "content_block_stop", "index": i}
+        usage = self._usage(reply, final=True)
+        delta_usage = {"output_tokens": usage["output_tokens"]}
+        if "iterations" in usage:
+            # Cumulative counts, as the API sends them on the final message_delta.
+            delta_usage = usage
         yield "message_delta", {
             "type": "message_delta",
             "delta": {"stop_reason": reply["stop_reason"], "stop_sequence": None},
-            "usage": {"output_tokens": out},
+            "usage": delta_usage,
+            **self._context_management(),
         }
         yield "message_stop", {"type": "message_stop"}
 
@@ -611,14 +954,43 @@ class _ScriptedServer:
             self._state.default = reply
 
     def reset(self) -> None:
-        """Forget queued replies, rules, recorded requests and any context window."""
+        """Forget queued replies, rules, recorded requests, the context window and any summary set."""
         with self._state.lock:
             self._state.queue.clear()
             self._state.rules.clear()
             self._state.requests.clear()
             self._state.default = None
             self._state.context_window = None
+            self._state.summary_text = None
         self._state.prompt_cache.clear()
+
+    @property
+    def context_window(self) -> int | None:
+        """The model's context window: a request whose input passes it gets the API's 400.
+
+        Input tokens are counted as the server estimates them for ``usage``: request
+        bytes over four (for the Messages API, from the last compaction block on and
+        after context management). ``None`` (the default) means no limit.
+        """
+        return self._state.context_window
+
+    @context_window.setter
+    def context_window(self, tokens: int | None) -> None:
+        self._state.context_window = tokens
+
+    @property
+    def summary_text(self) -> SummaryText:
+        """The summary the server gives, instead of its own, when it compacts or answers a summary request.
+
+        A string, or a function of the request body (as the model reads it) that
+        returns one; ``None`` (the default) is the server's own deterministic summary,
+        which names the prompts summarised and the tools used.
+        """
+        return self._state.summary_text
+
+    @summary_text.setter
+    def summary_text(self, value: SummaryText) -> None:
+        self._state.summary_text = value
 
     def clear_requests(self) -> None:
         """Forget the recorded requests, keeping the script.
@@ -644,8 +1016,13 @@ class _ScriptedServer:
 
     @property
     def message_requests(self) -> list[RecordedRequest]:
-        """Only the requests for a model response (``POST /v1/messages`` here)."""
+        """Only the requests for a model response (``POST /v1/messages`` here), summary requests included."""
         return [r for r in self.requests if r.reply_kind not in self._not_message_kinds]
+
+    @property
+    def summary_requests(self) -> list[RecordedRequest]:
+        """The client-side summary requests (``reply_kind`` ``"summary"``), answered before the script."""
+        return [r for r in self.requests if r.reply_kind == "summary"]
 
     def wait_for_requests(self, n: int, timeout: float = 10.0) -> list[RecordedRequest]:
         """Block until at least ``n`` requests arrived (TimeoutError otherwise)."""
@@ -697,17 +1074,9 @@ class FakeAnthropicServer(_ScriptedServer):
     models: ClassVar[tuple[str, ...]] = ("claude-sonnet-5-5", "fake-model-large", "fake-model-small")
 
     @property
-    def context_window(self) -> int | None:
-        """The model's context window: a request whose input passes it gets the API's 400.
-
-        Input tokens are counted as the server estimates them for ``usage`` (request bytes
-        over four). ``None`` (the default) means no limit.
-        """
-        return self._state.context_window
-
-    @context_window.setter
-    def context_window(self, tokens: int | None) -> None:
-        self._state.context_window = tokens
+    def compactions(self) -> list[RecordedRequest]:
+        """The requests the server compacted (``compact_20260112`` fired; see ``RecordedRequest.compaction``)."""
+        return [r for r in self.requests if r.compaction is not None]
 
     def env(self, api_key: str = "sk-ant-test-fake-key") -> dict[str, str]:
         """Environment variables that point the ``anthropic`` client here."""

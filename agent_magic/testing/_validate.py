@@ -34,7 +34,27 @@ API's own error messages:
   the API refuses it); an assistant turn with thinking starts with it; with
   ``thinking`` enabled, the assistant turn a tool result answers starts with a
   thinking block; a final (prefill) assistant turn holds no thinking when
-  thinking is off, and never ends with a thinking block.
+  thinking is off, and never ends with a thinking block. ``thinking`` itself is
+  ``{"type": "adaptive"}``, ``{"type": "enabled", "budget_tokens": n}`` with
+  1,024 <= n < ``max_tokens``, ``{"type": "disabled"}`` (or ``between_tools``,
+  which the client knows too), with an optional ``display``;
+  ``output_config.effort`` is ``low``, ``medium``, ``high``, ``xhigh`` or ``max``.
+- **Compaction.** A ``compaction`` block comes from the model (assistant turns
+  only), with non-empty ``content`` or ``content: null`` (a failed compaction,
+  which the API treats as a no-op). The API reads a conversation from its last
+  compaction block with content on: the blocks before it must be well-formed
+  but are otherwise ignored (the turn and tool-call rules above apply from that
+  block on, and they count no tokens), and a conversation may start with an
+  assistant message that opens with a compaction block. The fake server seals
+  the summaries it writes (``encrypted_content``, which the client
+  round-trips), so a compaction block sent back without its ``encrypted_content``
+  (or ``signature``), or with its content edited, is refused.
+- **Context management** (beta). ``context_management.edits`` holds
+  ``compact_20260112`` (needs the ``compact-2026-01-12`` beta; a trigger of at
+  least 50,000 input tokens), ``clear_tool_uses_20250919`` and
+  ``clear_thinking_20251015`` (need ``context-management-2025-06-27``); the
+  betas are the request's ``anthropic-beta`` header. Unknown edit types and
+  fields are refused as the API's closed schema refuses them.
 
 Messages quoted from the real API (``messages.N: `tool_use` ids were found
 without `tool_result` blocks immediately after: ...``) are reproduced word for
@@ -47,9 +67,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Collection
 from typing import Any
 
-__all__ = ["THINKING_DOCS", "check_messages_request", "sign_thinking"]
+__all__ = [
+    "COMPACTION_BETA",
+    "CONTEXT_MANAGEMENT_BETA",
+    "THINKING_DOCS",
+    "check_messages_request",
+    "compaction_boundary",
+    "effective_messages",
+    "sign_compaction",
+    "sign_thinking",
+]
 
 THINKING_DOCS = "https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
 
@@ -68,6 +98,16 @@ _FIELDS: dict[str, tuple[dict[str, tuple[type, ...]], dict[str, tuple[type, ...]
     "search_result": ({"content": _LIST, "source": _STR, "title": _STR}, {"cache_control": _DICT, "citations": _DICT}),
     "thinking": ({"thinking": _STR, "signature": _STR}, {}),
     "redacted_thinking": ({"data": _STR}, {}),
+    "compaction": (
+        {},
+        {
+            "content": (str, _NONE),
+            "encrypted_content": (str, _NONE),
+            "signature": (str, _NONE),
+            "tool_changes": (list, _NONE),
+            "cache_control": _DICT,
+        },
+    ),
     "tool_use": (
         {"id": _STR, "name": _STR, "input": _DICT},
         {"cache_control": _DICT, "caller": (dict, _NONE), "toolset_name": (str, _NONE)},
@@ -91,14 +131,13 @@ _OTHER_TYPES = (
     "advisor_tool_result",
     "mcp_tool_use",
     "mcp_tool_result",
-    "compaction",
     "tool_addition",
     "tool_removal",
     "mcp_tool_listing",
     "fallback",
 )
 _KNOWN_TYPES = tuple(_FIELDS) + _OTHER_TYPES
-_MODEL_ONLY = frozenset({"tool_use", "thinking", "redacted_thinking", "server_tool_use"})
+_MODEL_ONLY = frozenset({"tool_use", "thinking", "redacted_thinking", "server_tool_use", "compaction"})
 _CALLER_ONLY = frozenset({"tool_result"})
 _TOOL_RESULT_CONTENT = ("text", "image", "document", "search_result", "tool_reference")
 _SYSTEM_MESSAGE_CONTENT = ("text", "tool_addition", "tool_removal")
@@ -115,17 +154,72 @@ def sign_thinking(thinking: str) -> str:
     return _SIGNED_PREFIX + digest[:32]
 
 
+_COMPACTION_PREFIX = "fakecmp_"
+
+#: The beta that enables server-side compaction (the ``compact_20260112`` edit).
+COMPACTION_BETA = "compact-2026-01-12"
+#: The beta that enables context editing (``clear_tool_uses_20250919``, ``clear_thinking_20251015``).
+CONTEXT_MANAGEMENT_BETA = "context-management-2025-06-27"
+#: The smallest ``trigger`` the API takes for compaction, in input tokens.
+MIN_COMPACTION_TRIGGER = 50_000
+
+_EDIT_BETAS = {
+    "clear_tool_uses_20250919": CONTEXT_MANAGEMENT_BETA,
+    "clear_thinking_20251015": CONTEXT_MANAGEMENT_BETA,
+    "compact_20260112": COMPACTION_BETA,
+}
+_EFFORTS = ("low", "medium", "high", "xhigh", "max")
+_THINKING_TYPES = ("enabled", "disabled", "adaptive", "between_tools")
+
+
+def sign_compaction(content: str) -> str:
+    """The ``encrypted_content`` the fake server sends with a compaction block of this summary."""
+    digest = hmac.new(_SIGNING_KEY, b"compaction\0" + content.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+    return _COMPACTION_PREFIX + digest[:32]
+
+
+def compaction_boundary(messages: Any) -> tuple[int, int] | None:
+    """Where the API starts reading ``messages``: (message, block) of the last compaction block with content.
+
+    Every block before it is ignored. A compaction block whose ``content`` is null
+    is a no-op, not a boundary. None when there is no such block.
+    """
+    if not isinstance(messages, list):
+        return None
+    for i in range(len(messages) - 1, -1, -1):
+        m = messages[i]
+        content = m.get("content") if isinstance(m, dict) and m.get("role") != "system" else None
+        if not isinstance(content, list):
+            continue
+        for j in range(len(content) - 1, -1, -1):
+            b = content[j]
+            if isinstance(b, dict) and b.get("type") == "compaction" and b.get("content") is not None:
+                return i, j
+    return None
+
+
+def effective_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages the model reads: from the last compaction block on (all of them if there is none)."""
+    start = compaction_boundary(messages)
+    if start is None:
+        return messages
+    i, j = start
+    return [{**messages[i], "content": messages[i]["content"][j:]}, *messages[i + 1 :]]
+
+
 class _Refused(Exception):
     """The API's 400 message for the request."""
 
 
-def check_messages_request(body: dict[str, Any]) -> str | None:
+def check_messages_request(body: dict[str, Any], betas: Collection[str] = ()) -> str | None:
     """The message of the 400 the Messages API answers for ``body``, or None if it would accept it.
 
     Parameters
     ----------
     body
         A parsed ``POST /v1/messages`` request body.
+    betas
+        The betas the request enables (its ``anthropic-beta`` header, split at commas).
 
     Returns
     -------
@@ -133,13 +227,13 @@ def check_messages_request(body: dict[str, Any]) -> str | None:
         The ``error.message`` of an ``invalid_request_error``; None for a valid request.
     """
     try:
-        _check(body)
+        _check(body, frozenset(betas))
     except _Refused as e:
         return str(e)
     return None
 
 
-def _check(body: dict[str, Any]) -> None:
+def _check(body: dict[str, Any], betas: frozenset[str]) -> None:
     for name in ("model", "max_tokens", "messages"):
         if name not in body:
             raise _Refused(f"{name}: Field required")
@@ -151,6 +245,10 @@ def _check(body: dict[str, Any]) -> None:
         raise _Refused("max_tokens: Input should be greater than or equal to 1")
     _check_system(body.get("system"))
     _check_tools(body.get("tools"))
+    _check_thinking_config(body.get("thinking"), body["max_tokens"])
+    _check_output_config(body.get("output_config"))
+    if "context_management" in body:
+        _check_context_management(body["context_management"], betas)
     messages = body["messages"]
     if not isinstance(messages, list):
         raise _Refused("messages: Input should be a valid list")
@@ -158,10 +256,11 @@ def _check(body: dict[str, Any]) -> None:
         raise _Refused("messages: at least one message is required")
     for i, m in enumerate(messages):
         _check_message_shape(i, m, final=i == len(messages) - 1)
-    turns = _turns(messages)
+    # The API reads from the last compaction block on; what comes before it is not checked.
+    turns = _turns(messages, compaction_boundary(messages) or (0, 0))
     if not turns:
         raise _Refused("messages: at least one user message is required")
-    if turns[0].role != "user":
+    if turns[0].role != "user" and not _opens_with_compaction(turns[0]):
         raise _Refused('messages: first message must use the "user" role')
     thinking = body.get("thinking")
     thinking_type = thinking.get("type") if isinstance(thinking, dict) else None
@@ -173,6 +272,8 @@ def _check(body: dict[str, Any]) -> None:
             _check_block_role(turn.role, i, j, block)
             if block.get("type") == "thinking":
                 _check_signature(i, j, block)
+            elif block.get("type") == "compaction":
+                _check_compaction(i, j, block)
         if turn.role == "assistant":
             _check_thinking_order(turn)
             _check_tool_calls(turn, turns[n + 1] if n + 1 < len(turns) else None)
@@ -341,6 +442,160 @@ def _check_text(where: str, text: str) -> None:
         )
 
 
+# -- request options --------------------------------------------------------------
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _tags(allowed: tuple[str, ...]) -> str:
+    return ", ".join(f"'{a}'" for a in allowed)
+
+
+def _literal(allowed: tuple[str, ...]) -> str:
+    quoted = [f"'{a}'" for a in allowed]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
+def _check_closed(where: str, obj: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    extra = [k for k in obj if k not in allowed]
+    if extra:
+        raise _Refused(f"{where}.{extra[0]}: Extra inputs are not permitted")
+
+
+def _check_thinking_config(thinking: Any, max_tokens: int) -> None:
+    if thinking is None:
+        return
+    if not isinstance(thinking, dict):
+        raise _Refused("thinking: Input should be a valid dictionary")
+    if "type" not in thinking:
+        raise _Refused("thinking: Unable to extract tag using discriminator 'type'")
+    t = thinking["type"]
+    if t not in _THINKING_TYPES:
+        raise _Refused(f"thinking: Input tag '{t}' found using 'type' does not match any of the expected tags: {_tags(_THINKING_TYPES)}")
+    where = f"thinking.{t}"
+    fields = {"enabled": ("type", "budget_tokens", "display"), "adaptive": ("type", "display")}.get(t, ("type",))
+    _check_closed(where, thinking, fields)
+    if thinking.get("display") not in (None, "summarized", "omitted"):
+        raise _Refused(f"{where}.display: Input should be 'summarized' or 'omitted'")
+    if t != "enabled":
+        return
+    if "budget_tokens" not in thinking:
+        raise _Refused(f"{where}.budget_tokens: Field required")
+    budget = thinking["budget_tokens"]
+    if not _is_int(budget):
+        raise _Refused(f"{where}.budget_tokens: Input should be a valid integer")
+    if budget < 1024:
+        raise _Refused(f"{where}.budget_tokens: Input should be greater than or equal to 1024")
+    if budget >= max_tokens:
+        raise _Refused(
+            "`max_tokens` must be greater than `thinking.budget_tokens`. Please consult our documentation at "
+            f"{THINKING_DOCS}#max-tokens-and-context-window-size"
+        )
+
+
+def _check_output_config(config: Any) -> None:
+    if config is None:
+        return
+    if not isinstance(config, dict):
+        raise _Refused("output_config: Input should be a valid dictionary")
+    _check_closed("output_config", config, ("effort", "format", "task_budget"))
+    if config.get("effort") not in (None, *_EFFORTS):
+        raise _Refused(f"output_config.effort: Input should be {_literal(_EFFORTS)}")
+
+
+def _check_count(where: str, obj: Any, types: tuple[str, ...], minimum: int = 0) -> None:
+    """A ``{"type": ..., "value": n}`` count (a trigger, a keep, a clear_at_least)."""
+    if not isinstance(obj, dict):
+        raise _Refused(f"{where}: Input should be a valid dictionary")
+    if obj.get("type") not in types:
+        raise _Refused(f"{where}.type: Input should be {_literal(types)}")
+    _check_closed(where, obj, ("type", "value"))
+    if "value" not in obj:
+        raise _Refused(f"{where}.value: Field required")
+    if not _is_int(obj["value"]):
+        raise _Refused(f"{where}.value: Input should be a valid integer")
+    if obj["value"] < minimum:
+        raise _Refused(f"{where}.value: Input should be greater than or equal to {minimum}")
+
+
+def _check_names(where: str, names: Any) -> None:
+    if not isinstance(names, list):
+        raise _Refused(f"{where}: Input should be a valid list")
+    for k, name in enumerate(names):
+        if not isinstance(name, str):
+            raise _Refused(f"{where}.{k}: Input should be a valid string")
+
+
+def _check_context_management(config: Any, betas: frozenset[str]) -> None:
+    if config is None:
+        return
+    if not isinstance(config, dict):
+        raise _Refused("context_management: Input should be a valid dictionary")
+    _check_closed("context_management", config, ("edits",))
+    edits = config.get("edits")
+    if edits is None:
+        return
+    if not isinstance(edits, list):
+        raise _Refused("context_management.edits: Input should be a valid list")
+    seen: set[str] = set()
+    for k, edit in enumerate(edits):
+        where = f"context_management.edits.{k}"
+        if not isinstance(edit, dict) or "type" not in edit:
+            raise _Refused(f"{where}: Unable to extract tag using discriminator 'type'")
+        t = edit["type"]
+        if t not in _EDIT_BETAS:
+            raise _Refused(f"{where}: Input tag '{t}' found using 'type' does not match any of the expected tags: {_tags(tuple(_EDIT_BETAS))}")
+        if _EDIT_BETAS[t] not in betas:
+            raise _Refused(f"{where}: the '{t}' edit requires the beta header 'anthropic-beta: {_EDIT_BETAS[t]}'")
+        if t in seen:
+            raise _Refused(f"context_management.edits: each edit type may appear only once; found '{t}' twice")
+        seen.add(t)
+        where = f"{where}.{t}"
+        if t == "compact_20260112":
+            _check_compact_edit(where, edit)
+        elif t == "clear_tool_uses_20250919":
+            _check_clear_tool_uses_edit(where, edit)
+        else:
+            _check_closed(where, edit, ("type", "keep"))
+            keep = edit.get("keep")
+            if keep is not None and keep != "all":
+                if isinstance(keep, dict) and keep.get("type") == "all":
+                    _check_closed(f"{where}.keep", keep, ("type",))
+                else:
+                    _check_count(f"{where}.keep", keep, ("thinking_turns",), 1)
+            if k:
+                raise _Refused(
+                    "context_management.edits: clear_thinking_20251015 must be the first edit when it is combined with other edits"
+                )
+
+
+def _check_compact_edit(where: str, edit: dict[str, Any]) -> None:
+    _check_closed(where, edit, ("type", "trigger", "instructions", "pause_after_compaction"))
+    if edit.get("trigger") is not None:
+        _check_count(f"{where}.trigger", edit["trigger"], ("input_tokens",), MIN_COMPACTION_TRIGGER)
+    if not isinstance(edit.get("instructions"), (str, _NONE)):
+        raise _Refused(f"{where}.instructions: Input should be a valid string")
+    if not isinstance(edit.get("pause_after_compaction", False), bool):
+        raise _Refused(f"{where}.pause_after_compaction: Input should be a valid boolean")
+
+
+def _check_clear_tool_uses_edit(where: str, edit: dict[str, Any]) -> None:
+    _check_closed(where, edit, ("type", "trigger", "keep", "clear_at_least", "exclude_tools", "clear_tool_inputs"))
+    if edit.get("trigger") is not None:
+        _check_count(f"{where}.trigger", edit["trigger"], ("input_tokens", "tool_uses"), 1)
+    if edit.get("keep") is not None:
+        _check_count(f"{where}.keep", edit["keep"], ("tool_uses",))
+    if edit.get("clear_at_least") is not None:
+        _check_count(f"{where}.clear_at_least", edit["clear_at_least"], ("input_tokens",))
+    if edit.get("exclude_tools") is not None:
+        _check_names(f"{where}.exclude_tools", edit["exclude_tools"])
+    inputs = edit.get("clear_tool_inputs")
+    if inputs is not None and not isinstance(inputs, bool):
+        _check_names(f"{where}.clear_tool_inputs", inputs)
+
+
 # -- turns ------------------------------------------------------------------------
 
 
@@ -355,11 +610,11 @@ class _Turn:
         self.last = -1
 
 
-def _turns(messages: list[dict[str, Any]]) -> list[_Turn]:
-    """The user and assistant turns; system messages stand beside them, in no turn."""
+def _turns(messages: list[dict[str, Any]], start: tuple[int, int] = (0, 0)) -> list[_Turn]:
+    """The user and assistant turns from block ``start`` on; system messages stand beside them, in no turn."""
     turns: list[_Turn] = []
     for i, m in enumerate(messages):
-        if m["role"] == "system":
+        if m["role"] == "system" or i < start[0]:
             continue
         if not turns or turns[-1].role != m["role"]:
             turns.append(_Turn(m["role"]))
@@ -371,8 +626,21 @@ def _turns(messages: list[dict[str, Any]]) -> list[_Turn]:
             if content:
                 turn.blocks.append((i, 0, {"type": "text", "text": content}))
         else:
-            turn.blocks.extend((i, j, b) for j, b in enumerate(content))
+            skip = start[1] if i == start[0] else 0
+            turn.blocks.extend((i, j, b) for j, b in enumerate(content) if j >= skip)
     return turns
+
+
+def _opens_with_compaction(turn: _Turn) -> bool:
+    return turn.role == "assistant" and bool(turn.blocks) and turn.blocks[0][2].get("type") == "compaction"
+
+
+def _after_compaction(blocks: list[Any], type_of: Any) -> list[Any]:
+    """``blocks`` without the compaction blocks that open them (a response starts with its compaction)."""
+    k = 0
+    while k < len(blocks) and type_of(blocks[k]) == "compaction":
+        k += 1
+    return blocks[k:]
 
 
 def _check_block_role(role: str, i: int, j: int, block: dict[str, Any]) -> None:
@@ -440,12 +708,28 @@ def _check_signature(i: int, j: int, block: dict[str, Any]) -> None:
         raise _Refused(f"messages.{i}.content.{j}: Invalid `signature` in `thinking` block")
 
 
+def _check_compaction(i: int, j: int, block: dict[str, Any]) -> None:
+    content = block.get("content")
+    if content is None:
+        return  # a failed compaction: a no-op, with nothing to verify
+    if not content:
+        raise _Refused(f"messages.{i}.content.{j}: `compaction` content must be non-empty, or null for a failed compaction")
+    # The round-trip fields come back as issued: at least one of them, and the fake's own unedited.
+    sealed = [(name, block.get(name)) for name in ("encrypted_content", "signature") if block.get(name)]
+    for name, seal in sealed or [("encrypted_content", "")]:
+        if not seal or (seal.startswith(_COMPACTION_PREFIX) and not hmac.compare_digest(seal, sign_compaction(content))):
+            raise _Refused(f"messages.{i}.content.{j}: Invalid `{name}` in `compaction` block")
+
+
 def _check_thinking_order(turn: _Turn) -> None:
     # Each message of the turn is one model response: its thinking comes first.
     by_message: dict[int, list[tuple[int, dict[str, Any]]]] = {}
     for i, j, b in turn.blocks:
         by_message.setdefault(i, []).append((j, b))
-    for i, blocks in by_message.items():
+    for i, all_blocks in by_message.items():
+        blocks = _after_compaction(all_blocks, lambda jb: jb[1].get("type"))
+        if not blocks:
+            continue
         types = [b.get("type") for _, b in blocks]
         if any(t in ("thinking", "redacted_thinking") for t in types) and types[0] not in ("thinking", "redacted_thinking"):
             raise _Refused(
@@ -455,7 +739,10 @@ def _check_thinking_order(turn: _Turn) -> None:
 
 
 def _check_thinking_leads(turn: _Turn) -> None:
-    i, j, first = turn.blocks[0]
+    blocks = _after_compaction(turn.blocks, lambda ijb: ijb[2].get("type"))
+    if not blocks:
+        return
+    i, j, first = blocks[0]
     t = first.get("type")
     if t not in ("thinking", "redacted_thinking"):
         raise _Refused(
