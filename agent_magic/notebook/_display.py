@@ -308,8 +308,8 @@ class TurnView:
             output_tokens=tokens.get("output_tokens"),
             duration_ms=result.duration_ms,
             # What the next request carries, against the model's window (None: unknown).
-            context_tokens=getattr(result, "context_tokens", None),
-            context_window=getattr(result, "context_window", None),
+            context_tokens=result.context_tokens,
+            context_window=result.context_window,
         )
         # An interruption is said once, by the cell's error line (which also stops Run All).
         if result.is_error and result.result and result.subtype != "interrupted":

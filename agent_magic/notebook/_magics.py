@@ -27,15 +27,12 @@ from .._errors import (
     SessionError,
 )
 from .._messages import ResultMessage
-from .._options import PERMISSION_MODES, AgentOptions
+from .._options import EFFORTS, PERMISSION_MODES, AgentOptions
 from ._display import TurnView, ipython_publisher
 from ._views import plural
 
 if TYPE_CHECKING:
     from ._runner import ClientHost, Runner
-
-#: Effort levels ``--effort`` and ``AgentMagics.effort`` take (``AgentOptions.effort``).
-EFFORTS: tuple[str, ...] = ("low", "medium", "high", "xhigh", "max")
 
 
 class AgentTurnError(AgentMagicError):
@@ -500,7 +497,7 @@ class AgentMagics(Magics):
         window = data.get("context_window")
         if window is None:
             try:
-                window = getattr(_api.get_session_info(sid, home=self._home()), "context_window", None)
+                window = _api.get_session_info(sid, home=self._home()).context_window
             except SessionError:
                 window = None
         share = context_share(data.get("post_tokens"), window)
@@ -590,7 +587,7 @@ class AgentMagics(Magics):
         if changes["permission_mode"] not in PERMISSION_MODES:
             raise UsageError(f"Unknown permission mode {changes['permission_mode']!r}; use one of {', '.join(PERMISSION_MODES)}.")
         try:
-            host.client.update_options(**{k: v for k, v in changes.items() if getattr(opts, k, None) != v})
+            host.client.update_options(**{k: v for k, v in changes.items() if getattr(opts, k) != v})
         except ConfigurationError as e:
             raise UsageError(str(e)) from None
         view = TurnView(rich=self.in_kernel, quiet=args.quiet or self.quiet,

@@ -141,7 +141,7 @@ def info_view(info: SessionInfo, cps: list[CheckpointInfo]) -> Table:
         ["created", _when(info.created_at)],
         ["last active", _when(info.last_modified)],
         ["cost", _cost(info.total_cost_usd)],
-        ["context", context_use(getattr(info, "context_tokens", None), getattr(info, "context_window", None))],
+        ["context", context_use(info.context_tokens, info.context_window)],
         ["model", info.model or "-"],
         ["cwd", info.cwd],
         ["scope", info.scope],
