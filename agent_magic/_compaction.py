@@ -153,7 +153,10 @@ async def prepare_request(rt: Runtime, turn: _Turn, emit: Emit, messages: list[d
     mode = effective_mode(rt)
     if mode == "off" or (mode == "server" and tokens <= window(rt)):
         return messages  # a server-side compaction happens in the request itself
-    await compact_client(rt, emit, trigger="auto", turn=turn)
+    try:
+        await compact_client(rt, emit, trigger="auto", turn=turn)
+    except CompactionError:
+        return messages  # nothing before this turn: send it; the API says if it is too long
     return s.api_messages()
 
 

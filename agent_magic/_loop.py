@@ -25,7 +25,7 @@ import anyio
 
 from . import _compaction as compaction
 from ._context import ContextMeter, default_thinking
-from ._errors import ConfigurationError, ProviderError, ToolError
+from ._errors import CompactionError, ConfigurationError, ProviderError, ToolError
 from ._hooks import run_hooks
 from ._messages import (
     AssistantMessage,
@@ -52,7 +52,13 @@ from ._permissions import (
 from ._pricing import add_usage, cost_usd, price_for
 from ._sessions import SessionState, is_prompt_entry, prompt_text
 from ._store import RedactSecrets, crash_point, new_uuid
-from .providers.base import ModelRequest, PartialResponse, Provider
+from .providers.base import (
+    NOTHING_TO_COMPACT_ADVICE,
+    TOO_LONG_ADVICE,
+    ModelRequest,
+    PartialResponse,
+    Provider,
+)
 from .tools.base import ChangeRecorder, NotebookBridge, Tool, ToolContext, ToolResult
 
 log = logging.getLogger("agent_magic")
@@ -401,7 +407,12 @@ async def _turn_body(rt: Runtime, turn: _Turn, emit: Emit) -> None:
             recovered_too_long = True
             if e.limit:
                 rt.learned_window = e.limit
-            await compaction.compact_client(rt, emit, trigger="auto", turn=turn)
+            try:
+                await compaction.compact_client(rt, emit, trigger="auto", turn=turn)
+            except CompactionError:
+                raise ProviderError(
+                    str(e).replace(TOO_LONG_ADVICE, NOTHING_TO_COMPACT_ADVICE), status=e.status, kind=e.kind, limit=e.limit
+                ) from None
             messages = s.api_messages()
             continue
         finally:

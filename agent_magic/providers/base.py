@@ -146,6 +146,11 @@ def error_body(e: Any) -> tuple[str, str]:
     return "", str(getattr(e, "message", "") or "")
 
 
+#: What a "too long" error advises; replaced when there is nothing earlier to compact.
+TOO_LONG_ADVICE = "Compact it with `%agent compact`, or start a new session with `--new`."
+NOTHING_TO_COMPACT_ADVICE = "There is nothing earlier to compact: shorten the prompt, or what it attaches."
+
+
 def window_in(detail: str) -> int | None:
     """The context window an API's "too long" error names, if it does.
 
@@ -181,8 +186,7 @@ def status_error(status: int, detail: str, *, key_var: str, not_found: str, too_
         )
     if status == 413 or too_long:
         return ProviderError(
-            f"The conversation is too long for the model ({detail}). Compact it with `%agent compact`, "
-            "or start a new session with `--new`.",
+            f"The conversation is too long for the model ({detail}). {TOO_LONG_ADVICE}",
             status=status,
             kind="too_long",
             limit=window_in(detail),

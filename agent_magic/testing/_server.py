@@ -82,7 +82,14 @@ import orjson
 from .._store import no_gc
 from ._prompt_cache import CacheControlError, PromptCache
 from ._replies import Reply, conversation_summary, message, text
-from ._validate import check_messages_request, effective_messages, sign_compaction, sign_thinking
+from ._validate import (
+    check_messages_request,
+    effective_messages,
+    open_state,
+    seal_state,
+    sign_compaction,
+    sign_thinking,
+)
 
 Responder = Callable[[dict[str, Any]], Reply]
 Step = "Reply | Responder"
@@ -177,11 +184,31 @@ def _is_prompt_message(m: dict[str, Any]) -> bool:
     return isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "text" for b in content)
 
 
+def _working_on(m: dict[str, Any]) -> tuple[int, str] | None:
+    """(step, prompt) a compaction block of this assistant message carries over, if the fake wrote one."""
+    content = m.get("content")
+    if m.get("role") != "assistant" or not isinstance(content, list):
+        return None
+    for b in content:
+        if isinstance(b, dict) and b.get("type") == "compaction":
+            state = open_state(b.get("signature"))
+            if state is not None:
+                return int(state["step"]), str(state["prompt"])
+    return None
+
+
 def last_prompt(body: dict[str, Any]) -> str:
-    """The text of the last user message that is a prompt (not only tool results)."""
+    """The text of the last user message that is a prompt (not only tool results).
+
+    After a server-side compaction the prompt may be gone from the conversation:
+    the fake's summary names it (and the step reached), as a model would carry on.
+    """
     for m in reversed(body.get("messages") or []):
         if _is_prompt_message(m):
             return _text_of(m.get("content"))
+        working = _working_on(m)
+        if working is not None:
+            return working[1]
     return ""
 
 
@@ -199,6 +226,9 @@ def steps_since_prompt(body: dict[str, Any]) -> int:
     for m in reversed(body.get("messages") or []):
         if m.get("role") == "assistant":
             n += not _only_compaction(m)
+            working = _working_on(m)
+            if working is not None:
+                return n + working[0]  # the steps taken before the compaction count too
         elif _is_prompt_message(m):
             return n
     return n
@@ -683,6 +713,12 @@ class _AnthropicHandler(_ScriptedHandler):
         instructions = edit.get("instructions")
         summary = self._summary(ctx.body, instructions if isinstance(instructions, str) and instructions.strip() else None)
         ctx.compaction = {"type": "compaction", "content": summary, "encrypted_content": sign_compaction(summary)}
+        prompt = last_prompt(ctx.body)
+        if prompt:
+            # A model carries on with the request it was working on; the fake keeps it (and the
+            # step reached) in the block's opaque signature, so rules keep playing their steps.
+            # (Its first 200 characters: enough for a rule to match, small as an opaque field is.)
+            ctx.compaction["signature"] = seal_state({"step": steps_since_prompt(ctx.body), "prompt": prompt[:200]})
         ctx.compacted_tokens = ctx.tokens
         ctx.pause = bool(edit.get("pause_after_compaction"))
         ctx.read_body = ctx.body
@@ -833,7 +869,8 @@ class _AnthropicHandler(_ScriptedHandler):
                 yield "content_block_delta", {"type": "content_block_delta", "index": i, "delta": {"type": "signature_delta", "signature": _signature(b)}}
             elif t == "compaction":
                 # The API sends a compaction's summary whole, in one delta.
-                yield "content_block_start", {"type": "content_block_start", "index": i, "content_block": {"type": "compaction", "content": None}}
+                start = {"type": "compaction", "content": None, **({"signature": b["signature"]} if b.get("signature") else {})}
+                yield "content_block_start", {"type": "content_block_start", "index": i, "content_block": start}
                 delta = {"type": "compaction_delta", "content": b.get("content"), "encrypted_content": _sealed(b)}
                 yield "content_block_delta", {"type": "content_block_delta", "index": i, "delta": delta}
             elif t == "tool_use":

@@ -64,8 +64,10 @@ does not show are written in its style.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import json
 import re
 from collections.abc import Collection
 from typing import Any
@@ -176,6 +178,31 @@ def sign_compaction(content: str) -> str:
     """The ``encrypted_content`` the fake server sends with a compaction block of this summary."""
     digest = hmac.new(_SIGNING_KEY, b"compaction\0" + content.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
     return _COMPACTION_PREFIX + digest[:32]
+
+
+_STATE_PREFIX = "fakestate_"
+
+
+def seal_state(state: dict[str, Any]) -> str:
+    """A compaction block's ``signature`` carrying the fake's own state (JSON), sealed against edits."""
+    payload = base64.urlsafe_b64encode(json.dumps(state, sort_keys=True).encode()).decode()
+    mac = hmac.new(_SIGNING_KEY, b"state\0" + payload.encode(), hashlib.sha256).hexdigest()[:24]
+    return f"{_STATE_PREFIX}{payload}.{mac}"
+
+
+def open_state(seal: Any) -> dict[str, Any] | None:
+    """The state :func:`seal_state` sealed, or None (not one, or edited)."""
+    if not isinstance(seal, str) or not seal.startswith(_STATE_PREFIX) or "." not in seal:
+        return None
+    payload, mac = seal[len(_STATE_PREFIX) :].rsplit(".", 1)
+    want = hmac.new(_SIGNING_KEY, b"state\0" + payload.encode(), hashlib.sha256).hexdigest()[:24]
+    if not hmac.compare_digest(mac, want):
+        return None
+    try:
+        state = json.loads(base64.urlsafe_b64decode(payload.encode()))
+    except ValueError:
+        return None
+    return state if isinstance(state, dict) else None
 
 
 def compaction_boundary(messages: Any) -> tuple[int, int] | None:
@@ -717,7 +744,11 @@ def _check_compaction(i: int, j: int, block: dict[str, Any]) -> None:
     # The round-trip fields come back as issued: at least one of them, and the fake's own unedited.
     sealed = [(name, block.get(name)) for name in ("encrypted_content", "signature") if block.get(name)]
     for name, seal in sealed or [("encrypted_content", "")]:
-        if not seal or (seal.startswith(_COMPACTION_PREFIX) and not hmac.compare_digest(seal, sign_compaction(content))):
+        if (
+            not seal
+            or (seal.startswith(_COMPACTION_PREFIX) and not hmac.compare_digest(seal, sign_compaction(content)))
+            or (seal.startswith(_STATE_PREFIX) and open_state(seal) is None)
+        ):
             raise _Refused(f"messages.{i}.content.{j}: Invalid `{name}` in `compaction` block")
 
 
