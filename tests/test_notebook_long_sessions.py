@@ -250,6 +250,28 @@ def test_an_auto_compaction_during_a_cell_is_one_line(
     assert re.fullmatch(r"Compacted the conversation \(auto\): [\d,]+ → [\d,]+ tokens\.", lines[0])
 
 
+def test_a_server_side_compaction_during_a_cell_is_one_line(
+    ip: InteractiveShell, fake_api: FakeAnthropicServer, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The API compacts past its trigger (80% of the window; the API's least is 50,000 tokens),
+    # and reports it after the answer that carried it has streamed.
+    monkeypatch.setenv("AGENT_MAGIC_CONTEXT_WINDOW", "64000")
+    monkeypatch.setenv("AGENT_MAGIC_COMPACTION", "server")
+    for i in range(5):
+        fake_api.add(text(f"answer {i}: " + "lorem ipsum dolor sit amet " * 2000))
+    out = []
+    for i in range(5):
+        assert cell(ip, "", f"question {i}") is None
+        out += capsys.readouterr().out.splitlines()
+    assert [bool(r.compaction) for r in fake_api.message_requests] == [False] * 4 + [True]
+    lines = [x for x in out if "Compacted the conversation" in x]
+    assert len(lines) == 1 and re.fullmatch(r"Compacted the conversation \(auto\): [\d,]+ → [\d,]+ tokens\.", lines[0]), lines
+    assert not any("compaction" in x for x in out)  # the API's block itself is not shown
+    rich = magics_of(ip).last_view.markdown()
+    assert rich.count("Compacted the conversation (auto)") == 1 and rich.index("Compacted") < rich.index("answer 4:")
+
+
 # -- % of context -------------------------------------------------------------------------
 
 

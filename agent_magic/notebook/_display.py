@@ -276,6 +276,7 @@ class TurnView:
         self.segments.append(_Segment("note", text))
         self._dirty = True
         if not self.rich:
+            self._plain_break()
             print(_redacted(text), flush=True)
 
     def _quiet_note(self, text: str) -> None:
@@ -283,7 +284,18 @@ class TurnView:
         self.segments.append(_Segment("quiet", text))
         self._dirty = True
         if not self.rich and not self.quiet:
+            self._plain_break()
             print(_redacted(text), flush=True)
+
+    def _plain_break(self) -> None:
+        """End the line an answer is streaming on, so a note printed now starts its own
+        (a server-side compaction is reported after the answer that carried it streamed)."""
+        if self._plain_pending:
+            sys.stdout.write(_redacted(self._plain_pending))
+            self._plain_pending = ""
+        if self._plain_printed > 0:
+            sys.stdout.write("\n")
+            self._plain_printed = 0
 
     # -- results -----------------------------------------------------------
     def finish(self, result: ResultMessage) -> None:
