@@ -195,6 +195,9 @@ def test_help_lists_compact_and_effort(ip: InteractiveShell, capsys: pytest.Capt
     assert "compact" in out and "--effort LEVEL" in out
     doc = ip.find_line_magic("agent").__doc__  # what `%agent?` shows
     assert "compact" in doc and "--effort" in doc
+    capsys.readouterr()
+    assert line(ip, "compact --help") is None  # help, not a compaction told "--help"
+    assert "compact" in capsys.readouterr().out
 
 
 # -- compaction inside a turn ----------------------------------------------------------------

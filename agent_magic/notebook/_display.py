@@ -126,12 +126,15 @@ def context_share(tokens: int | None, window: int | None) -> str | None:
     return f"{shown}% of context"
 
 
-def compaction_line(data: dict[str, Any], *, trigger: bool = True) -> str:
-    """One line for a ``compact_boundary``: "Compacted the conversation (auto): 182,340 → 9,120 tokens."."""
+def compaction_line(data: dict[str, Any], *, trigger: bool = True, share: str | None = None) -> str:
+    """One line for a ``compact_boundary``: "Compacted the conversation (auto): 182,340 → 9,120 tokens.".
+
+    ``trigger=False`` leaves out "(auto)"/"(manual)"; ``share`` ("5% of context") is added in brackets.
+    """
     pre, post = data.get("pre_tokens"), data.get("post_tokens")
     how = f" ({data['trigger']})" if trigger and data.get("trigger") else ""
     counts = f": {int(pre):,} → {int(post):,} tokens" if isinstance(pre, int) and isinstance(post, int) else ""
-    return f"Compacted the conversation{how}{counts}."
+    return f"Compacted the conversation{how}{counts}" + (f" ({share})" if share else "") + "."
 
 
 def _words(text: str) -> int:

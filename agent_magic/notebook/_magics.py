@@ -129,6 +129,7 @@ def _line_parser() -> _Parser:
     s.add_argument("--session", metavar="ID")
     s = sub.add_parser("delete", add_help=False, help="delete session ID")
     s.add_argument("id")
+    # For the help only: _line takes the instructions literally, before shell-style splitting.
     s = sub.add_parser("compact", add_help=False, help="summarise the current session's conversation now to free context; the rest of the line says what to keep")
     s.add_argument("instructions", nargs=argparse.REMAINDER, metavar="INSTRUCTIONS")
     sub.add_parser("stop", add_help=False, help="stop the running turn")
@@ -284,6 +285,9 @@ class AgentMagics(Magics):
     def _line(self, line: str) -> Any:
         head, _, rest = line.strip().partition(" ")
         if head == "compact":
+            if rest.strip() in ("-h", "--help"):
+                print(HELP)
+                return None
             # Instructions are prose ("keep the user's plots"): taken literally, not shell-split.
             return self._compact(_unquote(rest.strip()) or None)
         argv = _split(line)
@@ -477,9 +481,6 @@ class AgentMagics(Magics):
         _api.delete_session(sid, home=self._home())
         print(f"Deleted session {sid[:8]}.")
 
-    def _cmd_compact(self, args: argparse.Namespace) -> None:  # pragma: no cover - _line dispatches compact itself
-        self._compact(" ".join(args.instructions) or None)
-
     def _compact(self, instructions: str | None) -> None:
         """``%agent compact``: summarise the current session's conversation now; one line says how much it freed."""
         from ._display import compaction_line, context_share
@@ -493,16 +494,9 @@ class AgentMagics(Magics):
             boundary = self.runner.compact(host, instructions)
         except AgentMagicError as e:  # nothing to compact, no summary, the API failed: each says what to do
             raise UsageError(str(e)) from None
-        data = boundary.data
-        window = data.get("context_window")
-        if window is None:
-            try:
-                window = _api.get_session_info(sid, home=self._home()).context_window
-            except SessionError:
-                window = None
-        share = context_share(data.get("post_tokens"), window)
-        line = compaction_line(data, trigger=False)
-        print(line[:-1] + (f" ({share})" if share else "") + ". Earlier turns stay rewindable.")
+        window = _api.get_session_info(sid, home=self._home()).context_window
+        share = context_share(boundary.data.get("post_tokens"), window)
+        print(compaction_line(boundary.data, trigger=False, share=share) + " Earlier turns stay rewindable.")
 
     def _cmd_stop(self, args: argparse.Namespace) -> None:
         self.runner.interrupt()

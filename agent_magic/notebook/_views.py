@@ -119,7 +119,7 @@ def checkpoints_view(session_id: str, cps: list[CheckpointInfo], *, widgets: Any
 
 
 def context_use(tokens: int | None, window: int | None) -> str:
-    """``"9,120 of 200,000 tokens (5%)"``: what the next request carries, against the model's window."""
+    """``"9,120 of 200,000 tokens (5% of context)"``: what the next request carries, against the model's window."""
     from ._display import context_share
 
     if tokens is None:
