@@ -222,6 +222,8 @@ async def compact_client(
             await emit(SystemMessage("hook_error", {"message": err}))
         for msg in outcome.system_messages:
             await emit(SystemMessage("hook", {"message": msg}))
+    if emit is not None:
+        await emit(SystemMessage("compacting", {"trigger": trigger}))
     focus = [x for x in [instructions, *outcome.additional_context] if x and x.strip()]
     ask = SUMMARY_PROMPT + ("\n\nFocus the summary on: " + "\n".join(focus) if focus else "")
 

@@ -213,13 +213,19 @@ def test_a_compaction_is_one_quiet_line_in_both_views(
     fake_api.add(text("Done."))
     msgs = run_query("go", cwd=workspace, include_partial_messages=True)
     # a compaction the loop reported mid-turn, and a clearing of old tool results
-    msgs.insert(2, _boundary())
-    msgs.insert(3, SystemMessage("context_cleared", {"tool_results": 3, "tokens_saved": 40_000}))
+    msgs.insert(2, SystemMessage("compacting", {"trigger": "auto"}))
+    msgs.insert(3, _boundary())
+    msgs.insert(4, SystemMessage("context_cleared", {"tool_results": 3, "tokens_saved": 40_000}))
     want = "Compacted the conversation (auto): 182,340 → 9,120 tokens."
+
+    # While the summary is written the cell says so; the boundary line then takes its place.
+    during, _ = rich_view(msgs[:3])
+    assert "Compacting the conversation…" in during.markdown()
 
     _, published = rich_view(msgs)
     md = published[-1]["text/markdown"]
     assert md.count("Compacted the conversation") == 1 and f"<sub>{want}</sub>" in md
+    assert "Compacting" not in md
     assert "tool result" not in md.lower()  # clearing is routine: not shown
     assert published[-1]["text/plain"].count(want) == 1
 

@@ -126,6 +126,9 @@ def context_share(tokens: int | None, window: int | None) -> str | None:
     return f"{shown}% of context"
 
 
+COMPACTING = "Compacting the conversation…"
+
+
 def compaction_line(data: dict[str, Any], *, trigger: bool = True, share: str | None = None) -> str:
     """One line for a ``compact_boundary``: "Compacted the conversation (auto): 182,340 → 9,120 tokens.".
 
@@ -202,7 +205,13 @@ class TurnView:
                 self._note(f"⚠ {msg.data.get('message', '')}")
             elif msg.subtype == "checkpoint":
                 self.provenance["changes"] = {"files": msg.data.get("files", []), "cells": msg.data.get("cells", [])}
+            elif msg.subtype == "compacting":
+                # A summary request can take a while: say so until its boundary line replaces it
+                # (the notebook only; a terminal gets the one line when it is done).
+                self.segments.append(_Segment("quiet", COMPACTING))
+                self._dirty = True
             elif msg.subtype == "compact_boundary":
+                self.segments = [x for x in self.segments if not (x.kind == "quiet" and x.text == COMPACTING)]
                 self._quiet_note(compaction_line(msg.data))
                 self.provenance["compactions"] = int(self.provenance.get("compactions") or 0) + 1
             # "context_cleared" (old tool results left out of a request) is routine: not shown.
