@@ -448,7 +448,9 @@ async def _turn_body(rt: Runtime, turn: _Turn, emit: Emit) -> None:
         elif content:
             messages.append({"role": "assistant", "content": content})
         compaction.measure(rt, messages, response.usage)
-        blocks = [block_from_dict(b) for b in content if b.get("type") != "compaction"]
+        # Kept in the transcript and sent back, but nothing a person reads: a compaction's summary
+        # (reported as its boundary) and thinking the API redacted.
+        blocks = [block_from_dict(b) for b in content if b.get("type") not in ("compaction", "redacted_thinking")]
         amsg = AssistantMessage(
             content=blocks,
             model=response.model,
