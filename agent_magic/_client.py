@@ -529,9 +529,14 @@ class AgentClient:
             raise AgentMagicError("The client is not connected; use `async with AgentClient(...)`.")
         if self._running:
             raise AgentMagicError("Wait for the running turn to finish (or interrupt it) before compacting.")
-        if self._pending_new is not None:
-            from ._errors import CompactionError
+        from ._errors import CompactionError
 
+        if getattr(self._provider, "run_turn_body", None) is not None:
+            raise CompactionError(
+                f"The {self._provider.name} engine compacts its conversation by itself near the window (each time is "
+                "recorded in the session); compacting by hand works with the anthropic and openai providers."
+            )
+        if self._pending_new is not None:
             raise CompactionError("There is nothing to compact yet: the session has no turns.")
         rt = self._rt
         assert rt is not None

@@ -336,3 +336,51 @@ def test_server_compaction_refused_falls_back_to_client(fake_api: FakeAnthropicS
     assert isinstance(res, ResultMessage) and res.result == "fine"
     assert any(isinstance(m, SystemMessage) and m.subtype == "warning" and "summarises them itself" in m.data["message"] for m in msgs)
     assert "context_management" not in (fake_api.message_requests[-1].body or {})
+
+
+def test_a_claude_code_compaction_is_recorded_and_resume_finds_its_session(
+    fake_api: FakeAnthropicServer, home: Path, workspace: Path
+) -> None:
+    pytest.importorskip("claude_agent_sdk")
+    from agent_magic._compaction import record_engine_compaction
+    from agent_magic.providers.claude_code import ClaudeCodeEngine
+
+    fake_api.add(text("one"), text("two"))
+
+    async def go() -> str:
+        async with AgentClient(AgentOptions(cwd=workspace)) as client:
+            for p in ("one", "two"):
+                await client.query(p)
+                async for _ in client.receive_response():
+                    pass
+            rt = client._rt
+            assert rt is not None
+            # What the engine does when Claude Code reports {"subtype": "compact_boundary", ...}.
+            msg = record_engine_compaction(rt, None, {"compact_metadata": {"trigger": "auto", "pre_tokens": 150_000}}, "claude-code", "cc-123")
+            assert msg.data == {"trigger": "auto", "pre_tokens": 150_000, "post_tokens": None, "method": "claude-code"}
+            return str(client.session_id)
+
+    sid = anyio.run(go)
+    store = SessionStore.at(home)
+    live = store.read_live_entries(sid)
+    assert live[1]["subtype"] == "compact_boundary" and live[1]["engine_session_id"] == "cc-123"
+
+    class _Rt:
+        class session:
+            entries = live[1:]
+
+    assert ClaudeCodeEngine()._engine_entry(_Rt()) is live[1]  # a resumed engine finds its session
+    history = am.get_session_messages(sid, home=home)
+    assert [m.is_compact_boundary for m in history][-1] is True and sum(m.is_prompt for m in history) == 2
+
+
+def test_compacting_by_hand_is_refused_for_the_claude_code_engine(home: Path, workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("claude_agent_sdk")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+
+    async def go() -> None:
+        async with AgentClient(AgentOptions(cwd=workspace, provider="claude-code")) as client:
+            await client.compact()
+
+    with pytest.raises(am.CompactionError, match="compacts its conversation by itself"):
+        anyio.run(go)
