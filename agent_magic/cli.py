@@ -100,7 +100,11 @@ def cmd_history(args: argparse.Namespace) -> int:
 
     for m in get_session_messages(args.session, home=args.home):
         content = m.message.get("content")
-        if m.type == "user" and m.is_prompt:
+        if m.is_compact_boundary:
+            pre, post = m.message.get("pre_tokens"), m.message.get("post_tokens")
+            counts = f": {pre:,} -> {post:,} tokens" if isinstance(pre, int) and isinstance(post, int) else ""
+            print(f"\n[{m.uuid[:8]}] compacted ({m.message.get('trigger') or 'auto'}){counts}; the model continued from a summary")
+        elif m.type == "user" and m.is_prompt:
             print(f"\n[{m.uuid[:8]}] you: {prompt_text(m.message)}")
         elif m.type == "assistant" and isinstance(content, list):
             for b in content:

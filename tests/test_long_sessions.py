@@ -181,7 +181,9 @@ def _long_session(fake_api: FakeAnthropicServer, workspace: Path, turns: int, **
     return str(sid)
 
 
-def test_resume_after_a_boundary_sends_the_summary_and_what_follows(fake_api: FakeAnthropicServer, home: Path, workspace: Path) -> None:
+def test_resume_after_a_boundary_sends_the_summary_and_what_follows(
+    fake_api: FakeAnthropicServer, home: Path, workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     sid = _long_session(fake_api, workspace, 12, context_window=12_000, compaction="client")
     store = SessionStore.at(home)
     all_entries = store.read_entries(sid)
@@ -199,6 +201,16 @@ def test_resume_after_a_boundary_sends_the_summary_and_what_follows(fake_api: Fa
     assert "row 0-" not in json.dumps(body)  # and the early data is not sent again
     info = am.get_session_info(sid, home=home)
     assert info.num_turns == 13 and info.context_window == 12_000 and 0 < (info.context_tokens or 0) < 12_000
+    # The history shows where each compaction happened, in the terminal and in the notebook.
+    from agent_magic.cli import main
+    from agent_magic.notebook._views import history_view
+
+    boundaries = sum(1 for e in all_entries if e.get("subtype") == "compact_boundary")
+    main(["--home", str(home), "history", sid])
+    out = capsys.readouterr().out
+    assert out.count("compacted (auto): ") == boundaries and out.count("you: step") == 12
+    md = history_view(am.get_session_messages(sid, home=home), sid)._repr_markdown_()
+    assert md.count("Compacted the conversation (auto): ") == boundaries
 
 
 def test_old_tool_results_are_cleared_before_compacting(fake_api: FakeAnthropicServer, home: Path, workspace: Path) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from .._sessions import SessionInfo, SessionMessage, prompt_text
 from ..checkpoints import CheckpointInfo, RewindResult
+from ._display import compaction_line
 
 
 def _when(v: int | str | None) -> str:
@@ -160,7 +161,9 @@ class History:
         out = []
         for m in self.messages:
             content = m.message.get("content")
-            if m.type == "user" and m.is_prompt:
+            if m.is_compact_boundary:
+                out.append(("compacted", m.uuid, compaction_line(m.message)))
+            elif m.type == "user" and m.is_prompt:
                 out.append(("you", m.uuid, prompt_text(m.message)))
             elif m.type == "assistant" and isinstance(content, list):
                 for b in content:
@@ -179,6 +182,8 @@ class History:
                 parts.append(f"---\n**you** <sub>`{uid[:8]}`</sub>\n\n{text}")
             elif who == "agent":
                 parts.append(text)
+            elif who == "compacted":
+                parts.append(f"---\n<sub>{text} The model continued from a summary; everything above stays here.</sub>")
             else:
                 parts.append(f"> *tool* `{text}`")
         return "\n\n".join(parts)
