@@ -86,3 +86,17 @@ def tree_snapshot(root: Path, ignore: tuple[str, ...] = ()) -> dict[str, bytes |
             rel = os.path.normpath(os.path.join(rel_dir, f))
             out[rel] = Path(dirpath, f).read_bytes()
     return out
+
+
+@pytest.fixture
+def ip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, home: Path, workspace: Path) -> Iterator[Any]:
+    """A fresh IPython shell with the extension loaded, cwd in the workspace, history in memory.
+
+    No notebook is named (``JPY_SESSION_NAME`` unset): sessions are scoped to the workspace.
+    """
+    from .reliability.fuzz import magic_shell
+
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    with magic_shell(workspace) as shell:
+        yield shell

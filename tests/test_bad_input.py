@@ -44,14 +44,6 @@ def _argument_lines(words: list[str]) -> st.SearchStrategy[str]:
 
 
 @pytest.fixture
-def ip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, home: Path, workspace: Path) -> Iterator[Any]:
-    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
-    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
-    with fuzz.magic_shell(workspace) as shell:
-        yield shell
-
-
-@pytest.fixture
 def answering(fake_api: FakeAnthropicServer) -> FakeAnthropicServer:
     fake_api.set_default(text("ok"))
     return fake_api

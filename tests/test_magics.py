@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,24 +13,6 @@ from traitlets.config import Config
 import agent_magic as am
 from agent_magic.notebook._magics import AgentTurnError
 from agent_magic.testing import FakeAnthropicServer, error, text, tool_use
-
-
-@pytest.fixture
-def ip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, home: Path, workspace: Path) -> Iterator[InteractiveShell]:
-    """A fresh shell with the extension loaded, cwd in the workspace, history in memory."""
-    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
-    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
-    monkeypatch.chdir(workspace)
-    cfg = Config()
-    cfg.HistoryManager.hist_file = ":memory:"
-    shell = InteractiveShell.instance(config=cfg)
-    shell.run_line_magic("load_ext", "agent_magic")
-    yield shell
-    from agent_magic.notebook import state
-
-    if state(shell) is not None:
-        shell.run_line_magic("unload_ext", "agent_magic")
-    InteractiveShell.clear_instance()
 
 
 def cell(ip: InteractiveShell, line: str, body: str) -> BaseException | None:

@@ -11,14 +11,12 @@ HTTP; the rich view (what JupyterLab shows) with :class:`TurnView` fed a real tu
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
-from traitlets.config import Config
 
 import agent_magic as am
 from agent_magic._messages import ResultMessage, SystemMessage
@@ -32,22 +30,6 @@ from .conftest import run_query
 
 THOUGHT = "The user wants a plot. " * 13 + "I should read the file first."  # 13*5 + 6 = 71 words
 THOUGHT_WORDS = len(THOUGHT.split())
-
-
-@pytest.fixture
-def ip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, home: Path, workspace: Path) -> Iterator[InteractiveShell]:
-    """A fresh shell with the extension loaded, cwd in the workspace, history in memory."""
-    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
-    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
-    monkeypatch.chdir(workspace)
-    cfg = Config()
-    cfg.HistoryManager.hist_file = ":memory:"
-    shell = InteractiveShell.instance(config=cfg)
-    shell.run_line_magic("load_ext", "agent_magic")
-    yield shell
-    if state(shell) is not None:
-        shell.run_line_magic("unload_ext", "agent_magic")
-    InteractiveShell.clear_instance()
 
 
 def magics_of(ip: InteractiveShell) -> Any:

@@ -21,7 +21,6 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.display import display
 from IPython.utils.capture import capture_output
-from traitlets.config import Config
 
 import agent_magic as am
 from agent_magic._permissions import PermissionResultAllow, PermissionResultDeny
@@ -49,17 +48,13 @@ def front_end_sets(w: Any, **state_: Any) -> None:
 
 @pytest.fixture
 def ip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, home: Path, workspace: Path, fake_api: FakeAnthropicServer) -> Iterator[InteractiveShell]:
+    """The shared shell (see conftest), in a notebook named analysis.ipynb."""
+    from .reliability.fuzz import magic_shell
+
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
     monkeypatch.setenv("JPY_SESSION_NAME", str(workspace / "analysis.ipynb"))
-    monkeypatch.chdir(workspace)
-    cfg = Config()
-    cfg.HistoryManager.hist_file = ":memory:"
-    shell = InteractiveShell.instance(config=cfg)
-    shell.run_line_magic("load_ext", "agent_magic")
-    yield shell
-    if state(shell) is not None:
-        shell.run_line_magic("unload_ext", "agent_magic")
-    InteractiveShell.clear_instance()
+    with magic_shell(workspace) as shell:
+        yield shell
 
 
 @pytest.fixture
