@@ -7,6 +7,7 @@ messages. Both follow the Claude Agent SDK's shapes.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import AsyncIterator
@@ -28,6 +29,7 @@ from ._sessions import SessionState, SessionStore
 from ._store import BlobStore, JsonlFile, new_uuid, now_ms, redact
 from .checkpoints import CheckpointLog, RewindResult
 from .providers import get_provider
+from .store.sync import LEASE_TTL_S, SessionSync, holder_name, shared_store_sync
 from .tools import builtin_tools
 from .tools.base import ChangeRecorder, NotebookBridge, NullRecorder, Tool
 
@@ -71,6 +73,11 @@ class AgentClient:
         self.last_result: ResultMessage | None = None
         self._known_size = -1
         self._swept = False
+        self._sync: SessionSync | None = None
+        self._lease: Any = None
+        #: Lines written here and not yet in the shared store (0 without one); what the last push said.
+        self.sync_pending = 0
+        self.sync_error: str | None = None
 
     # -- lifecycle -----------------------------------------------------------
     async def __aenter__(self) -> AgentClient:
@@ -94,6 +101,9 @@ class AgentClient:
                 "add one with AgentOptions(prices=...) or AGENT_MAGIC_PRICES."
             )
         self._store = SessionStore.at(opts.home) if (opts.persist_session or opts.resume or opts.continue_conversation) else None
+        self._sync = shared_store_sync(opts.session_store, self._store)
+        if self._sync is not None and opts.resume:
+            await self._pull(opts.resume)
         self._open_session(provider)
         send, recv = anyio.create_memory_object_stream[Message](max_buffer_size=math.inf)
         self._send, self._recv = send, recv
@@ -325,6 +335,11 @@ class AgentClient:
         store = self._store
         if rt.session.store is not None and store is not None:
             await self._acquire_lock(store, rt.session.session_id)
+            try:
+                await self._acquire_lease(rt.session.session_id)
+            except BaseException:
+                self._release_lock()
+                raise
             store.set_current(rt.session.scope, rt.session.session_id)
             self._refresh_from_disk(store)
             if not self._swept and isinstance(rt.recorder, CheckpointLog):
@@ -417,8 +432,70 @@ class AgentClient:
             self._running = False
             if self._store is not None and rt.session.store is not None:
                 self._known_size = self._store.transcript_size(rt.session.session_id)
+                with anyio.CancelScope(shield=True):
+                    await self._push(rt.session.session_id)
+                    await self._release_lease()
             self._release_lock()
             self._turn_done.set()
+
+    # -- the shared store ------------------------------------------------------------
+    async def _pull(self, id_or_prefix: str) -> None:
+        """Bring a session from the shared store (unknown here, or continued on another host)."""
+        sync = self._sync
+        assert sync is not None and self._store is not None
+        sid = id_or_prefix
+        if not self._store.exists(sid):
+            try:
+                ids = await sync.remote_session_ids()
+            except Exception as e:  # the network: resume what is here, or say it is not
+                self.sync_error = f"The shared store could not be listed ({type(e).__name__}: {e})."
+                return
+            matches = [i for i in ids if i == id_or_prefix] or [i for i in ids if len(id_or_prefix) >= 4 and i.startswith(id_or_prefix)]
+            if len(matches) != 1:
+                return  # resolving it locally says it is unknown or ambiguous
+            sid = matches[0]
+        try:
+            await sync.pull(sid)
+        except Exception as e:
+            self.sync_error = f"Pulling session {sid[:8]} from the shared store failed ({type(e).__name__}: {e})."
+
+    async def _push(self, sid: str) -> None:
+        sync = self._sync
+        if sync is None:
+            return
+        try:
+            with anyio.fail_after(30):
+                await sync.push(sid)
+            self.sync_error = None
+        except Exception as e:  # a failing store never fails a turn: the next push sends it
+            self.sync_error = f"{type(e).__name__}: {e}"
+        self.sync_pending = sync.pending(sid)
+
+    async def _acquire_lease(self, sid: str) -> None:
+        sync = self._sync
+        if sync is None or not hasattr(sync.remote, "acquire_lease"):
+            return
+        from .store import LeaseHeldError
+
+        try:
+            self._lease = await sync.remote.acquire_lease(sid, holder_name(), LEASE_TTL_S)
+        except LeaseHeldError:
+            raise
+        except Exception as e:  # unreachable: work locally, push later
+            self.sync_error = f"{type(e).__name__}: {e}"
+            self._lease = None
+
+    async def _release_lease(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None and self._sync is not None:
+            with contextlib.suppress(Exception):
+                await self._sync.remote.release_lease(lease.session_id, lease.holder)
+
+    async def sync(self) -> int:
+        """Push this session's lines the shared store lacks now; returns how many are still pending."""
+        if self._sync is not None and self._rt is not None and self._rt.session.store is not None:
+            await self._push(self._rt.session.session_id)
+        return self.sync_pending
 
     def _set_scope(self, scope: anyio.CancelScope | None) -> None:
         self._turn_scope = scope

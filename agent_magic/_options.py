@@ -166,6 +166,11 @@ class AgentOptions:
     effort
         ``"low"``, ``"medium"``, ``"high"``, ``"xhigh"`` or ``"max"`` (the API's default when
         unset; ``$AGENT_MAGIC_EFFORT``).
+    session_store
+        A shared store every write also reaches (after the local one): a URL
+        (``s3://bucket/prefix``, ``postgresql://...``, ``redis://...``, ``file:///path``) or a
+        store object (agent-magic's, or any with the Agent SDK's ``SessionStore`` methods, for
+        transcripts). Defaults to ``$AGENT_MAGIC_STORE``; none: local only.
     """
 
     cwd: str | os.PathLike[str] | None = None
@@ -204,6 +209,7 @@ class AgentOptions:
     compact_threshold: float = 0.8
     thinking: dict[str, Any] | None = None
     effort: str | None = None
+    session_store: Any = None
 
     def __post_init__(self) -> None:
         if self.context_window is not None and self.context_window < 1000:

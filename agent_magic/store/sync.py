@@ -1,0 +1,299 @@
+"""Local first, shared second: pushing sessions to a shared store and pulling them back.
+
+Every write lands in the local store first (its crash safety is unchanged);
+:meth:`SessionSync.push` then sends what the shared store does not have yet, in
+an order that never leaves it inconsistent for a reader on another host:
+
+1. the backups the new checkpoint records name (content-addressed blobs);
+2. the new checkpoint records (sub-transcript ``checkpoints``);
+3. the new transcript lines (the main transcript), and the session's metadata.
+
+How far each file was pushed is kept in ``sessions/<id>/sync.json``, so a push
+sends only new lines and a failed one is simply retried later. Every pushed
+line carries a ``uuid`` (lines that have none get one naming their place), so a
+retried batch whose first attempt landed is stored once.
+
+:meth:`SessionSync.pull` brings a session the local store lacks (or a longer
+version of one it has: another host continued it) into the local store, with
+its checkpoint records and the backups they need, so resume, fork, rewind and
+listing work on it as on any local session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from .._errors import AgentMagicError
+from .._sessions import SessionStore
+from .._store import atomic_write_bytes, dumps_line, parse_lines, read_raw_lines
+from ..checkpoints.records import blobs_referenced
+from .base import SessionKey, SessionStoreBackend
+
+#: All agent-magic sessions share one project key: a session id is found from any host.
+PROJECT_KEY = "agent-magic"
+RECORDS = "checkpoints"
+META = "meta"
+_SYNTHETIC = "am-line:"  # uuids given to lines that have none (stripped again on pull)
+
+
+#: Seconds a writer lease lasts: a turn holds it from its start to its end (a host that died
+#: mid-turn frees it after this long, or at once with ``agent-magic sync --take-over``).
+LEASE_TTL_S = 600.0
+
+
+def shared_store_sync(setting: Any, local: SessionStore | None) -> SessionSync | None:
+    """The sync for ``AgentOptions.session_store`` (else ``$AGENT_MAGIC_STORE``), or None (local only)."""
+    if local is None:
+        return None
+    value = setting if setting is not None else (os.environ.get("AGENT_MAGIC_STORE") or None)
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        from . import open_session_store
+
+        remote: Any = open_session_store(value)
+    else:
+        remote = value  # a store object: ours, or one with the Agent SDK's methods
+    return SessionSync(local, remote)
+
+
+def holder_name() -> str:
+    """Who writes, as a lease names it: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class SyncResult:
+    """What one push or pull moved."""
+
+    lines: int = 0
+    records: int = 0
+    blobs: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.lines or self.records or self.blobs)
+
+
+class SessionSync:
+    """Moves sessions between the local store and a shared one."""
+
+    def __init__(self, local: SessionStore, remote: SessionStoreBackend, project_key: str = PROJECT_KEY) -> None:
+        self.local = local
+        self.remote = remote
+        self.project_key = project_key
+        #: A store with only the Agent SDK's methods holds transcripts; checkpoints stay local.
+        self.has_blobs = all(callable(getattr(remote, m, None)) for m in ("put_blob", "get_blob", "missing_blobs"))
+
+    def key(self, session_id: str, subpath: str | None = None) -> SessionKey:
+        k: SessionKey = {"project_key": self.project_key, "session_id": session_id}
+        if subpath:
+            k["subpath"] = subpath
+        return k
+
+    # -- state -------------------------------------------------------------------
+    def _state_path(self, session_id: str) -> Any:
+        return self.local.session_dir(session_id) / "sync.json"
+
+    def state(self, session_id: str) -> dict[str, int]:
+        try:
+            raw = json.loads(self._state_path(session_id).read_bytes())
+        except (OSError, ValueError):
+            return {"transcript": 0, "checkpoints": 0}
+        return {k: int(raw.get(k, 0)) for k in ("transcript", "checkpoints")}
+
+    def _save_state(self, session_id: str, state: dict[str, int]) -> None:
+        atomic_write_bytes(self._state_path(session_id), json.dumps(state).encode())
+
+    def pending(self, session_id: str) -> int:
+        """Lines written locally and not yet in the shared store."""
+        st = self.state(session_id)
+        pending = max(0, _complete_lines(self.local.transcript_path(session_id)) - st["transcript"])
+        if self.has_blobs:
+            pending += max(0, _complete_lines(self.local.checkpoints_path(session_id)) - st["checkpoints"])
+        return pending
+
+    # -- push -----------------------------------------------------------------------
+    async def push(self, session_id: str) -> SyncResult:
+        """Send what the shared store lacks of ``session_id``: backups, records, lines, metadata."""
+        out = SyncResult()
+        st = self.state(session_id)
+        rec_lines = _lines(self.local.checkpoints_path(session_id))
+        new_records = _parsed(rec_lines[st["checkpoints"] :])
+        if new_records and self.has_blobs:
+            digests = sorted(blobs_referenced(new_records, self.local.blobs))
+            missing = await self.remote.missing_blobs(digests) if digests else []
+            root = self.local.blobs.root
+            for d in missing:
+                assert root is not None
+                await self.remote.put_blob(d, (root / d[:2] / d[2:]).read_bytes())  # stored compressed
+            out.blobs = len(missing)
+            base = st["checkpoints"]
+            await self.remote.append(
+                self.key(session_id, RECORDS),
+                [_with_uuid(r, session_id, "c", base + i) for i, r in enumerate(new_records)],
+            )
+            st["checkpoints"] = base + len(rec_lines[base:])
+            out.records = len(new_records)
+            self._save_state(session_id, st)
+        lines = _lines(self.local.transcript_path(session_id))
+        new_lines = _parsed(lines[st["transcript"] :])
+        if new_lines:
+            base = st["transcript"]
+            await self.remote.append(
+                self.key(session_id), [_with_uuid(e, session_id, "t", base + i) for i, e in enumerate(new_lines)]
+            )
+            st["transcript"] = base + len(lines[base:])
+            out.lines = len(new_lines)
+            self._save_state(session_id, st)
+            meta = self.local.session_dir(session_id) / "meta.json"
+            if meta.exists():
+                with contextlib.suppress(OSError, ValueError):
+                    await self.remote.append(self.key(session_id, META), [{"type": "meta", **json.loads(meta.read_bytes())}])
+        return out
+
+    # -- pull --------------------------------------------------------------------------
+    async def pull(self, session_id: str) -> SyncResult | None:
+        """Bring ``session_id`` from the shared store into the local one; None if the shared store lacks it.
+
+        A local copy that is a prefix of the shared one is extended; one that has
+        lines the shared store lacks is left alone (push it first).
+        """
+        remote_lines = await self.remote.load(self.key(session_id))
+        if not remote_lines:
+            return None
+        remote_records = (await self.remote.load(self.key(session_id, RECORDS)) or []) if self.has_blobs else []
+        out = SyncResult()
+        local_t = _lines(self.local.transcript_path(session_id))
+        local_c = _lines(self.local.checkpoints_path(session_id))
+        if len(local_t) > len(remote_lines) or (self.has_blobs and len(local_c) > len(remote_records)):
+            return out  # this host has more: it is the one to push
+        # Backups first, so a record is never here without what it needs.
+        records = [_without_uuid(r, session_id) for r in remote_records]
+        wanted = _digests(records)
+        for d in sorted(wanted):
+            out.blobs += await self._fetch(d)
+        # A notebook skeleton names its cells' backups inside it.
+        for skeleton in sorted(_skeletons(records)):
+            if self.local.blobs.has(skeleton):
+                with contextlib.suppress(AgentMagicError, ValueError, KeyError, TypeError):
+                    for d in json.loads(self.local.blobs.get(skeleton))["cells"]:
+                        out.blobs += await self._fetch(d)
+        d_ = self.local.session_dir(session_id)
+        d_.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.has_blobs and len(remote_records) > len(local_c):
+            atomic_write_bytes(self.local.checkpoints_path(session_id), b"".join(dumps_line(r) for r in records))
+            out.records = len(remote_records) - len(local_c)
+        if len(remote_lines) > len(local_t):
+            body = b"".join(dumps_line(_without_uuid(e, session_id)) for e in remote_lines)
+            atomic_write_bytes(self.local.transcript_path(session_id), body)
+            out.lines = len(remote_lines) - len(local_t)
+        metas = await self.remote.load(self.key(session_id, META)) or []
+        if metas:
+            meta = {k: v for k, v in metas[-1].items() if k not in ("type", "uuid")}
+            atomic_write_bytes(d_ / "meta.json", json.dumps(meta).encode())
+        self._save_state(session_id, {"transcript": len(remote_lines), "checkpoints": len(remote_records) if self.has_blobs else 0})
+        info = self.local.scan_info(session_id)
+        if info is not None:
+            self.local.index.upsert(info)
+        return out
+
+    async def _fetch(self, digest: str) -> int:
+        if not isinstance(digest, str) or self.local.blobs.has(digest):
+            return 0
+        packed = await self.remote.get_blob(digest)
+        if packed is None:
+            return 0  # a rewind that needs it will say which backup is missing
+        _check_blob(packed, digest)
+        self.local.blobs.put_compressed(digest, packed)
+        return 1
+
+    async def remote_session_ids(self) -> list[str]:
+        return [e["session_id"] for e in await self.remote.list_sessions(self.project_key)]
+
+
+def _lines(path: Any) -> list[bytes]:
+    """The complete lines of a JSONL file (a torn last line, still being written, is left for later)."""
+    raw = read_raw_lines(path)
+    if raw and not raw[-1].endswith(b"\n"):
+        raw = raw[:-1]
+    return raw
+
+
+def _complete_lines(path: Any) -> int:
+    return len(_lines(path))
+
+
+def _parsed(lines: list[bytes]) -> list[dict[str, Any]]:
+    import warnings
+
+    from .._store import TranscriptWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TranscriptWarning)
+        return parse_lines(lines, None)
+
+
+def _with_uuid(entry: dict[str, Any], session_id: str, kind: str, index: int) -> dict[str, Any]:
+    if isinstance(entry.get("uuid"), str) and entry["uuid"]:
+        return entry
+    return {**entry, "uuid": f"{_SYNTHETIC}{session_id}:{kind}{index}"}
+
+
+def _without_uuid(entry: dict[str, Any], session_id: str) -> dict[str, Any]:
+    uid = entry.get("uuid")
+    if isinstance(uid, str) and uid.startswith(f"{_SYNTHETIC}{session_id}:"):
+        return {k: v for k, v in entry.items() if k != "uuid"}
+    return entry
+
+
+def _digests(records: list[dict[str, Any]]) -> set[str]:
+    """Every 64-hex value a record names (backups; skeletons name their cells' blobs inside)."""
+    out: set[str] = set()
+
+    def walk(v: Any) -> None:
+        if isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v):
+            out.add(v)
+        elif isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+
+    walk(records)
+    return out
+
+
+def _skeletons(records: list[dict[str, Any]]) -> set[str]:
+    """Backups that are notebook skeletons (``base_kind == "cells"``), anywhere in the records."""
+    out: set[str] = set()
+
+    def walk(v: Any) -> None:
+        if isinstance(v, dict):
+            if v.get("base_kind") == "cells" and isinstance(v.get("base"), str):
+                out.add(v["base"])
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+
+    walk(records)
+    return out
+
+
+def _check_blob(packed: bytes, digest: str) -> None:
+    import hashlib
+
+    try:
+        data = zlib.decompress(packed)
+    except zlib.error:
+        raise AgentMagicError(f"The shared store's backup {digest[:12]} is corrupt.") from None
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise AgentMagicError(f"The shared store's backup {digest[:12]} does not match its hash.")

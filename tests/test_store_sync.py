@@ -1,0 +1,170 @@
+"""Sessions beyond one machine (issue 16): two hosts, two local stores, one shared store.
+
+Host A works in a session; host B, which never saw it, resumes it by id,
+continues the conversation, lists it and rewinds files and notebook cells to
+A's checkpoints. One writer at a time across hosts; a failing shared store never
+fails a turn and catches up later.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import anyio
+import nbformat
+import pytest
+
+import agent_magic as am
+from agent_magic import AgentClient, AgentOptions, ResultMessage
+from agent_magic._sessions import SessionStore
+from agent_magic.store import LeaseHeldError, open_session_store
+from agent_magic.store.sync import PROJECT_KEY
+from agent_magic.testing import FakeAnthropicServer
+from agent_magic.testing._replies import message, text, tool_block
+
+from .conftest import tree_snapshot
+
+
+@pytest.fixture
+def shared(tmp_path: Path) -> str:
+    return (tmp_path / "shared").as_uri()
+
+
+def _run(opts: AgentOptions, prompts: list[str]) -> tuple[str, list[ResultMessage]]:
+    async def go() -> tuple[str, list[ResultMessage]]:
+        out = []
+        async with AgentClient(opts) as client:
+            for p in prompts:
+                await client.query(p)
+                async for m in client.receive_response():
+                    if isinstance(m, ResultMessage):
+                        out.append(m)
+            return str(client.session_id), out
+
+    return anyio.run(go)
+
+
+def _script(fake_api: FakeAnthropicServer) -> None:
+    fake_api.on_prompt(
+        "edit the notebook",
+        message(tool_block("Read", {"file_path": "analysis.ipynb"})),
+        message(
+            tool_block("NotebookEdit", {"notebook_path": "analysis.ipynb", "cell_id": "c1", "new_source": "x = 2"}),
+            tool_block("Write", {"file_path": "out.txt", "content": "from host A\n"}),
+        ),
+        text("edited"),
+    )
+    fake_api.on_prompt("add a file", message(tool_block("Write", {"file_path": "more.txt", "content": "more\n"})), text("added"))
+    fake_api.on_prompt("continue on host B", text("continued"))
+
+
+def test_a_session_started_on_one_host_resumes_and_rewinds_on_another(
+    fake_api: FakeAnthropicServer, tmp_path: Path, workspace: Path, shared: str
+) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1", id="c1")]
+    nbformat.write(nb, workspace / "analysis.ipynb")
+    before = tree_snapshot(workspace)
+    _script(fake_api)
+    home_a, home_b = tmp_path / "host-a", tmp_path / "host-b"
+    opts = {"cwd": workspace, "permission_mode": "acceptEdits", "session_store": shared}
+
+    sid, results = _run(AgentOptions(home=home_a, **opts), ["edit the notebook", "add a file"])
+    assert [r.result for r in results] == ["edited", "added"]
+    assert not (home_b / "sessions" / sid).exists()
+
+    # Host B has never seen the session: it comes from the shared store, whole.
+    sid_b, more = _run(AgentOptions(home=home_b, resume=sid[:8], **opts), ["continue on host B"])
+    assert sid_b == sid and more[0].result == "continued"
+    prompts = [m["content"][0]["text"] for m in fake_api.message_requests[-1].body["messages"] if m["role"] == "user" and m["content"][0].get("type") == "text"]
+    assert prompts == ["edit the notebook", "add a file", "continue on host B"]
+    assert am.get_session_info(sid, home=home_b).num_turns == 3
+    assert [s.session_id for s in am.list_sessions(home=home_b)] == [sid]
+
+    # Host B rewinds to before host A's first turn: the backups came along.
+    cps = am.list_checkpoints(sid, home=home_b)
+    assert [c.turn for c in cps] == [1, 2, 3]
+    am.rewind_files(sid, cps[0].checkpoint_id, home=home_b)
+    assert tree_snapshot(workspace) == before
+
+    # Host A sees what B added when it resumes.
+    fake_api.on_prompt("back on host A", text("back"))
+    _, last = _run(AgentOptions(home=home_a, resume=sid, **opts), ["back on host A"])
+    assert last[0].result == "back" and am.get_session_info(sid, home=home_a).num_turns == 4
+
+    remote = open_session_store(shared)
+    lines = anyio.run(remote.load, {"project_key": PROJECT_KEY, "session_id": sid})
+    local = SessionStore.at(home_a).read_entries(sid)
+    assert len(lines) == len(local)  # every line once, however many pushes and pulls
+
+
+def test_one_writer_at_a_time_across_hosts(fake_api: FakeAnthropicServer, tmp_path: Path, workspace: Path, shared: str) -> None:
+    fake_api.set_default(text("ok"))
+    sid, _ = _run(AgentOptions(home=tmp_path / "a", cwd=workspace, session_store=shared), ["one"])
+    remote = open_session_store(shared)
+    anyio.run(lambda: remote.acquire_lease(sid, "other-host:42", 600))
+    with pytest.raises(LeaseHeldError, match="other-host:42"):
+        _run(AgentOptions(home=tmp_path / "b", cwd=workspace, resume=sid, session_store=shared), ["two"])
+    anyio.run(lambda: remote.acquire_lease(sid, "me:1", 600, take_over=True))
+    anyio.run(lambda: remote.release_lease(sid, "me:1"))
+    _, res = _run(AgentOptions(home=tmp_path / "b", cwd=workspace, resume=sid, session_store=shared), ["two"])
+    assert res[0].subtype == "success"
+
+
+class _Flaky:
+    """A shared store that is down until ``up`` is set (every call raises, as a lost network does)."""
+
+    def __init__(self, url: str) -> None:
+        self.inner = open_session_store(url)
+        self.up = False
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        async def call(*a: Any, **k: Any) -> Any:
+            if not self.up:
+                raise ConnectionError("the shared store is unreachable")
+            return await attr(*a, **k)
+
+        return call
+
+
+def test_a_store_that_is_down_never_fails_a_turn(fake_api: FakeAnthropicServer, tmp_path: Path, workspace: Path, shared: str) -> None:
+    fake_api.set_default(text("ok"))
+    flaky = _Flaky(shared)
+
+    async def go() -> tuple[str, list[Any], int]:
+        async with AgentClient(AgentOptions(home=tmp_path / "a", cwd=workspace, session_store=flaky)) as client:
+            results = []
+            for p in ("one", "two"):
+                await client.query(p)
+                results += [m async for m in client.receive_response() if isinstance(m, ResultMessage)]
+            pending = client.sync_pending
+            assert client.sync_error and "unreachable" in client.sync_error
+            flaky.up = True
+            left = await client.sync()
+            assert left == 0 and client.sync_error is None
+            return str(client.session_id), results, pending
+
+    sid, results, pending = anyio.run(go)
+    assert [r.subtype for r in results] == ["success", "success"] and pending > 0
+    lines = anyio.run(flaky.inner.load, {"project_key": PROJECT_KEY, "session_id": sid})
+    assert len(lines) == len(SessionStore.at(tmp_path / "a").read_entries(sid))
+
+
+def test_any_object_with_the_sdks_methods_holds_transcripts(fake_api: FakeAnthropicServer, tmp_path: Path, workspace: Path) -> None:
+    sdk = pytest.importorskip("claude_agent_sdk")
+    memory = sdk.InMemorySessionStore()
+    fake_api.set_default(text("ok"))
+    sid, _ = _run(AgentOptions(home=tmp_path / "a", cwd=workspace, session_store=memory), ["one", "two"])
+    lines = anyio.run(memory.load, {"project_key": PROJECT_KEY, "session_id": sid})
+    assert [e["type"] for e in lines].count("result") == 2
+    # Another host resumes it from there (transcripts only: checkpoints stay where they were made).
+    _, res = _run(AgentOptions(home=tmp_path / "b", cwd=workspace, resume=sid, session_store=memory), ["three"])
+    assert res[0].subtype == "success"
+    sent = json.dumps(fake_api.message_requests[-1].body["messages"])
+    assert '"one"' in sent and '"two"' in sent
