@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -250,6 +251,60 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return int(run_demo(no_browser=args.no_browser, port=args.port, directory=args.dir, lab_args=args.lab_args))
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    import anyio
+
+    from ._errors import ConfigurationError
+    from ._sessions import SessionStore
+    from .store.sync import holder_name, shared_store_sync
+
+    url = args.store or os.environ.get("AGENT_MAGIC_STORE")
+    if not url:
+        raise ConfigurationError("No shared store: pass --store URL or set AGENT_MAGIC_STORE (s3://..., postgresql://..., redis://..., file:///...).")
+    local = SessionStore.at(args.home)
+    sync = shared_store_sync(url, local)
+    assert sync is not None
+
+    async def go() -> int:
+        if args.take_over:
+            sid = local.resolve(args.take_over)
+            await sync.remote.acquire_lease(sid, holder_name(), 1.0, take_over=True)
+            await sync.remote.release_lease(sid, holder_name())
+            print(f"{sid[:8]}: took the writer lease over and released it; any host can write it now.")
+        wanted = [local.resolve(s) if local.exists(s) or len(s) >= 4 else s for s in args.sessions]
+        remote_ids = set(await sync.remote_session_ids())
+        here = set(local.session_dirs())
+        ids = wanted or sorted(here | remote_ids)
+        failed = 0
+        for sid in ids:
+            try:
+                if sid in here:
+                    pushed = await sync.push(sid)
+                    if pushed:
+                        print(f"{sid[:8]}: pushed {pushed.lines} lines, {pushed.records} checkpoint records, {pushed.blobs} backups")
+                pulled = await sync.pull(sid)
+                if pulled:
+                    print(f"{sid[:8]}: pulled {pulled.lines} lines, {pulled.records} checkpoint records, {pulled.blobs} backups")
+            except Exception as e:  # one session's failure does not stop the others
+                failed += 1
+                print(f"{sid[:8]}: not synced ({type(e).__name__}: {e})", file=sys.stderr)
+        print(f"{len(ids) - failed} session{'s' * (len(ids) - failed != 1)} in sync with {redact_url(url)}" + (f"; {failed} failed" if failed else ""))
+        return 1 if failed else 0
+
+    return int(anyio.run(go))
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password (for messages)."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="agent-magic",
@@ -318,6 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cwd", help="the project directory here (if it moved)")
     s.add_argument("--scope", help="the notebook path or directory it belongs to here")
     s.set_defaults(func=cmd_import)
+
+    s = sub.add_parser("sync", help="push sessions to the shared store and pull the ones this host lacks")
+    s.add_argument("sessions", nargs="*", help="only these sessions (default: every session here and there)")
+    s.add_argument("--store", help="the shared store URL (default: $AGENT_MAGIC_STORE)")
+    s.add_argument("--take-over", metavar="SESSION", help="take SESSION's writer lease from a host that is gone")
+    s.set_defaults(func=cmd_sync)
 
     s = sub.add_parser("serve-fake-api", help="run the scripted fake Messages API server (for tests and CI)")
     s.add_argument("--port", type=int, default=0)

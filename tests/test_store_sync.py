@@ -168,3 +168,32 @@ def test_any_object_with_the_sdks_methods_holds_transcripts(fake_api: FakeAnthro
     assert res[0].subtype == "success"
     sent = json.dumps(fake_api.message_requests[-1].body["messages"])
     assert '"one"' in sent and '"two"' in sent
+
+
+def test_agent_magic_sync_pushes_and_pulls_by_hand(
+    fake_api: FakeAnthropicServer, tmp_path: Path, workspace: Path, shared: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent_magic.cli import main
+
+    fake_api.set_default(text("ok"))
+    # A session made while the store was not configured: local only.
+    sid, _ = _run(AgentOptions(home=tmp_path / "a", cwd=workspace), ["one"])
+    assert main(["--home", str(tmp_path / "a"), "sync", "--store", shared]) == 0
+    out = capsys.readouterr().out
+    assert f"{sid[:8]}: pushed" in out and "1 session in sync" in out
+    assert main(["--home", str(tmp_path / "b"), "sync", "--store", shared]) == 0
+    assert f"{sid[:8]}: pulled" in capsys.readouterr().out
+    assert am.get_session_info(sid, home=tmp_path / "b").num_turns == 1
+    # Nothing new: nothing moves.
+    assert main(["--home", str(tmp_path / "b"), "sync", "--store", shared]) == 0
+    assert "pushed" not in capsys.readouterr().out
+    # A lease left by a host that is gone.
+    remote = open_session_store(shared)
+    anyio.run(lambda: remote.acquire_lease(sid, "gone-host:9", 600))
+    assert main(["--home", str(tmp_path / "b"), "sync", "--store", shared, "--take-over", sid[:8]]) == 0
+    assert "took the writer lease over" in capsys.readouterr().out
+    _, res = _run(AgentOptions(home=tmp_path / "b", cwd=workspace, resume=sid, session_store=shared), ["two"])
+    assert res[0].subtype == "success"
+    # Without a store the command says what to do.
+    assert main(["--home", str(tmp_path / "b"), "sync"]) == 2
+    assert "--store URL or set AGENT_MAGIC_STORE" in capsys.readouterr().err
