@@ -197,3 +197,14 @@ def test_agent_magic_sync_pushes_and_pulls_by_hand(
     # Without a store the command says what to do.
     assert main(["--home", str(tmp_path / "b"), "sync"]) == 2
     assert "--store URL or set AGENT_MAGIC_STORE" in capsys.readouterr().err
+
+
+def test_the_notebook_setting_reaches_the_shared_store(ip: Any, fake_api: FakeAnthropicServer, shared: str) -> None:
+    fake_api.set_default(text("ok"))
+    ip.run_line_magic("config", f"AgentMagics.store = {shared!r}")
+    ip.run_cell_magic("agent", "", "hello")
+    from agent_magic.notebook import state
+
+    sid = state(ip)["magics"].last_result.session_id
+    lines = anyio.run(open_session_store(shared).load, {"project_key": PROJECT_KEY, "session_id": sid})
+    assert lines and lines[-1]["type"] == "result"

@@ -217,6 +217,10 @@ class AgentMagics(Magics):
     disallowed_tools = List(Unicode(), help="Permission rules always denied.").tag(config=True)
     provider = Unicode("", help="Provider name (default: $AGENT_MAGIC_PROVIDER or anthropic).").tag(config=True)
     home = Unicode("", help="Session store (default: $AGENT_MAGIC_HOME or the per-user data directory).").tag(config=True)
+    store = Unicode(
+        "", help="Shared store every session also reaches: s3://bucket/prefix, postgresql://..., redis://..., file:///... "
+        "(default: $AGENT_MAGIC_STORE; '' : local only)."
+    ).tag(config=True)
     scope = Unicode("", help="Override the notebook path sessions belong to.").tag(config=True)
     quiet = Bool(False, help="Show only final answers.").tag(config=True)
     kernel_tools = Bool(True, help="Offer the Python and Variables tools that work in this kernel.").tag(config=True)
@@ -632,7 +636,7 @@ class AgentMagics(Magics):
     ) -> ClientHost:
         """The open client of session ``sid`` (opened now if needed; a new session for None)."""
         runner = self.runner
-        settings = (bool(self.kernel_tools), self.provider or None)
+        settings = (bool(self.kernel_tools), self.provider or None, self.store or None)
         if sid is not None and not fork and not no_persist:
             host = runner.hosts.get(sid)
             if host is not None and host.settings == settings:
@@ -644,6 +648,7 @@ class AgentMagics(Magics):
             scope=scope,
             home=home,
             provider=self.provider or None,
+            session_store=self.store or None,
             model=model or self.model or None,
             resume=sid,
             fork_session=fork,
