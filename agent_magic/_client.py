@@ -285,6 +285,9 @@ class AgentClient:
             on_index=self._on_index if persist else None,
         )
         seed_meter(self._rt)
+        if persist and self._sync is not None:
+            rt = self._rt
+            rt.before_result = lambda: self._push(rt.session.session_id)
         self._session_id = sid
         self._known_size = store.transcript_size(sid) if (persist and store is not None) else -1
 
@@ -433,7 +436,6 @@ class AgentClient:
             if self._store is not None and rt.session.store is not None:
                 self._known_size = self._store.transcript_size(rt.session.session_id)
                 with anyio.CancelScope(shield=True):
-                    await self._push(rt.session.session_id)
                     await self._release_lease()
             self._release_lock()
             self._turn_done.set()

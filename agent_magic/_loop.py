@@ -129,6 +129,9 @@ class Runtime:
     server_compaction_refused: bool = False
     #: An engine's own count (Claude Code): (context tokens, window) after its last turn.
     engine_context: tuple[int, int] | None = None
+    #: Awaited once the turn's result line is written, before the result is emitted (the shared
+    #: store's push: when a cell finishes, another host can resume it).
+    before_result: Callable[[], Awaitable[None]] | None = None
 
     @property
     def permission_mode(self) -> str:
@@ -283,6 +286,9 @@ async def run_turn(
         context_tokens=ctx_tokens,
         context_window=ctx_window,
     )
+    if rt.before_result is not None:
+        with anyio.CancelScope(shield=True):
+            await rt.before_result()
     await emit(result)
     return result
 
