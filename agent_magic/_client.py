@@ -127,6 +127,12 @@ class AgentClient:
             self._send.close()
         if self._recv is not None:
             self._recv.close()
+        if self._sync is not None:
+            closer = getattr(self._sync.remote, "aclose", None)
+            if callable(closer) and (self.options.session_store is None or isinstance(self.options.session_store, str)):
+                # A store this client opened from a URL: its connections belong to this event loop.
+                with contextlib.suppress(Exception):
+                    await closer()
         self._release_lock()
 
     # -- session -----------------------------------------------------------------
