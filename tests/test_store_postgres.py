@@ -1,0 +1,412 @@
+"""The PostgreSQL backend of the shared session store, against a real server the tests start.
+
+The server (``tests/pg_server.py``) runs once per test session in a temp folder; each
+test uses its own table prefix, so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import pytest
+
+pytest.importorskip("psycopg", reason="the postgres extra is not installed")
+
+import psycopg
+
+from agent_magic._errors import ConfigurationError
+from agent_magic.store import LeaseHeldError, SessionKey, StoreError, open_session_store
+from agent_magic.store.postgres import PostgresSessionStore
+
+from .pg_server import PostgresServer, find_bindir, free_port, running_server
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PostgresServer]:
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (no initdb/pg_ctl; .ci/setup installs Debian's postgresql)")
+    with running_server(bindir) as server:
+        yield server
+
+
+def _prefix() -> str:
+    return f"t{secrets.token_hex(4)}_"
+
+
+def _store(pg: PostgresServer, prefix: str | None = None) -> PostgresSessionStore:
+    return PostgresSessionStore(pg.url(), table_prefix=prefix or _prefix())
+
+
+async def _sql(pg: PostgresServer, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Run ``query`` on a connection of its own (as an administrator would)."""
+    async with await psycopg.AsyncConnection.connect(pg.url(), autocommit=True) as conn:
+        cur = await conn.execute(query, params or None)
+        return await cur.fetchall() if cur.description else []
+
+
+def test_passes_the_agent_sdks_session_store_conformance_suite(pg: PostgresServer) -> None:
+    conformance = pytest.importorskip("claude_agent_sdk.testing").run_session_store_conformance
+    stores: list[PostgresSessionStore] = []
+
+    def make_store() -> PostgresSessionStore:
+        stores.append(_store(pg))
+        return stores[-1]
+
+    async def go() -> None:
+        try:
+            await conformance(make_store)
+        finally:
+            for s in stores:
+                await s.aclose()
+
+    anyio.run(go)
+    assert len(stores) > 10  # one fresh store per contract
+
+
+def test_open_by_url(pg: PostgresServer) -> None:
+    store = open_session_store(pg.url(query="sslmode=disable&table_prefix=by_url_"))
+    assert isinstance(store, PostgresSessionStore) and store.table_prefix == "by_url_"
+    assert "table_prefix" not in store.conninfo and "sslmode=disable" in store.conninfo
+    assert pg.password not in repr(store)
+    other = open_session_store(pg.url().replace("postgresql://", "postgres://"))
+    assert isinstance(other, PostgresSessionStore) and other.table_prefix == "agent_magic_"
+    key: SessionKey = {"project_key": "p", "session_id": "s"}
+
+    async def go() -> None:
+        try:
+            await store.append(key, [{"type": "x"}])
+            assert await store.load(key) == [{"type": "x"}]
+            assert await _sql(pg, "SELECT count(*) FROM by_url_entries") == [(1,)]
+        finally:
+            await store.aclose()
+
+    anyio.run(go)
+    with pytest.raises(ConfigurationError, match="table_prefix"):
+        open_session_store(pg.url(query="table_prefix=x;drop"))
+
+
+def test_uuids_are_idempotent_across_hosts(pg: PostgresServer) -> None:
+    prefix = _prefix()
+    a, b = _store(pg, prefix), _store(pg, prefix)
+    key: SessionKey = {"project_key": "/home/me/project", "session_id": "s1"}
+
+    async def go() -> None:
+        try:
+            await a.append(key, [{"type": "user", "uuid": "u1"}, {"type": "x"}])
+            # Host b retries the batch host a wrote (its answer was lost), with one more line:
+            # u1 is stored once, a line without a uuid is never de-duplicated, and a uuid
+            # repeated inside one batch is stored once too.
+            await b.append(key, [{"type": "user", "uuid": "u1"}, {"type": "x"}, {"type": "a", "uuid": "u2"},
+                                 {"type": "b", "uuid": "u2"}, {"type": "y", "uuid": ""}, {"type": "y", "uuid": ""}])
+            want = [{"type": "user", "uuid": "u1"}, {"type": "x"}, {"type": "x"}, {"type": "a", "uuid": "u2"},
+                    {"type": "y", "uuid": ""}, {"type": "y", "uuid": ""}]
+            assert await a.load(key) == want
+            assert await b.load(key) == want
+            # The uuid is a key per transcript: a sub-transcript stores the same uuid again.
+            sub: SessionKey = {**key, "subpath": "subagents/agent-1"}
+            await a.append(sub, [{"type": "user", "uuid": "u1"}])
+            assert await b.load(sub) == [{"type": "user", "uuid": "u1"}]
+            assert await a.load(key) == want
+        finally:
+            await a.aclose()
+            await b.aclose()
+
+    anyio.run(go)
+
+
+def test_concurrent_appends_keep_each_writers_order(pg: PostgresServer) -> None:
+    prefix = _prefix()
+    a, b, reader = _store(pg, prefix), _store(pg, prefix), _store(pg, prefix)
+    key: SessionKey = {"project_key": "p", "session_id": "busy"}
+    snapshots: list[list[dict[str, Any]]] = []
+
+    async def write(store: PostgresSessionStore, name: str) -> None:
+        for i in range(25):
+            await store.append(key, [{"type": "x", "w": name, "i": i, "j": j} for j in range(3)])
+
+    async def read(stop: anyio.Event) -> None:
+        while not stop.is_set():
+            snapshots.append(await reader.load(key) or [])  # each load waits on the server
+
+    async def go() -> None:
+        try:
+            stop = anyio.Event()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read, stop)
+                async with anyio.create_task_group() as writers:
+                    # two hosts, and two tasks sharing one store (one connection)
+                    writers.start_soon(write, a, "a1")
+                    writers.start_soon(write, a, "a2")
+                    writers.start_soon(write, b, "b1")
+                    writers.start_soon(write, b, "b2")
+                stop.set()
+            final = await reader.load(key)
+        finally:
+            for s in (a, b, reader):
+                await s.aclose()
+        assert final is not None and len(final) == 4 * 25 * 3
+        for name in ("a1", "a2", "b1", "b2"):
+            mine = [(e["i"], e["j"]) for e in final if e["w"] == name]
+            assert mine == [(i, j) for i in range(25) for j in range(3)]
+        for n in range(0, len(final), 3):  # a batch is never interleaved with another
+            batch = final[n:n + 3]
+            assert [e["j"] for e in batch] == [0, 1, 2] and len({(e["w"], e["i"]) for e in batch}) == 1
+        # Readers only ever saw a prefix of the final order: no batch shows up before an earlier one.
+        assert len(snapshots) > 1
+        for snap in snapshots:
+            assert snap == final[:len(snap)]
+
+    anyio.run(go)
+
+
+def test_entries_round_trip_deep_equal(pg: PostgresServer) -> None:
+    store = _store(pg)
+    key: SessionKey = {"project_key": "p", "session_id": "odd"}
+    entries: list[dict[str, Any]] = [
+        {"type": "user", "uuid": "1", "message": {"content": [{"type": "text", "text": "héllo 日本 🎉 \\ \" \t\n"}]}},
+        {"type": "tool_result", "uuid": "2", "content": "binary\x00output", "nested": {"\x00key": [1, None, True]}},
+        {"type": "x", "uuid": "3", "floats": [0.1, -0.0, 1e-7, 1.5e300, 1e16, 123456789.125], "big": 2**70},
+        {"type": "x", "uuid": "4", "inf": math.inf, "neg": -math.inf},
+        {"type": "x", "text": "1e+5 is a number written in a string", "empty": {}, "list": []},
+        {"z": 1, "a": 2, "type": "x", "m": {"b": [], "a": ""}},
+    ]
+
+    async def go() -> None:
+        try:
+            await store.append(key, entries)
+            loaded = await store.load(key)
+            assert loaded == entries
+            assert loaded is not None and type(loaded[2]["floats"][3]) is float and type(loaded[2]["floats"][4]) is float
+            # Ordinary entries are JSONB (queryable in the database); the rest kept as JSON text.
+            rows = await _sql(pg, f"SELECT entry IS NOT NULL FROM {store.table_prefix}entries ORDER BY seq")
+            assert [r[0] for r in rows] == [True, False, False, False, False, True]
+        finally:
+            await store.aclose()
+
+    anyio.run(go)
+
+
+def test_list_sessions_mtime_is_the_servers_write_time(pg: PostgresServer) -> None:
+    store = _store(pg)
+    now_sql = "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+
+    async def go() -> None:
+        try:
+            before = (await _sql(pg, now_sql))[0][0]
+            await store.append({"project_key": "p", "session_id": "s1"}, [{"type": "x"}])
+            await store.append({"project_key": "p", "session_id": "s1", "subpath": "subagents/a"}, [{"type": "x"}])
+            after = (await _sql(pg, now_sql))[0][0]
+            (listed,) = await store.list_sessions("p")
+            assert listed["session_id"] == "s1" and before <= listed["mtime"] <= after
+            await store.append({"project_key": "p", "session_id": "s1"}, [{"type": "x"}])
+            (again,) = await store.list_sessions("p")
+            assert again["mtime"] >= listed["mtime"]
+            assert await store.list_subkeys({"project_key": "p", "session_id": "s1"}) == ["subagents/a"]
+        finally:
+            await store.aclose()
+
+    anyio.run(go)
+
+
+def test_blobs_are_content_addressed(pg: PostgresServer) -> None:
+    store = _store(pg)
+    big = secrets.token_bytes(1 << 20)
+
+    async def go() -> None:
+        try:
+            assert await store.get_blob("ab12") is None
+            await store.put_blob("ab12", b"\x00data")
+            await store.put_blob("ab12", b"\x00data")
+            await store.put_blob("e3b0", b"")
+            await store.put_blob("f00d", big)
+            assert await store.get_blob("ab12") == b"\x00data"
+            assert await store.get_blob("e3b0") == b""
+            assert await store.get_blob("f00d") == big
+            assert await store.missing_blobs(["cd34", "ab12", "e3b0", "ef56", "cd34"]) == ["cd34", "ef56", "cd34"]
+            assert await store.missing_blobs([]) == []
+            with pytest.raises(ValueError):
+                await store.get_blob("../etc")
+            with pytest.raises(ValueError):
+                await store.missing_blobs(["ab12", "x' OR '1"])
+        finally:
+            await store.aclose()
+
+    anyio.run(go)
+
+
+def test_one_writer_per_session(pg: PostgresServer) -> None:
+    prefix = _prefix()
+    a, b = _store(pg, prefix), _store(pg, prefix)
+
+    async def go() -> None:
+        try:
+            lease = await a.acquire_lease("sess-1", "host-a:1", ttl_s=30)
+            renewed = await a.renew_lease(lease)
+            assert renewed.acquired_ms == lease.acquired_ms and renewed.holder == "host-a:1"
+            with pytest.raises(LeaseHeldError) as err:
+                await b.acquire_lease("sess-1", "host-b:2", ttl_s=30)
+            assert err.value.holder == "host-a:1" and 0 <= err.value.age_s < 5
+            assert "host-a:1" in str(err.value) and "--take-over" in str(err.value)
+            # A host that is gone: the person takes the lease over.
+            await b.acquire_lease("sess-1", "host-b:2", ttl_s=30, take_over=True)
+            with pytest.raises(LeaseHeldError) as err:
+                await a.acquire_lease("sess-1", "host-a:1", ttl_s=30)
+            assert err.value.holder == "host-b:2"
+            await a.release_lease("sess-1", "host-a:1")  # not a's: nothing happens
+            with pytest.raises(LeaseHeldError):
+                await a.acquire_lease("sess-1", "host-a:1", ttl_s=30)
+            await b.release_lease("sess-1", "host-b:2")
+            await a.acquire_lease("sess-1", "host-a:1", ttl_s=0.2)
+            # An expired lease is free (by the holder's ttl, on the server's clock).
+            await anyio.sleep(0.5)
+            await b.acquire_lease("sess-1", "host-b:2", ttl_s=30)
+            # Leases are per session.
+            await a.acquire_lease("sess-2", "host-a:1", ttl_s=30)
+        finally:
+            await a.aclose()
+            await b.aclose()
+
+    anyio.run(go)
+
+
+def test_hosts_racing_for_a_free_lease_one_wins(pg: PostgresServer) -> None:
+    prefix = _prefix()
+    stores = [_store(pg, prefix) for _ in range(5)]
+    won: list[str] = []
+    refused: list[str] = []
+
+    async def race(i: int) -> None:
+        try:
+            await stores[i].acquire_lease("contested", f"host-{i}", ttl_s=30)
+            won.append(f"host-{i}")
+        except LeaseHeldError as e:
+            refused.append(e.holder)
+
+    async def go() -> None:
+        try:
+            for s in stores:  # connect and create the tables first, so the acquisitions overlap
+                await s.list_sessions("warm-up")
+            async with anyio.create_task_group() as tg:
+                for i in range(len(stores)):
+                    tg.start_soon(race, i)
+        finally:
+            for s in stores:
+                await s.aclose()
+
+    anyio.run(go)
+    assert len(won) == 1 and refused == won * 4
+
+
+def test_connection_failures_are_one_line_and_never_show_the_password(pg: PostgresServer) -> None:
+    wrong = "wrong-" + secrets.token_hex(6)
+    cases = [
+        (pg.url(password=wrong), wrong, "password"),
+        (pg.url(port=free_port()), pg.password, "host and port"),
+        (pg.url(dbname="no_such_db"), pg.password, "database name"),
+    ]
+    key: SessionKey = {"project_key": "p", "session_id": "s"}
+    for url, secret, hint in cases:
+        store = open_session_store(url)
+        with pytest.raises(StoreError) as err:
+            anyio.run(store.load, key)
+        msg = str(err.value)
+        assert hint in msg and "\n" not in msg and msg.startswith("Cannot connect to the PostgreSQL session store")
+        assert secret not in "".join(traceback.format_exception(err.value))
+
+
+def test_a_user_without_create_gets_one_line_then_uses_tables_made_for_it(pg: PostgresServer) -> None:
+    role, password, prefix = f"r{secrets.token_hex(4)}", secrets.token_hex(8), _prefix()
+    url = pg.url().replace(f"postgres:{pg.password}@", f"{role}:{password}@")
+
+    async def go() -> None:
+        await _sql(pg, f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        limited = PostgresSessionStore(url, table_prefix=prefix)
+        try:
+            # PostgreSQL 15 no longer lets every user create tables in the public schema.
+            with pytest.raises(StoreError, match=f"Check that {role} may create") as err:
+                await limited.list_sessions("p")
+            assert "\n" not in str(err.value) and password not in str(err.value)
+            admin = _store(pg, prefix)
+            await admin.list_sessions("p")  # the tables, made by someone who may
+            await admin.aclose()
+            for table in ("transcripts", "entries", "blobs", "leases"):
+                await _sql(pg, f"GRANT SELECT, INSERT, UPDATE, DELETE ON {prefix}{table} TO {role}")
+            await limited.append({"project_key": "p", "session_id": "s"}, [{"type": "x", "uuid": "1"}])
+            assert await limited.load({"project_key": "p", "session_id": "s"}) == [{"type": "x", "uuid": "1"}]
+        finally:
+            await limited.aclose()
+
+    anyio.run(go)
+
+
+def test_a_dropped_connection_is_replaced(pg: PostgresServer) -> None:
+    store = _store(pg)
+    key: SessionKey = {"project_key": "p", "session_id": "s"}
+
+    async def drop() -> None:
+        await _sql(pg, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE application_name = 'agent-magic' AND pid <> pg_backend_pid()")
+
+    async def go() -> None:
+        try:
+            await store.append(key, [{"type": "x", "uuid": "1"}])
+            await drop()
+            # Safe to retry (everything has a uuid, or nothing is written): it just works.
+            await store.append(key, [{"type": "x", "uuid": "2"}])
+            await drop()
+            assert await store.load(key) == [{"type": "x", "uuid": "1"}, {"type": "x", "uuid": "2"}]
+            await drop()
+            # An entry without a uuid could be stored twice by a blind retry: the caller hears of it.
+            with pytest.raises(StoreError, match="the next call reconnects") as err:
+                await store.append(key, [{"type": "x"}])
+            assert "\n" not in str(err.value)
+            await store.append(key, [{"type": "x"}])
+            assert await store.load(key) == [{"type": "x", "uuid": "1"}, {"type": "x", "uuid": "2"}, {"type": "x"}]
+            # aclose() closes; the next call opens a new connection.
+            await store.aclose()
+            assert await store.list_sessions("p") != []
+        finally:
+            await store.aclose()
+
+    anyio.run(go)
+
+
+def test_stores_creating_the_tables_at_once_do_not_collide(pg: PostgresServer) -> None:
+    prefix = _prefix()
+    stores = [_store(pg, prefix) for _ in range(6)]
+
+    async def go() -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                for s in stores:
+                    tg.start_soon(s.list_sessions, "p")
+        finally:
+            for s in stores:
+                await s.aclose()
+
+    anyio.run(go)
+
+
+def test_a_store_serves_one_event_loop_after_another(pg: PostgresServer) -> None:
+    """As in a notebook whose cells each run their store calls in a new event loop."""
+    store = _store(pg)
+    key: SessionKey = {"project_key": "p", "session_id": "s"}
+
+    async def busy(n: int) -> None:
+        async with anyio.create_task_group() as tg:  # calls waiting on one another's turn
+            tg.start_soon(store.append, key, [{"type": "x", "uuid": f"{n}a"}])
+            tg.start_soon(store.append, key, [{"type": "x", "uuid": f"{n}b"}])
+
+    try:
+        anyio.run(busy, 1)
+        anyio.run(busy, 2)
+        loaded = anyio.run(store.load, key)
+        assert loaded is not None and sorted(e["uuid"] for e in loaded) == ["1a", "1b", "2a", "2b"]
+    finally:
+        anyio.run(store.aclose)
