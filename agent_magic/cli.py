@@ -266,6 +266,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
     assert sync is not None
 
     async def go() -> int:
+        try:
+            return await sync_all()
+        finally:
+            await sync.remote.aclose()
+
+    async def sync_all() -> int:
         if args.take_over:
             sid = local.resolve(args.take_over)
             await sync.remote.acquire_lease(sid, holder_name(), 1.0, take_over=True)

@@ -9,6 +9,8 @@ fails a turn and catches up later.
 from __future__ import annotations
 
 import json
+import secrets
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +29,38 @@ from agent_magic.testing._replies import message, text, tool_block
 from .conftest import tree_snapshot
 
 
-@pytest.fixture
-def shared(tmp_path: Path) -> str:
-    return (tmp_path / "shared").as_uri()
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from .redis_server import RedisServer
+
+    try:
+        server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    except FileNotFoundError:
+        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/setup does it)")
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(params=["file", "redis"])
+def shared(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The shared store's URL, one backend per run, empty for each test."""
+    if request.param == "file":
+        return (tmp_path / "shared").as_uri()
+    url: str = request.getfixturevalue("redis_url")
+    return f"{url}?prefix=t{secrets.token_hex(4)}:"
+
+
+def _with_store(url: str, fn: Any) -> Any:
+    """``await fn(store)`` on a store opened for ``url`` and closed again, in one event loop."""
+
+    async def go() -> Any:
+        store = open_session_store(url)
+        try:
+            return await fn(store)
+        finally:
+            await store.aclose()
+
+    return anyio.run(go)
 
 
 def _run(opts: AgentOptions, prompts: list[str]) -> tuple[str, list[ResultMessage]]:
@@ -94,8 +125,7 @@ def test_a_session_started_on_one_host_resumes_and_rewinds_on_another(
     _, last = _run(AgentOptions(home=home_a, resume=sid, **opts), ["back on host A"])
     assert last[0].result == "back" and am.get_session_info(sid, home=home_a).num_turns == 4
 
-    remote = open_session_store(shared)
-    lines = anyio.run(remote.load, {"project_key": PROJECT_KEY, "session_id": sid})
+    lines = _with_store(shared, lambda r: r.load({"project_key": PROJECT_KEY, "session_id": sid}))
     local = SessionStore.at(home_a).read_entries(sid)
     assert len(lines) == len(local)  # every line once, however many pushes and pulls
 
@@ -103,12 +133,15 @@ def test_a_session_started_on_one_host_resumes_and_rewinds_on_another(
 def test_one_writer_at_a_time_across_hosts(fake_api: FakeAnthropicServer, tmp_path: Path, workspace: Path, shared: str) -> None:
     fake_api.set_default(text("ok"))
     sid, _ = _run(AgentOptions(home=tmp_path / "a", cwd=workspace, session_store=shared), ["one"])
-    remote = open_session_store(shared)
-    anyio.run(lambda: remote.acquire_lease(sid, "other-host:42", 600))
+    _with_store(shared, lambda r: r.acquire_lease(sid, "other-host:42", 600))
     with pytest.raises(LeaseHeldError, match="other-host:42"):
         _run(AgentOptions(home=tmp_path / "b", cwd=workspace, resume=sid, session_store=shared), ["two"])
-    anyio.run(lambda: remote.acquire_lease(sid, "me:1", 600, take_over=True))
-    anyio.run(lambda: remote.release_lease(sid, "me:1"))
+
+    async def take_and_release(r: Any) -> None:
+        await r.acquire_lease(sid, "me:1", 600, take_over=True)
+        await r.release_lease(sid, "me:1")
+
+    _with_store(shared, take_and_release)
     _, res = _run(AgentOptions(home=tmp_path / "b", cwd=workspace, resume=sid, session_store=shared), ["two"])
     assert res[0].subtype == "success"
 
@@ -137,7 +170,7 @@ def test_a_store_that_is_down_never_fails_a_turn(fake_api: FakeAnthropicServer, 
     fake_api.set_default(text("ok"))
     flaky = _Flaky(shared)
 
-    async def go() -> tuple[str, list[Any], int]:
+    async def go() -> tuple[str, list[Any], int, list[Any]]:
         async with AgentClient(AgentOptions(home=tmp_path / "a", cwd=workspace, session_store=flaky)) as client:
             results = []
             for p in ("one", "two"):
@@ -148,11 +181,13 @@ def test_a_store_that_is_down_never_fails_a_turn(fake_api: FakeAnthropicServer, 
             flaky.up = True
             left = await client.sync()
             assert left == 0 and client.sync_error is None
-            return str(client.session_id), results, pending
+            sid = str(client.session_id)
+        lines = await flaky.inner.load({"project_key": PROJECT_KEY, "session_id": sid})
+        await flaky.inner.aclose()
+        return sid, results, pending, lines
 
-    sid, results, pending = anyio.run(go)
+    sid, results, pending, lines = anyio.run(go)
     assert [r.subtype for r in results] == ["success", "success"] and pending > 0
-    lines = anyio.run(flaky.inner.load, {"project_key": PROJECT_KEY, "session_id": sid})
     assert len(lines) == len(SessionStore.at(tmp_path / "a").read_entries(sid))
 
 
@@ -188,8 +223,7 @@ def test_agent_magic_sync_pushes_and_pulls_by_hand(
     assert main(["--home", str(tmp_path / "b"), "sync", "--store", shared]) == 0
     assert "pushed" not in capsys.readouterr().out
     # A lease left by a host that is gone.
-    remote = open_session_store(shared)
-    anyio.run(lambda: remote.acquire_lease(sid, "gone-host:9", 600))
+    _with_store(shared, lambda r: r.acquire_lease(sid, "gone-host:9", 600))
     assert main(["--home", str(tmp_path / "b"), "sync", "--store", shared, "--take-over", sid[:8]]) == 0
     assert "took the writer lease over" in capsys.readouterr().out
     _, res = _run(AgentOptions(home=tmp_path / "b", cwd=workspace, resume=sid, session_store=shared), ["two"])
@@ -206,5 +240,5 @@ def test_the_notebook_setting_reaches_the_shared_store(ip: Any, fake_api: FakeAn
     from agent_magic.notebook import state
 
     sid = state(ip)["magics"].last_result.session_id
-    lines = anyio.run(open_session_store(shared).load, {"project_key": PROJECT_KEY, "session_id": sid})
+    lines = _with_store(shared, lambda r: r.load({"project_key": PROJECT_KEY, "session_id": sid}))
     assert lines and lines[-1]["type"] == "result"
