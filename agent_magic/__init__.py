@@ -81,6 +81,7 @@ if TYPE_CHECKING:
     )
     from ._sessions import SessionInfo, SessionMessage
     from .checkpoints import CellChange, CheckpointInfo, Conflict, FileChange, RewindResult
+    from .store import LeaseHeldError, SessionStoreBackend, StoreError, open_session_store
 
 _LAZY = {
     "AgentClient": "._client",
@@ -113,6 +114,10 @@ _LAZY = {
     "ToolPermissionContext": "._permissions",
     "SessionInfo": "._sessions",
     "SessionMessage": "._sessions",
+    "open_session_store": ".store",
+    "SessionStoreBackend": ".store",
+    "StoreError": ".store",
+    "LeaseHeldError": ".store",
 }
 
 
@@ -170,6 +175,7 @@ __all__ = [
     "ContentBlock",
     "FileChange",
     "HookMatcher",
+    "LeaseHeldError",
     "Message",
     "MissingAPIKeyError",
     "PermissionMode",
@@ -186,6 +192,8 @@ __all__ = [
     "SessionLockedError",
     "SessionMessage",
     "SessionNotFoundError",
+    "SessionStoreBackend",
+    "StoreError",
     "StreamEvent",
     "SystemMessage",
     "TextBlock",
@@ -208,6 +216,7 @@ __all__ = [
     "list_checkpoints",
     "list_sessions",
     "load_ipython_extension",
+    "open_session_store",
     "query",
     "rename_session",
     "rewind",

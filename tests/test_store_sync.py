@@ -41,13 +41,26 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.stop()
 
 
-@pytest.fixture(params=["file", "redis"])
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    from .pg_server import find_bindir, running_server
+
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (no initdb/pg_ctl; .ci/setup installs Debian's postgresql)")
+    with running_server(bindir) as server:
+        yield server.url()
+
+
+@pytest.fixture(params=["file", "redis", "postgresql"])
 def shared(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The shared store's URL, one backend per run, empty for each test."""
+    fresh = f"t{secrets.token_hex(4)}"
     if request.param == "file":
         return (tmp_path / "shared").as_uri()
-    url: str = request.getfixturevalue("redis_url")
-    return f"{url}?prefix=t{secrets.token_hex(4)}:"
+    if request.param == "redis":
+        return f"{request.getfixturevalue('redis_url')}?prefix={fresh}:"
+    return f"{request.getfixturevalue('postgres_url')}?table_prefix={fresh}_"
 
 
 def _with_store(url: str, fn: Any) -> Any:
