@@ -6,15 +6,16 @@ with the API's 400), in a fresh ``AGENT_MAGIC_HOME``::
 
     python bench/long_session.py [--turns 500,1000,2000] [--window 40000]
                                  [--compaction client|server] [--json PATH]
+                                 [--system ours|claude_code] [--fake-summaries]
 
 Each turn asks the agent to Read one of five ``analysis_K.ipynb`` notebooks
-(12 cells, 10 of them code with text outputs, one PNG plot; ~30 KB on disk)
+(12 cells, 10 of them code with text outputs, one PNG plot; ~27 kB on disk)
 and to answer with a paragraph; the scripted model calls Read, then answers
 (~800 characters). Before each turn the notebook's training-log cell is
 rewritten for that turn, so no two Reads return the same text.
 
-Printed per N (and written to ``--json``, keyed by compaction mode, so a client
-and a server run share one file):
+Printed per N (and written to ``--json``, keyed by mode: client, server, claude_code, so the runs
+share one file):
 
 - request bytes: max and mean of the last 100 model requests (the JSON body's
   length, from ``content-length``; summary requests counted apart), beside what
@@ -26,6 +27,10 @@ and a server run share one file):
   fake server receiving the new prompt's first request (median of 3); and
   ``SessionStore.read_live_entries`` against ``read_entries`` (median of 5);
 - per-turn wall time by 100-turn block, to see whether turns slow down with N.
+
+``--system claude_code`` drives Claude Code's bundled CLI through the same
+turns on the same fake (see the section near the end); ``--fake-summaries``
+leaves the fake's summaries uncapped (see :func:`capped_summary`).
 
 Every run is checked: every turn succeeds with the scripted answer, no tool
 result is an error, no request is refused (``RecordedRequest.refused``), and a
@@ -298,15 +303,17 @@ class Recorder:
         for r in reqs:
             if r.refused:
                 self.refused.append(f"turn {turn}: {r.refused}")
-            if r.reply_kind in ("count_tokens", "not_found"):
-                continue
             size = int(r.headers.get("content-length") or 0)
-            self.rows.append({"turn": turn, "bytes": size, "kind": r.reply_kind, "server_compacted": r.compaction is not None, "input_tokens": r.input_tokens})
+            last = json.dumps(((r.body or {}).get("messages") or [None])[-1])
+            self.rows.append({
+                "turn": turn, "bytes": size, "kind": r.reply_kind, "server_compacted": r.compaction is not None,
+                "input_tokens": r.input_tokens, "asks_summary": "<summary>" in last,
+            })
             if r.body and r.reply_kind != "summary":
                 self.fixed_bytes = _json_bytes({k: v for k, v in r.body.items() if k != "messages"})
 
     def model_rows(self) -> list[dict[str, Any]]:
-        return [r for r in self.rows if r["kind"] not in ("summary", "invalid")]
+        return [r for r in self.rows if r["kind"] not in ("summary", "invalid", "count_tokens", "not_found")]
 
 
 def _options(ws: Path, home: Path, args: argparse.Namespace, **kw: Any) -> Any:
@@ -543,16 +550,220 @@ def print_table(res: dict[str, Any]) -> None:
     print(flush=True)
 
 
+# -- Claude Code beside it -------------------------------------------------------------
+#
+# The CLI bundled in claude-agent-sdk, offline against the same fake (bench/_claude_code.py).
+# It compacts by itself: CLAUDE_CODE_AUTO_COMPACT_WINDOW (at least 100,000) sets its window,
+# from which it keeps 20,000 tokens for output; CLAUDE_AUTOCOMPACT_PCT_OVERRIDE then puts the
+# threshold at that share of the rest. Both are chosen so it compacts where agent-magic does
+# (0.8 x --window). It does not carry the turn's prompt over a compaction (the summary holds
+# it) and re-attaches recently read files after it, so the fake's stepping by "assistant
+# messages since the prompt" does not work there: its responder looks at the last message.
+
+RUN_RE = re.compile(r"run (\d+): fitting")
+CC_WINDOW = 100_000
+CC_OUTPUT_RESERVE = 20_000
+#: What the fake refuses once per CLI process and the CLI then sends again without it.
+CC_KNOWN_REFUSAL = "thinking.adaptive.display"
+
+
+def claude_code_env(window: int) -> dict[str, str]:
+    pct = 100 * 0.8 * window / (CC_WINDOW - CC_OUTPUT_RESERVE)
+    return {"CLAUDE_CODE_AUTO_COMPACT_WINDOW": str(CC_WINDOW), "CLAUDE_AUTOCOMPACT_PCT_OVERRIDE": f"{pct:g}"}
+
+
+def claude_code_reply(ws: Path) -> Any:
+    from agent_magic.testing import last_prompt, text, tool_use
+
+    def respond(body: dict[str, Any]) -> Any:
+        # Claude Code may end the messages with a role "system" one (environment, deferred tools).
+        last = next((m for m in reversed(body.get("messages") or []) if m.get("role") == "user"), {})
+        content = last.get("content") if isinstance(last.get("content"), list) else []
+        results = [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
+        if results:
+            runs = RUN_RE.findall(json.dumps(results[-1].get("content")))
+            return text(answer(int(runs[-1]))) if runs else text("no run found")
+        prompt = last_prompt(body)
+        if m := RESUME_RE.findall(prompt):
+            return text(f"resumed {m[-1]}")
+        if m := TURN_RE.findall(prompt):
+            return tool_use("Read", {"file_path": str(notebook_path(ws, int(m[-1])))})
+        return text("[scripted] nothing to do")
+
+    return respond
+
+
+async def drive_claude_code(root: Path, url: str, args: argparse.Namespace, turns: int, rec: Recorder) -> dict[str, Any]:
+    from claude_agent_sdk import ClaudeSDKClient, ResultMessage, SystemMessage, UserMessage
+
+    from bench import _claude_code as cc
+
+    ws = root / "work"
+    out: dict[str, Any] = {"errors": [], "turn_seconds": [], "boundaries": [], "pre_tokens": []}
+    opts = cc.options(str(root), url)
+    opts.env.update(claude_code_env(args.window))
+    t_start = time.perf_counter()
+    async with ClaudeSDKClient(opts) as client:
+        for i in range(turns):
+            write_notebook(ws, i)
+            t0 = time.perf_counter()
+            await client.query(prompt(ws, i))
+            result = None
+            async for m in client.receive_response():
+                if isinstance(m, UserMessage) and isinstance(m.content, list):
+                    for b in m.content:
+                        if getattr(b, "is_error", False):
+                            out["errors"].append(f"turn {i}: tool error {str(getattr(b, 'content', ''))[:200]}")
+                elif isinstance(m, SystemMessage) and m.subtype == "compact_boundary":
+                    meta = m.data.get("compact_metadata") or {}
+                    out["boundaries"].append({"turn": i, "pre_tokens": meta.get("pre_tokens"), "post_tokens": meta.get("post_tokens")})
+                elif isinstance(m, ResultMessage):
+                    result = m
+            out["turn_seconds"].append(time.perf_counter() - t0)
+            if result is None or result.is_error or result.result != answer(i):
+                out["errors"].append(f"turn {i}: {None if result is None else (result.subtype, (result.result or '')[:200])}")
+            else:
+                out["session_id"] = result.session_id
+            rec.harvest(i)
+            if (i + 1) % 100 == 0:
+                last = rec.model_rows()[-1]["bytes"] if rec.model_rows() else 0
+                print(f"  turn {i + 1:5d}/{turns}  elapsed {time.perf_counter() - t_start:7.1f} s  last request {last:,} B", flush=True)
+    out["seconds"] = time.perf_counter() - t_start
+    return out
+
+
+async def resume_claude_code(root: Path, url: str, args: argparse.Namespace, sid: str, k: int, server: Any) -> dict[str, Any]:
+    from claude_agent_sdk import ClaudeSDKClient, ResultMessage
+
+    from bench import _claude_code as cc
+
+    opts = cc.options(str(root), url, resume=sid)
+    opts.env.update(claude_code_env(args.window))
+    server.clear_requests()
+    gc.collect()
+    t0 = time.time()
+    result = None
+    async with ClaudeSDKClient(opts) as client:
+        await client.query(f"[resume {k}] Where were we?")
+        async for m in client.receive_response():
+            if isinstance(m, ResultMessage):
+                result = m
+    reqs = [r for r in server.requests if r.reply_kind != "count_tokens"]
+    server.clear_requests()
+    ok = result is not None and not result.is_error and result.result == f"resumed {k}"
+    if not reqs:
+        return {"seconds": float("nan"), "first_request_kind": None, "first_request_bytes": 0, "refused": [], "error": "no request"}
+    first = min(reqs, key=lambda r: r.time)
+    return {
+        "seconds": first.time - t0,
+        "first_request_kind": first.reply_kind,
+        "first_request_bytes": int(first.headers.get("content-length") or 0),
+        "refused": [r.refused for r in reqs if r.refused and CC_KNOWN_REFUSAL not in r.refused],
+        "error": None if ok else (None if result is None else (result.subtype, result.result)),
+    }
+
+
+def run_one_claude_code(turns: int, args: argparse.Namespace) -> dict[str, Any]:
+    import anyio
+
+    from agent_magic.testing import FakeAnthropicServer
+    from bench import _claude_code as cc
+
+    with tempfile.TemporaryDirectory(prefix="long-session-cc-") as tmp, FakeAnthropicServer() as server:
+        root = Path(tmp)
+        cc.make_root(root)
+        ws = root / "work"
+        for i in range(NOTEBOOKS):
+            write_notebook(ws, i)
+        if not args.fake_summaries:
+            server.summary_text = capped_summary
+        server.set_default(claude_code_reply(ws))
+        server.context_window = args.window
+        rec = Recorder(server)
+        print(f"N={turns}: driving {turns} Claude Code turns (window {args.window:,}, {claude_code_env(args.window)}) ...", flush=True)
+        drove = anyio.run(drive_claude_code, root, server.url, args, turns, rec)
+        sid = drove.get("session_id")
+        known = [r for r in rec.refused if CC_KNOWN_REFUSAL in r]
+        errors = list(drove["errors"]) + [r for r in rec.refused if CC_KNOWN_REFUSAL not in r]
+        if sid is None:
+            raise SystemExit(f"N={turns}: no Claude Code turn succeeded: {errors[:3]}")
+        transcript = cc.project_dir(str(root)) / f"{sid}.jsonl"
+        lines = [json.loads(x) for x in transcript.read_text().splitlines() if x.strip()]
+        transcript_bytes = transcript.stat().st_size
+        boundaries = [e for e in lines if e.get("subtype") == "compact_boundary"]
+        model = rec.model_rows()
+        last = [r["bytes"] for r in model[-LAST:]]
+        summaries = [r["bytes"] for r in rec.rows if r["kind"] == "summary"]
+        seconds = drove["turn_seconds"]
+        resumes = [anyio.run(resume_claude_code, root, server.url, args, sid, k, server) for k in range(RESUME_RUNS)]
+        for r in resumes:
+            if r["error"] or r["refused"]:
+                errors.append(f"resume: {r['error'] or r['refused']}")
+        pre = [b["pre_tokens"] for b in drove["boundaries"] if isinstance(b["pre_tokens"], int)]
+    return {
+        "turns": turns,
+        "ok": not errors,
+        "errors": errors[:20],
+        "drive_seconds": round(drove["seconds"], 1),
+        "model_requests": len(model),
+        "request_bytes_last100_max": max(last),
+        "request_bytes_last100_mean": round(statistics.fmean(last)),
+        "request_bytes_max_all": max(r["bytes"] for r in model),
+        "request_bytes_max_by_100_turns": [max((r["bytes"] for r in model if b <= r["turn"] < b + 100), default=0) for b in range(0, turns, 100)],
+        "summary_requests": len(summaries),
+        "summary_request_bytes_max": max(summaries, default=0),
+        "summary_asks_not_recognised": sum(r["asks_summary"] and r["kind"] != "summary" for r in rec.rows),
+        "count_tokens_requests": sum(r["kind"] == "count_tokens" for r in rec.rows),
+        "refused_display_then_resent": len(known),
+        "compactions": len(boundaries),
+        "compaction_pre_tokens_min_max": [min(pre), max(pre)] if pre else None,
+        "transcript_bytes": transcript_bytes,
+        "transcript_lines": len(lines),
+        "resume_to_first_request_s": [round(r["seconds"], 4) for r in resumes],
+        "resume_to_first_request_median_s": round(statistics.median(r["seconds"] for r in resumes), 4),
+        "resume_first_request": {k: resumes[0][k] for k in ("first_request_kind", "first_request_bytes")},
+        "turn_seconds_mean": round(statistics.fmean(seconds), 4),
+        "turn_seconds_max": round(max(seconds), 3),
+        "turn_seconds_mean_by_100_turns": [round(statistics.fmean(seconds[b : b + 100]), 4) for b in range(0, len(seconds), 100)],
+    }
+
+
+def print_table_claude_code(res: dict[str, Any]) -> None:
+    rows = [
+        ("request bytes, last 100: max", _kb(res["request_bytes_last100_max"])),
+        ("request bytes, last 100: mean", _kb(res["request_bytes_last100_mean"])),
+        ("request bytes, max over the run", _kb(res["request_bytes_max_all"])),
+        ("summary requests answered (max bytes)", f"{res['summary_requests']} ({_kb(res['summary_request_bytes_max'])})"),
+        ("compactions (boundary lines)", f"{res['compactions']}, at {res['compaction_pre_tokens_min_max']} tokens"),
+        ("summary asks the fake did not recognise", str(res["summary_asks_not_recognised"])),
+        ("count_tokens requests", str(res["count_tokens_requests"])),
+        ("refused thinking.display, sent again", str(res["refused_display_then_resent"])),
+        ("transcript bytes", f"{_kb(res['transcript_bytes'])} ({res['transcript_lines']:,} lines)"),
+        ("resume -> first request (median of 3)", f"{res['resume_to_first_request_median_s'] * 1000:.0f} ms"),
+        ("resume's first request", f"{res['resume_first_request']['first_request_kind']}, {_kb(res['resume_first_request']['first_request_bytes'])}"),
+        ("turn time mean / max", f"{res['turn_seconds_mean'] * 1000:.0f} ms / {res['turn_seconds_max'] * 1000:.0f} ms"),
+        ("drive time", f"{res['drive_seconds']:.1f} s"),
+        ("checks", "ok" if res["ok"] else "FAILED: " + "; ".join(res["errors"][:3])),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print(f"\nClaude Code, N = {res['turns']} turns")
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")
+    print(f"  max request bytes per 100 turns: {', '.join(f'{b / 1000:.0f}k' for b in res['request_bytes_max_by_100_turns'])}")
+    print(flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--turns", default="500,1000,2000", help="comma-separated session lengths")
-    parser.add_argument("--window", type=int, default=None, help="context window in tokens (default 40000; 64000 for server)")
+    parser.add_argument("--window", type=int, default=None, help="context window in tokens (default 40000; 64000 for server and claude_code)")
     parser.add_argument("--compaction", choices=("client", "server"), default="client")
+    parser.add_argument("--system", choices=("ours", "claude_code"), default="ours", help="agent-magic, or Claude Code's bundled CLI on the same fake")
     parser.add_argument("--fake-summaries", action="store_true", help="let the fake's summaries grow uncapped (they nest every earlier one)")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "long_session.json")
     args = parser.parse_args(argv)
     if args.window is None:
-        args.window = MIN_SERVER_WINDOW if args.compaction == "server" else 40_000
+        args.window = MIN_SERVER_WINDOW if args.compaction == "server" or args.system == "claude_code" else 40_000
     if args.compaction == "server" and args.window < MIN_SERVER_WINDOW:
         parser.error(f"--compaction server needs --window >= {MIN_SERVER_WINDOW:,} (the API compacts from 50,000 tokens)")
     try:
@@ -563,21 +774,34 @@ def main(argv: list[str] | None = None) -> int:
     from agent_magic import __version__
 
     t0 = time.perf_counter()
-    warm_up(args)
     results = []
-    for n in turns:
-        res = run_one(n, args)
-        print_table(res)
-        results.append(res)
+    if args.system == "claude_code":
+        from bench import _claude_code as cc
+
+        if not cc.available():
+            parser.error("--system claude_code needs claude-agent-sdk (pip install claude-agent-sdk)")
+        if args.compaction != "client":
+            parser.error("Claude Code compacts by itself (client-side); leave --compaction out")
+        for n in turns:
+            res = run_one_claude_code(n, args)
+            print_table_claude_code(res)
+            results.append(res)
+    else:
+        warm_up(args)
+        for n in turns:
+            res = run_one(n, args)
+            print_table(res)
+            results.append(res)
     total = time.perf_counter() - t0
     print(f"total {total:.0f} s")
 
     if args.json:
         data: dict[str, Any] = json.loads(args.json.read_text()) if args.json.exists() else {}
-        key = args.compaction + ("-fake-summaries" if args.fake_summaries else "")
+        key = ("claude_code" if args.system == "claude_code" else args.compaction) + ("-fake-summaries" if args.fake_summaries else "")
         data.setdefault("runs", {})[key] = {
             "date": time.strftime("%Y-%m-%d %H:%M"),
             "agent_magic": __version__,
+            **({"claude_code": cc.versions(), "claude_code_env": claude_code_env(args.window)} if args.system == "claude_code" else {}),
             "machine": {
                 "python": platform.python_version(),
                 "cpus": os.cpu_count(),
