@@ -7,6 +7,7 @@ built on them.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,36 @@ from ._sessions import SessionInfo, SessionMessage, SessionStore
 from ._store import JsonlFile
 from .checkpoints import CheckpointInfo, CheckpointLog, RewindResult
 
+log = logging.getLogger("agent_magic")
+
 Home = str | os.PathLike[str] | None
+
+
+def _resolve(store: SessionStore, session_id: str) -> str:
+    """A session's full id; one only the shared store has (``$AGENT_MAGIC_STORE``) is pulled first."""
+    from ._errors import SessionNotFoundError
+
+    try:
+        return store.resolve(session_id)
+    except SessionNotFoundError:
+        from .store.sync import pull_blocking
+
+        if not pull_blocking(store, session_id):
+            raise
+        return store.resolve(session_id)
+
+
+def _pull_backups(store: SessionStore, sid: str) -> None:
+    """With a shared store, bring what a rewind may need that this host lacks (backups, newer records)."""
+    if not os.environ.get("AGENT_MAGIC_STORE"):
+        return
+    from .store import StoreError
+    from .store.sync import pull_blocking
+
+    try:
+        pull_blocking(store, sid)
+    except StoreError as e:
+        log.warning("Rewinding with this host's backups only: %s", e)
 
 
 def _store(home: Home) -> SessionStore:
@@ -45,6 +75,15 @@ def list_sessions(
         The session store (default ``$AGENT_MAGIC_HOME``).
     """
     store = _store(home)
+    if os.environ.get("AGENT_MAGIC_STORE"):
+        # Sessions made on other hosts are listed too (their backups come when a rewind needs them).
+        from .store import StoreError
+        from .store.sync import pull_blocking
+
+        try:
+            pull_blocking(store, None, blobs=False)
+        except StoreError as e:
+            log.warning("Listing only this host's sessions: %s", e)
     if scope is not None:
         return store.index.select(scope=scope, limit=limit, offset=offset)
     if directory is None:
@@ -63,7 +102,7 @@ def get_session_info(session_id: str, *, home: Home = None) -> SessionInfo:
     SessionNotFoundError
     """
     store = _store(home)
-    return store.info(store.resolve(session_id))
+    return store.info(_resolve(store, session_id))
 
 
 def get_session_messages(
@@ -71,7 +110,7 @@ def get_session_messages(
 ) -> list[SessionMessage]:
     """The user and assistant messages of a session, oldest first."""
     store = _store(home)
-    return store.messages(store.resolve(session_id), limit=limit, offset=offset)
+    return store.messages(_resolve(store, session_id), limit=limit, offset=offset)
 
 
 def fork_session(
@@ -89,7 +128,7 @@ def fork_session(
     rewindable in the fork.
     """
     store = _store(home)
-    sid = store.resolve(session_id)
+    sid = _resolve(store, session_id)
     up_to = _resolve_message(store, sid, up_to_message_id) if up_to_message_id else None
     return store.fork(sid, up_to_message_id=up_to, title=title, new_session_id=new_session_id, scope=scope)
 
@@ -111,13 +150,13 @@ def _resolve_message(store: SessionStore, sid: str, mid: str) -> str:
 def rename_session(session_id: str, title: str, *, home: Home = None) -> None:
     """Give a session a title (shown instead of its first prompt)."""
     store = _store(home)
-    store.rename(store.resolve(session_id), title)
+    store.rename(_resolve(store, session_id), title)
 
 
 def tag_session(session_id: str, tag: str | None, *, home: Home = None) -> None:
     """Tag a session; ``None`` clears the tag."""
     store = _store(home)
-    store.tag(store.resolve(session_id), tag)
+    store.tag(_resolve(store, session_id), tag)
 
 
 def delete_session(session_id: str, *, home: Home = None) -> None:
@@ -137,13 +176,13 @@ def set_current_session(scope: str, session_id: str | None, *, home: Home = None
     if session_id is None:
         store.clear_current(scope)
     else:
-        store.set_current(scope, store.resolve(session_id))
+        store.set_current(scope, _resolve(store, session_id))
 
 
 def checkpoint_log(session_id: str, *, home: Home = None, cwd: str | os.PathLike[str] | None = None) -> CheckpointLog:
     """The checkpoint log of a stored session (for listing and rewinding)."""
     store = _store(home)
-    sid = store.resolve(session_id)
+    sid = _resolve(store, session_id)
     header = store.header(sid)
     root = Path(cwd).resolve() if cwd is not None else Path(header.get("cwd") or os.getcwd())
     raw_settings = header.get("checkpoint")
@@ -193,7 +232,8 @@ def rewind_files(
     SessionNotFoundError, CheckpointNotFoundError, SessionLockedError
     """
     store = _store(home)
-    sid = store.resolve(session_id)
+    sid = _resolve(store, session_id)
+    _pull_backups(store, sid)
     log = checkpoint_log(sid, home=home)
     try:
         if dry_run:
@@ -223,7 +263,7 @@ def rewind(
     in ``result.new_session_id`` and it becomes its scope's current session.
     """
     store = _store(home)
-    sid = store.resolve(session_id)
+    sid = _resolve(store, session_id)
     result = rewind_files(sid, checkpoint_id, dry_run=dry_run, force=force, home=home, bridge=bridge)
     if conversation and not dry_run:
         cp = result.checkpoint_id

@@ -317,6 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Agent sessions for Jupyter: list, inspect, rewind and move sessions without a kernel.",
     )
     p.add_argument("--home", help="session store (default: $AGENT_MAGIC_HOME or the per-user data directory)")
+    p.add_argument(
+        "--store", dest="shared_store",
+        help="shared store sessions are also found in and pushed to: s3://..., postgresql://..., redis://..., file:///... "
+        "(default: $AGENT_MAGIC_STORE)",
+    )
     p.add_argument("--version", action="version", version=f"agent-magic {__import__('agent_magic').__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -406,6 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
+    if args.shared_store:
+        os.environ["AGENT_MAGIC_STORE"] = args.shared_store  # the session helpers read it
     try:
         return int(args.func(args) or 0)
     except AgentMagicError as e:

@@ -255,3 +255,26 @@ def test_the_notebook_setting_reaches_the_shared_store(ip: Any, fake_api: FakeAn
     sid = state(ip)["magics"].last_result.session_id
     lines = _with_store(shared, lambda r: r.load({"project_key": PROJECT_KEY, "session_id": sid}))
     assert lines and lines[-1]["type"] == "result"
+
+
+def test_the_session_helpers_find_sessions_made_on_another_host(
+    fake_api: FakeAnthropicServer, tmp_path: Path, workspace: Path, shared: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from agent_magic.cli import main
+
+    (workspace / "a.txt").write_text("original\n")
+    fake_api.on_prompt("change a", message(tool_block("Write", {"file_path": "a.txt", "content": "changed\n"})), text("done"))
+    sid, _ = _run(AgentOptions(home=tmp_path / "a", cwd=workspace, permission_mode="acceptEdits", session_store=shared), ["change a"])
+    home_b = tmp_path / "b"
+    # Host B, through the CLI's --store: listing shows it, checkpoints and rewind work.
+    assert main(["--home", str(home_b), "--store", shared, "sessions"]) == 0
+    assert sid[:8] in capsys.readouterr().out
+    monkeypatch.setenv("AGENT_MAGIC_STORE", shared)
+    cps = am.list_checkpoints(sid[:8], home=home_b)
+    assert [c.turn for c in cps] == [1]
+    am.rewind_files(sid, cps[0].checkpoint_id, home=home_b)
+    assert (workspace / "a.txt").read_text() == "original\n"
+    # A fork made on B is a session of its own there.
+    fork = am.fork_session(sid, home=home_b)
+    assert am.get_session_info(fork, home=home_b).parent_session_id == sid

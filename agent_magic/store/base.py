@@ -31,6 +31,7 @@ from typing import Any, TypedDict
 
 from .._errors import AgentMagicError
 
+
 class _SessionKeyRequired(TypedDict):
     project_key: str
     session_id: str

@@ -158,7 +158,7 @@ class SessionSync:
         return out
 
     # -- pull --------------------------------------------------------------------------
-    async def pull(self, session_id: str) -> SyncResult | None:
+    async def pull(self, session_id: str, *, blobs: bool = True) -> SyncResult | None:
         """Bring ``session_id`` from the shared store into the local one; None if the shared store lacks it.
 
         A local copy that is a prefix of the shared one is extended; one that has
@@ -175,11 +175,11 @@ class SessionSync:
             return out  # this host has more: it is the one to push
         # Backups first, so a record is never here without what it needs.
         records = [_without_uuid(r, session_id) for r in remote_records]
-        wanted = _digests(records)
+        wanted = _digests(records) if blobs else set()
         for d in sorted(wanted):
             out.blobs += await self._fetch(d)
         # A notebook skeleton names its cells' backups inside it.
-        for skeleton in sorted(_skeletons(records)):
+        for skeleton in sorted(_skeletons(records)) if blobs else []:
             if self.local.blobs.has(skeleton):
                 with contextlib.suppress(AgentMagicError, ValueError, KeyError, TypeError):
                     for d in json.loads(self.local.blobs.get(skeleton))["cells"]:
@@ -297,3 +297,59 @@ def _check_blob(packed: bytes, digest: str) -> None:
         raise AgentMagicError(f"The shared store's backup {digest[:12]} is corrupt.") from None
     if hashlib.sha256(data).hexdigest() != digest:
         raise AgentMagicError(f"The shared store's backup {digest[:12]} does not match its hash.")
+
+
+def pull_blocking(local: SessionStore, id_or_prefix: str | None = None, *, blobs: bool = True, url: str | None = None) -> list[str]:
+    """Pull one session (an id or unique prefix) or, with None, every session the local store lacks.
+
+    For the synchronous session helpers: runs in a thread of its own (a notebook's
+    event loop may be running in this one). Uses ``$AGENT_MAGIC_STORE`` unless
+    ``url`` is given; returns the ids pulled (none without a shared store).
+    """
+    import threading
+
+    setting = url or os.environ.get("AGENT_MAGIC_STORE")
+    if not setting:
+        return []
+    out: list[str] = []
+    errors: list[BaseException] = []
+
+    async def go() -> None:
+        sync = shared_store_sync(setting, local)
+        assert sync is not None
+        try:
+            ids = await sync.remote_session_ids()
+            if id_or_prefix is None:
+                here = set(local.session_dirs())
+                wanted = [i for i in ids if i not in here]
+            else:
+                wanted = [i for i in ids if i == id_or_prefix] or [
+                    i for i in ids if len(id_or_prefix) >= 4 and i.startswith(id_or_prefix)
+                ]
+                if len(wanted) > 1:
+                    wanted = []  # ambiguous: the local lookup says so
+            for sid in wanted:
+                if await sync.pull(sid, blobs=blobs) is not None:
+                    out.append(sid)
+        finally:
+            await sync.remote.aclose()
+
+    def run() -> None:
+        import anyio
+
+        try:
+            anyio.run(go)
+        except BaseException as e:  # reported by the caller's thread
+            errors.append(e)
+
+    t = threading.Thread(target=run, name="agent-magic-pull", daemon=True)
+    t.start()
+    t.join()
+    if errors:
+        from .base import StoreError
+
+        e = errors[0]
+        if isinstance(e, StoreError):
+            raise e
+        raise StoreError(f"The shared store could not be read ({type(e).__name__}: {e}). Check AGENT_MAGIC_STORE.") from None
+    return out

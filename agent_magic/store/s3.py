@@ -1,0 +1,552 @@
+"""The S3 backend: a shared store in an S3 bucket or S3-compatible object storage (``s3://bucket/prefix``).
+
+URL: ``s3://bucket/prefix?endpoint_url=https://minio.example:9000&region=eu-west-1``
+(both parameters optional; without ``endpoint_url`` it is AWS S3). Credentials
+come from where the client library (obstore) looks for them: ``AWS_ACCESS_KEY_ID``
+/ ``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN``, a web-identity token, or an
+ECS / EC2 role; not profiles in ``~/.aws`` (export one with
+``eval "$(aws configure export-credentials --format env)"``). Never put them in the URL.
+
+Layout under the prefix::
+
+    projects/<project key, %-quoted>/<session id>/main/<part>.jsonl           main transcript
+    projects/<project key>/<session id>/sub/<subpath parts>/<part>.jsonl      sub-transcripts
+    blobs/<digest>                                                            content-addressed bytes
+    leases/<session id>.json                                                  the writer lease
+
+Object storage cannot append, so (as in the Agent SDK's reference S3 adapter)
+each ``append`` writes a new part, named ``<epoch ms, 13 digits>-<counter>-<random>.jsonl``,
+and ``load`` lists a key's own parts, sorts them by name and concatenates them.
+Within a process names only grow (the clock never runs backwards for them, a
+counter orders appends in the same millisecond, and a ``load`` moves the clock
+past every part it saw, so a host whose clock is behind still appends after
+what it read); the random suffix keeps two hosts' names apart. An entry's
+``uuid`` is dropped when this store object already wrote it to that key, and
+``load`` keeps the first occurrence of each uuid (a retried put that had landed).
+
+Blobs are written with a create-only conditional put (``If-None-Match: *``).
+The lease is one JSON object replaced only by conditional puts: create-only
+when absent, otherwise ``If-Match`` on the ETag just read, so of two hosts
+racing exactly one wins. Releasing it writes a released lease the same way
+(a plain ``DELETE`` could remove a lease another host had just taken over).
+This needs a store that honours ``If-None-Match`` and ``If-Match`` on ``PutObject``
+(AWS S3 since 2024, MinIO, Cloudflare R2, Ceph RGW).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import secrets
+import threading
+import urllib.parse
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import obstore
+from obstore.exceptions import (
+    AlreadyExistsError,
+    BaseError,
+    PermissionDeniedError,
+    PreconditionError,
+    UnauthenticatedError,
+)
+from obstore.store import S3Store
+
+from .._errors import ConfigurationError
+from .base import (
+    Lease,
+    LeaseHeldError,
+    SessionKey,
+    SessionListEntry,
+    SessionStoreBackend,
+    StoreError,
+    dedupe_by_uuid,
+    now_ms,
+)
+
+if TYPE_CHECKING:
+    from obstore import ObjectMeta, PutMode, UpdateVersion
+    from obstore.store import ClientConfig, RetryConfig, S3Config
+
+_SUFFIX = ".jsonl"
+#: Parallel GETs / HEADs per call: one load of a long session is many small parts.
+_CONCURRENCY = 16
+#: Conditional puts lost to another host before the lease gives up (each loss re-reads it).
+_LEASE_ATTEMPTS = 8
+#: Fail within seconds, not the client library's default of retrying for 3 minutes.
+_RETRIES = 3
+_RETRY_TIMEOUT = timedelta(seconds=30)
+_URL_PARAMS = ("endpoint_url", "region")
+
+
+def _quote(part: str) -> str:
+    if not part:
+        raise ValueError("an empty project key, session id or subpath part")
+    quoted = urllib.parse.quote(part, safe="")
+    # Object paths may not have "." or ".." segments.
+    return "%2E" * len(part) if quoted in (".", "..") else quoted
+
+
+class _PartNames:
+    """Names of transcript parts: in this process, each sorts after every earlier one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_ms = 0
+        self._counter = itertools.count()
+
+    def next(self) -> str:
+        with self._lock:
+            self._last_ms = max(self._last_ms, now_ms())
+            ms, n = self._last_ms, next(self._counter)
+        return f"{ms:013d}-{n:010d}-{secrets.token_hex(4)}{_SUFFIX}"
+
+    def seen(self, names: Sequence[str]) -> None:
+        """Parts another host wrote: the next name here sorts after them, whatever our clock says."""
+        stamps = [int(n[:13]) for n in names if n[:13].isdigit()]
+        if stamps:
+            with self._lock:
+                self._last_ms = max(self._last_ms, max(stamps) + 1)
+
+
+_names = _PartNames()
+
+
+class _Refused(Exception):
+    """A conditional put lost: the object exists, or changed since it was read."""
+
+
+class S3SessionStore(SessionStoreBackend):
+    """A shared store in an S3 bucket (see the module docstring).
+
+    Parameters
+    ----------
+    bucket
+        The bucket; it must exist.
+    prefix
+        Where in the bucket the store lives (``""`` for the bucket's root).
+    endpoint_url
+        An S3-compatible server (MinIO, R2, a test server); None for AWS S3
+        (or the ``AWS_ENDPOINT_URL`` the environment names).
+    region
+        The bucket's region; None for ``AWS_REGION`` / ``AWS_DEFAULT_REGION`` or ``us-east-1``.
+    """
+
+    schemes = ("s3",)
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+    ) -> None:
+        if not bucket:
+            raise ConfigurationError("The S3 session store needs a bucket: s3://bucket/prefix.")
+        self.bucket = bucket
+        self.prefix = "/".join(p for p in prefix.split("/") if p)
+        self.endpoint_url = endpoint_url
+        self.region = region
+        self._client: S3Store | None = None
+        # uuids this object wrote, per key's folder: a retried batch is not stored twice.
+        self._written: dict[str, set[str]] = {}
+
+    @classmethod
+    def from_url(cls, url: str) -> S3SessionStore:
+        """A store for ``s3://bucket/prefix?endpoint_url=...&region=...``.
+
+        Raises
+        ------
+        ConfigurationError
+            No bucket, credentials in the URL, or a query parameter other than
+            ``endpoint_url`` and ``region``.
+        """
+        parsed = urllib.parse.urlsplit(url)
+        if "@" in parsed.netloc:
+            raise ConfigurationError(
+                "Credentials do not go in the S3 session store URL: set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (or use a role) and give s3://bucket/prefix."
+            )
+        params = urllib.parse.parse_qs(parsed.query, keep_blank_values=True)
+        unknown = sorted(set(params) - set(_URL_PARAMS))
+        if unknown:
+            raise ConfigurationError(
+                f"Unknown parameter {unknown[0]!r} in the S3 session store URL: use "
+                "s3://bucket/prefix?endpoint_url=...&region=... (credentials come from AWS_* variables)."
+            )
+        return cls(
+            urllib.parse.unquote(parsed.netloc),
+            urllib.parse.unquote(parsed.path),
+            endpoint_url=params["endpoint_url"][-1] if params.get("endpoint_url") else None,
+            region=params["region"][-1] if params.get("region") else None,
+        )
+
+    # -- the client and its errors ---------------------------------------------------
+    def _store(self) -> S3Store:
+        if self._client is None:
+            config: S3Config = {}
+            if self.endpoint_url:
+                config["endpoint"] = self.endpoint_url
+            if self.region:
+                config["region"] = self.region
+            client_options: ClientConfig = {}
+            if self.endpoint_url and self.endpoint_url.lower().startswith("http://"):
+                client_options["allow_http"] = True
+            retry: RetryConfig = {"max_retries": _RETRIES, "retry_timeout": _RETRY_TIMEOUT}
+            try:
+                self._client = S3Store(
+                    self.bucket, config=config, client_options=client_options, retry_config=retry
+                )
+            except (BaseError, ValueError) as e:
+                raise StoreError(
+                    f"Cannot configure the S3 session store for bucket {self.bucket!r}: "
+                    f"{_scrub(_first_line(e))}. Check the store URL and the AWS_* variables."
+                ) from e
+        return self._client
+
+    async def aclose(self) -> None:
+        # obstore keeps no open connections a caller must close; the next call builds a new client.
+        self._client = None
+
+    def _where(self) -> str:
+        return f"s3://{self.bucket}" + (f" at {self.endpoint_url}" if self.endpoint_url else "")
+
+    def _error(self, e: Exception, doing: str) -> StoreError:
+        """One line for a person: what failed and what to check (never a secret)."""
+        text = str(e)
+        code = re.search(r"<Code>([^<]*)</Code>", text)
+        code_s = code.group(1) if code else ""
+        if code_s == "NoSuchBucket":
+            return StoreError(
+                f"The S3 bucket {self.bucket!r} does not exist ({self._where()}): create it, "
+                "or fix the bucket in the session store URL."
+            )
+        if code_s in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"):
+            return StoreError(
+                f"The S3 bucket {self.bucket!r} is in another region: add region=... to the session "
+                "store URL or set AWS_REGION."
+            )
+        if isinstance(e, (UnauthenticatedError, PermissionDeniedError)) or code_s in (
+            "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
+            "InvalidToken", "TokenRefreshRequired",
+        ):
+            return StoreError(
+                f"S3 refused access to {self._where()} while {doing}"
+                + (f" ({code_s})" if code_s else "")
+                + ": check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN "
+                "(or the role) and the bucket's policy."
+            )
+        if re.search(r"/latest/api/token|/latest/meta-data|169\.254\.170\.2|AssumeRoleWithWebIdentity", text):
+            # The client library found no key in the environment and its role lookups failed too.
+            return StoreError(
+                f"Found no usable AWS credentials for {self._where()}: set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, or check the instance, container or web-identity role."
+            )
+        if not code_s and re.search(
+            r"error sending request|connect|dns error|timed out|connection refused|connection reset",
+            text,
+            re.IGNORECASE,
+        ):
+            return StoreError(
+                f"Cannot reach S3 ({self.endpoint_url or 'AWS'}) while {doing}: check endpoint_url and "
+                "region in the session store URL, and the network."
+            )
+        message = re.search(r"<Message>([^<]*)</Message>", text)
+        detail = f"{code_s}: {message.group(1)}" if code_s and message else _first_line(e)
+        return StoreError(f"S3 failed while {doing} ({self._where()}): {_scrub(detail)}")
+
+    # -- object helpers -------------------------------------------------------------------
+    def _path(self, *parts: str) -> str:
+        return "/".join((self.prefix, *parts)) if self.prefix else "/".join(parts)
+
+    def _session_dir(self, project_key: str, session_id: str) -> str:
+        return self._path("projects", _quote(project_key), _quote(session_id))
+
+    def _key_dir(self, key: SessionKey) -> str:
+        folder = self._session_dir(key["project_key"], key["session_id"])
+        sub = [p for p in (key.get("subpath") or "").split("/") if p]
+        if sub:
+            return "/".join([folder, "sub", *(_quote(p) for p in sub)])
+        return folder + "/main"
+
+    async def _list(self, prefix: str, doing: str) -> Sequence[ObjectMeta]:
+        """Every object under ``prefix`` (recursively)."""
+        try:
+            return await obstore.list(self._store(), prefix + "/").collect_async()
+        except BaseError as e:
+            raise self._error(e, doing) from e
+
+    async def _list_here(self, prefix: str, doing: str) -> Sequence[ObjectMeta]:
+        """The objects directly in ``prefix`` (not in its sub-folders)."""
+        try:
+            result = await obstore.list_with_delimiter_async(self._store(), prefix + "/")
+        except BaseError as e:
+            raise self._error(e, doing) from e
+        return result["objects"]
+
+    async def _get(self, path: str, doing: str) -> tuple[bytes, ObjectMeta] | None:
+        try:
+            result = await obstore.get_async(self._store(), path)
+            return bytes(await result.bytes_async()), result.meta
+        except FileNotFoundError as e:
+            if "NoSuchBucket" in str(e):
+                raise self._error(e, doing) from e
+            return None
+        except BaseError as e:
+            raise self._error(e, doing) from e
+
+    async def _put(self, path: str, data: bytes, doing: str, mode: PutMode | None = None) -> None:
+        """Put ``data``.
+
+        Raises
+        ------
+        _Refused
+            A conditional put whose condition did not hold (another writer was first).
+        """
+        try:
+            await obstore.put_async(self._store(), path, data, mode=mode, use_multipart=False)
+        except (AlreadyExistsError, PreconditionError) as e:
+            raise _Refused from e
+        except (BaseError, FileNotFoundError) as e:
+            if "<Code>ConditionalRequestConflict</Code>" in str(e):
+                raise _Refused from e  # AWS's 409: a concurrent conditional write to the same key
+            raise self._error(e, doing) from e
+
+    async def _delete(self, paths: list[str], doing: str) -> None:
+        if not paths:
+            return
+        try:
+            await obstore.delete_async(self._store(), paths)
+        except FileNotFoundError:
+            pass
+        except BaseError as e:
+            raise self._error(e, doing) from e
+
+    # -- transcripts --------------------------------------------------------------------------
+    async def append(self, key: SessionKey, entries: list[dict[str, Any]]) -> None:
+        folder = self._key_dir(key)
+        # A copy: the uuids count as written only once the put has succeeded.
+        fresh = dedupe_by_uuid(set(self._written.get(folder, ())), entries)
+        if not fresh:
+            return
+        data = b"".join(
+            json.dumps(e, ensure_ascii=False, separators=(",", ":")).encode() + b"\n" for e in fresh
+        )
+        await self._put(f"{folder}/{_names.next()}", data, "appending to a transcript")
+        uuids = {e["uuid"] for e in fresh if isinstance(e.get("uuid"), str) and e["uuid"]}
+        self._written.setdefault(folder, set()).update(uuids)
+
+    async def load(self, key: SessionKey) -> list[dict[str, Any]] | None:
+        doing = "reading a transcript"
+        parts = sorted(m["path"] for m in await self._list_here(self._key_dir(key), doing))
+        if not parts:
+            return None
+        bodies: list[bytes | None] = [None] * len(parts)
+
+        async def fetch(i: int) -> None:
+            got = await self._get(parts[i], doing)
+            if got is not None:  # None: deleted since the listing
+                bodies[i] = got[0]
+
+        await _each(range(len(parts)), fetch)
+        if all(body is None for body in bodies):
+            return None  # deleted since the listing
+        _names.seen([p.rsplit("/", 1)[-1] for p in parts])
+
+        out: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for body in bodies:
+            for line in (body or b"").splitlines():
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    continue
+                if not isinstance(obj, dict):
+                    continue
+                uid = obj.get("uuid")
+                if isinstance(uid, str) and uid:
+                    if uid in seen:
+                        continue  # a batch retried after its first put had landed: the first copy wins
+                    seen.add(uid)
+                out.append(obj)
+        return out
+
+    async def list_sessions(self, project_key: str) -> list[SessionListEntry]:
+        base = self._path("projects", _quote(project_key))
+        newest: dict[str, int] = {}
+        for meta in await self._list(base, "listing sessions"):
+            parts = meta["path"][len(base) + 1 :].split("/")
+            if len(parts) == 3 and parts[1] == "main":
+                sid = urllib.parse.unquote(parts[0])
+                mtime = int(meta["last_modified"].timestamp() * 1000)
+                newest[sid] = max(newest.get(sid, 0), mtime)
+        return [{"session_id": sid, "mtime": mtime} for sid, mtime in newest.items()]
+
+    async def delete(self, key: SessionKey) -> None:
+        doing = "deleting a transcript"
+        if key.get("subpath"):
+            folder = self._key_dir(key)
+            # Only this subkey's parts: "a" must not take "a/b" with it.
+            objects = await self._list_here(folder, doing)
+            self._written.pop(folder, None)
+        else:
+            folder = self._session_dir(key["project_key"], key["session_id"])
+            objects = await self._list(folder, doing)
+            self._written = {f: u for f, u in self._written.items() if not f.startswith(folder + "/")}
+        await self._delete([m["path"] for m in objects], doing)
+
+    async def list_subkeys(self, key: SessionKey) -> list[str]:
+        base = self._session_dir(key["project_key"], key["session_id"]) + "/sub"
+        subkeys = {
+            "/".join(urllib.parse.unquote(p) for p in m["path"][len(base) + 1 :].split("/")[:-1])
+            for m in await self._list(base, "listing sub-transcripts")
+        }
+        return sorted(s for s in subkeys if s)
+
+    # -- blobs ------------------------------------------------------------------------------
+    def _blob_path(self, digest: str) -> str:
+        if not digest.isalnum() or not digest.isascii():
+            raise ValueError(f"not a digest: {digest!r}")
+        return self._path("blobs", digest)
+
+    async def put_blob(self, digest: str, data: bytes) -> None:
+        try:
+            await self._put(self._blob_path(digest), data, "storing a backup", mode="create")
+        except _Refused:
+            pass  # content-addressed: what is there is the same bytes
+
+    async def get_blob(self, digest: str) -> bytes | None:
+        got = await self._get(self._blob_path(digest), "reading a backup")
+        return None if got is None else got[0]
+
+    async def missing_blobs(self, digests: list[str]) -> list[str]:
+        paths = [self._blob_path(d) for d in digests]
+        present = [False] * len(digests)
+
+        async def head(i: int) -> None:
+            try:
+                await obstore.head_async(self._store(), paths[i])
+                present[i] = True
+            except FileNotFoundError:
+                pass  # (a HEAD has no body to say whether the bucket is missing; a put will)
+            except BaseError as e:
+                raise self._error(e, "checking backups") from e
+
+        await _each(range(len(digests)), head)
+        return [d for d, there in zip(digests, present, strict=True) if not there]
+
+    # -- the lease --------------------------------------------------------------------------------
+    def _lease_path(self, session_id: str) -> str:
+        return self._path("leases", _quote(session_id) + ".json")
+
+    async def _read_lease(self, path: str) -> tuple[dict[str, Any], UpdateVersion] | None:
+        got = await self._get(path, "reading the session's lease")
+        if got is None:
+            return None
+        data, meta = got
+        if not meta["e_tag"]:
+            raise StoreError(
+                f"The S3 store at {self._where()} returns no ETags, and the session lease needs "
+                "conditional writes (If-Match): use AWS S3 or a store that supports them."
+            )
+        try:
+            cur = json.loads(data)
+        except ValueError:
+            cur = None
+        version: UpdateVersion = {"e_tag": meta["e_tag"]}
+        if meta["version"]:
+            version["version"] = meta["version"]
+        return (cur if isinstance(cur, dict) else {}), version
+
+    async def acquire_lease(self, session_id: str, holder: str, ttl_s: float, *, take_over: bool = False) -> Lease:
+        path = self._lease_path(session_id)
+        doing = "taking the session's lease"
+        for _ in range(_LEASE_ATTEMPTS):
+            read = await self._read_lease(path)
+            now = now_ms()
+            cur, version = read if read is not None else ({}, None)
+            cur_holder = str(cur.get("holder") or "")
+            mine = cur_holder == holder
+            if cur_holder and not mine and not take_over:
+                age = max(0.0, (now - _int(cur.get("renewed_ms"))) / 1000)
+                if age < _float(cur.get("ttl_s"), ttl_s):
+                    raise LeaseHeldError(session_id, cur_holder, age)
+            acquired = _int(cur.get("acquired_ms"), now) if mine else now
+            body = json.dumps({"holder": holder, "renewed_ms": now, "acquired_ms": acquired, "ttl_s": ttl_s})
+            try:
+                # Conditional either way: if another host wrote it since we read it, we lose and look again.
+                await self._put(path, body.encode(), doing, mode="create" if version is None else version)
+            except _Refused:
+                continue
+            return Lease(session_id, holder, acquired, ttl_s)
+        raise StoreError(
+            f"Could not take the lease of session {session_id[:8]}: other hosts kept changing it. Try again."
+        )
+
+    async def release_lease(self, session_id: str, holder: str) -> None:
+        path = self._lease_path(session_id)
+        for _ in range(_LEASE_ATTEMPTS):
+            read = await self._read_lease(path)
+            if read is None or read[0].get("holder") != holder:
+                return
+            released = json.dumps({"holder": "", "renewed_ms": now_ms(), "released_by": holder})
+            try:
+                await self._put(path, released.encode(), "releasing the session's lease", mode=read[1])
+            except _Refused:
+                continue  # changed since we read it (renewed by us elsewhere, or taken over): look again
+            return
+
+
+async def _each(items: Iterable[int], fn: Callable[[int], Awaitable[None]]) -> None:
+    """``fn(item)`` for every item, a few at a time; the first error stops the rest and is raised as is."""
+    errors: list[Exception] = []
+    limit = anyio.Semaphore(_CONCURRENCY)
+
+    async def one(item: int) -> None:
+        async with limit:
+            try:
+                await fn(item)
+            except Exception as e:
+                errors.append(e)
+                tg.cancel_scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        for item in items:
+            tg.start_soon(one, item)
+    if errors:
+        raise errors[0]
+
+
+def _int(value: Any, default: int = 0) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _float(value: Any, default: float) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    line = text.splitlines()[0] if text else type(e).__name__
+    return line if len(line) <= 200 else line[:199] + "…"
+
+
+def _scrub(text: str) -> str:
+    """``text`` without the values of the AWS secret variables, should a server ever echo one."""
+    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        value = os.environ.get(name)
+        if value and len(value) >= 8:
+            text = text.replace(value, "***")
+    return text
