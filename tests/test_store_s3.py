@@ -1,0 +1,384 @@
+"""The S3 backend of the shared session store, against a real S3 API (moto's server mode).
+
+The SDK's conformance suite, two hosts appending to one transcript, blobs, the
+writer lease (including racing acquirers, decided by the server's conditional
+puts) and the one-line errors for an unreachable endpoint, a missing bucket and
+refused credentials.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+pytest.importorskip("moto.server")
+pytest.importorskip("obstore")
+
+from agent_magic._errors import ConfigurationError
+from agent_magic.store import LeaseHeldError, SessionKey, StoreError, open_session_store
+from agent_magic.store.s3 import S3SessionStore
+
+from .s3_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, MotoS3, closed_port, moto_s3
+
+BUCKET = "agent-magic-tests"
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[MotoS3]:
+    with moto_s3() as server:
+        server.create_bucket(BUCKET)
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dummy credentials moto takes, and nothing of the developer's AWS setup."""
+    for var in list(os.environ):
+        if var.startswith("AWS_"):
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+
+
+def make_store(s3: MotoS3, prefix: str | None = None) -> S3SessionStore:
+    """A store in its own prefix (a fresh one unless ``prefix`` names a shared one)."""
+    return S3SessionStore(BUCKET, prefix or f"t-{uuid.uuid4().hex}", endpoint_url=s3.endpoint_url, region=REGION)
+
+
+def run(fn: Any) -> None:
+    anyio.run(fn)
+
+
+def test_passes_the_agent_sdks_session_store_conformance_suite(s3: MotoS3) -> None:
+    conformance = pytest.importorskip("claude_agent_sdk.testing").run_session_store_conformance
+    made: list[S3SessionStore] = []
+
+    def fresh() -> S3SessionStore:
+        made.append(make_store(s3))
+        return made[-1]
+
+    run(lambda: conformance(fresh))
+    # Each contract had its own prefix, so nothing leaked between them.
+    assert len({s.prefix for s in made}) == len(made) >= 10
+
+
+def test_open_by_url(s3: MotoS3) -> None:
+    store = open_session_store(f"s3://{BUCKET}/team/sessions/?endpoint_url={s3.endpoint_url}&region=eu-west-1")
+    assert isinstance(store, S3SessionStore)
+    assert (store.bucket, store.prefix, store.endpoint_url, store.region) == (
+        BUCKET, "team/sessions", s3.endpoint_url, "eu-west-1",
+    )
+    bare = open_session_store("s3://bucket-only")
+    assert isinstance(bare, S3SessionStore) and (bare.prefix, bare.endpoint_url, bare.region) == ("", None, None)
+    with pytest.raises(ConfigurationError, match="Unknown parameter 'secret'"):
+        open_session_store("s3://b/p?secret=x")
+    with pytest.raises(ConfigurationError, match="Credentials do not go in") as err:
+        open_session_store("s3://AKIAEXAMPLE:hunter2secret@bucket/p")
+    assert "hunter2secret" not in str(err.value)
+    with pytest.raises(ConfigurationError, match="needs a bucket"):
+        open_session_store("s3:///p")
+
+
+def test_a_store_opened_by_url_reads_and_writes(s3: MotoS3) -> None:
+    prefix = f"url-{uuid.uuid4().hex}"
+    store = open_session_store(f"s3://{BUCKET}/{prefix}?endpoint_url={s3.endpoint_url}&region={REGION}")
+    key: SessionKey = {"project_key": "/home/me/my project", "session_id": "s1"}
+
+    async def go() -> None:
+        await store.append(key, [{"type": "user", "n": 1}])
+        assert await store.load(key) == [{"type": "user", "n": 1}]
+        await store.aclose()
+        assert await store.load(key) == [{"type": "user", "n": 1}]  # a new client after aclose
+        # The layout the module docstring promises.
+        names = [o["Key"] for o in s3.client().list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]]
+        assert len(names) == 1
+        assert names[0].startswith(f"{prefix}/projects/%2Fhome%2Fme%2Fmy%20project/s1/main/")
+
+    run(go)
+
+
+def test_two_hosts_append_to_one_transcript(s3: MotoS3) -> None:
+    prefix = f"hosts-{uuid.uuid4().hex}"
+    a, b = make_store(s3, prefix), make_store(s3, prefix)
+    key: SessionKey = {"project_key": "proj", "session_id": "shared"}
+
+    async def writer(store: S3SessionStore, name: str) -> None:
+        for i in range(6):
+            batch = [{"type": "user", "uuid": f"{name}-{i}", "from": name, "i": i}, {"type": "note", "from": name, "i": i}]
+            await store.append(key, batch)
+            if i == 2:
+                # A retried batch (the first put landed, its answer was lost): not written again.
+                await store.append(key, batch[:1])
+            await anyio.lowlevel.checkpoint()
+
+    async def go() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer, a, "a")
+            tg.start_soon(writer, b, "b")
+        # The other host writes a uuid host a wrote already: the first copy wins on load.
+        await b.append(key, [{"type": "user", "uuid": "a-0", "from": "b", "i": 99}])
+
+        lines = await make_store(s3, prefix).load(key)
+        assert lines is not None
+        for name in ("a", "b"):
+            mine = [(e["type"], e["i"]) for e in lines if e["from"] == name]
+            # All of each writer's lines, in its order; the duplicate uuid and the retried batch left out.
+            assert mine == [(t, i) for i in range(6) for t in ("user", "note")]
+        uuids = [e["uuid"] for e in lines if "uuid" in e]
+        assert len(uuids) == len(set(uuids)) == 12
+        assert len(lines) == 24
+        assert await a.load(key) == lines == await b.load(key)
+        # One object per append that had something new: the retried batches were never sent.
+        listed = s3.client().list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/projects/proj/shared/main/")
+        assert listed["KeyCount"] == 6 + 6 + 1
+
+    run(go)
+
+
+def test_a_host_whose_clock_is_behind_appends_after_what_it_read(s3: MotoS3) -> None:
+    prefix = f"clock-{uuid.uuid4().hex}"
+    store = make_store(s3, prefix)
+    key: SessionKey = {"project_key": "proj", "session_id": "s"}
+    # A part another host wrote a minute "ahead" of this one's clock.
+    ahead = int(time.time() * 1000) + 60_000
+    s3.client().put_object(
+        Bucket=BUCKET,
+        Key=f"{prefix}/projects/proj/s/main/{ahead:013d}-0000000000-ffffffff.jsonl",
+        Body=b'{"type":"user","n":1}\n',
+    )
+
+    async def go() -> None:
+        assert await store.load(key) == [{"type": "user", "n": 1}]
+        await store.append(key, [{"type": "user", "n": 2}])
+        assert await make_store(s3, prefix).load(key) == [{"type": "user", "n": 1}, {"type": "user", "n": 2}]
+
+    run(go)
+
+
+def test_load_skips_lines_that_are_not_json_objects(s3: MotoS3) -> None:
+    prefix = f"junk-{uuid.uuid4().hex}"
+    s3.client().put_object(
+        Bucket=BUCKET,
+        Key=f"{prefix}/projects/proj/s/main/0000000000001-0000000000-00000000.jsonl",
+        Body=b'{"type":"user","n":1}\n[1,2]\nnot json\n{"type":"user","n":2',
+    )
+    run(lambda: _expect(make_store(s3, prefix).load({"project_key": "proj", "session_id": "s"}), [{"type": "user", "n": 1}]))
+
+
+async def _expect(awaitable: Any, value: Any) -> None:
+    assert await awaitable == value
+
+
+def test_blobs_are_content_addressed(s3: MotoS3) -> None:
+    store = make_store(s3)
+    other_host = make_store(s3, store.prefix)
+
+    async def go() -> None:
+        assert await store.get_blob("ab12") is None
+        await store.put_blob("ab12", b"\x00data")
+        await store.put_blob("ab12", b"\x00data")  # there already: fine
+        await other_host.put_blob("ab12", b"\x00data")
+        assert await other_host.get_blob("ab12") == b"\x00data"
+        await store.put_blob("cd34", b"")
+        assert await store.get_blob("cd34") == b""
+        assert await store.missing_blobs(["ab12", "ef56", "cd34", "0099"]) == ["ef56", "0099"]
+        assert await store.missing_blobs([]) == []
+        many = [f"{i:04x}" for i in range(40)]
+        await store.put_blob(many[7], b"7")
+        assert await store.missing_blobs(many) == many[:7] + many[8:]
+        with pytest.raises(ValueError):
+            await store.get_blob("../etc")
+        with pytest.raises(ValueError):
+            await store.put_blob("a/b", b"")
+
+    run(go)
+
+
+def test_one_writer_per_session(s3: MotoS3) -> None:
+    a = make_store(s3)
+    b = make_store(s3, a.prefix)
+
+    async def go() -> None:
+        lease = await a.acquire_lease("sess-1", "host-a:1", ttl_s=30)
+        await anyio.sleep(0.01)
+        renewed = await a.renew_lease(lease)
+        assert renewed.acquired_ms == lease.acquired_ms and renewed.holder == "host-a:1"
+        with pytest.raises(LeaseHeldError) as err:
+            await b.acquire_lease("sess-1", "host-b:2", ttl_s=30)
+        assert err.value.holder == "host-a:1" and 0 <= err.value.age_s < 30
+        assert "host-a:1" in str(err.value) and "--take-over" in str(err.value)
+        # A host that is gone: the person takes the lease over.
+        await b.acquire_lease("sess-1", "host-b:2", ttl_s=30, take_over=True)
+        with pytest.raises(LeaseHeldError) as err:
+            await a.acquire_lease("sess-1", "host-a:1", ttl_s=30)
+        assert err.value.holder == "host-b:2"
+        await a.release_lease("sess-1", "host-a:1")  # not a's: nothing happens
+        with pytest.raises(LeaseHeldError):
+            await a.acquire_lease("sess-1", "host-a:1", ttl_s=30)
+        await b.release_lease("sess-1", "host-b:2")
+        await b.release_lease("sess-1", "host-b:2")  # released already: nothing happens
+        await a.acquire_lease("sess-1", "host-a:1", ttl_s=0.2)
+        with pytest.raises(LeaseHeldError):
+            await b.acquire_lease("sess-1", "host-b:2", ttl_s=30)
+        # An expired lease is free.
+        await anyio.sleep(0.4)
+        await b.acquire_lease("sess-1", "host-b:2", ttl_s=30)
+        # Leases of other sessions are their own.
+        await a.acquire_lease("sess-2", "host-a:1", ttl_s=30)
+
+    run(go)
+
+
+@pytest.mark.parametrize("start", ["absent", "released", "expired"])
+def test_of_hosts_racing_for_a_lease_exactly_one_wins(s3: MotoS3, start: str) -> None:
+    hosts = [make_store(s3) for _ in range(5)]
+    for h in hosts[1:]:
+        h.prefix = hosts[0].prefix
+    won: list[str] = []
+    refused: list[LeaseHeldError] = []
+
+    async def acquire(i: int, session: str) -> None:
+        try:
+            lease = await hosts[i].acquire_lease(session, f"host-{i}", ttl_s=30)
+            won.append(lease.holder)
+        except LeaseHeldError as err:
+            refused.append(err)
+
+    async def go() -> None:
+        for r in range(8):
+            session = f"race-{r}"
+            if start == "released":
+                await hosts[0].acquire_lease(session, "setup", ttl_s=30)
+                await hosts[0].release_lease(session, "setup")
+            elif start == "expired":
+                await hosts[0].acquire_lease(session, "setup", ttl_s=0.05)
+                await anyio.sleep(0.1)
+            won.clear()
+            refused.clear()
+            async with anyio.create_task_group() as tg:
+                for i in range(len(hosts)):
+                    tg.start_soon(acquire, i, session)
+            assert len(won) == 1, (r, won)
+            assert len(refused) == len(hosts) - 1
+            assert {e.holder for e in refused} == set(won)
+
+    run(go)
+
+
+def test_an_unreachable_endpoint_is_one_line(s3: MotoS3) -> None:
+    store = open_session_store(f"s3://{BUCKET}/p?endpoint_url=http://127.0.0.1:{closed_port()}")
+    key: SessionKey = {"project_key": "proj", "session_id": "s"}
+
+    async def go() -> None:
+        calls = (
+            lambda: store.load(key), lambda: store.append(key, [{"type": "x"}]),
+            lambda: store.get_blob("ab"), lambda: store.missing_blobs(["ab"]),
+        )
+        for call in calls:
+            with pytest.raises(StoreError) as err:
+                await call()
+            message = str(err.value)
+            assert "\n" not in message and "Cannot reach S3 (http://127.0.0.1:" in message and "endpoint_url" in message
+
+    started = time.monotonic()
+    run(go)
+    assert time.monotonic() - started < 60  # a few quick retries, not the library's three minutes
+
+
+def test_a_missing_bucket_is_one_line(s3: MotoS3) -> None:
+    store = S3SessionStore("no-such-bucket-here", "p", endpoint_url=s3.endpoint_url, region=REGION)
+    key: SessionKey = {"project_key": "proj", "session_id": "s"}
+
+    async def go() -> None:
+        calls = (
+            lambda: store.load(key), lambda: store.append(key, [{"type": "x"}]), lambda: store.list_sessions("proj"),
+            lambda: store.list_subkeys(key), lambda: store.delete(key), lambda: store.get_blob("ab"),
+            lambda: store.put_blob("ab", b"x"), lambda: store.acquire_lease("s", "me", 30),
+        )
+        for call in calls:
+            with pytest.raises(StoreError) as err:
+                await call()
+            assert str(err.value) == (
+                f"The S3 bucket 'no-such-bucket-here' does not exist (s3://no-such-bucket-here at {s3.endpoint_url}): "
+                "create it, or fix the bucket in the session store URL."
+            )
+
+    run(go)
+
+
+def test_refused_credentials_are_one_line_without_the_secret(s3: MotoS3, monkeypatch: pytest.MonkeyPatch) -> None:
+    import moto.settings
+
+    # moto checks signatures against its IAM users only when told to: none exist, so every key is refused.
+    monkeypatch.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
+    store = make_store(s3)
+
+    async def go() -> None:
+        calls = (
+            lambda: store.load({"project_key": "p", "session_id": "s"}),
+            lambda: store.put_blob("ab", b"x"), lambda: store.get_blob("ab"),
+        )
+        for call in calls:
+            with pytest.raises(StoreError) as err:
+                await call()
+            message = str(err.value)
+            assert "\n" not in message and "refused access" in message and "AWS_SECRET_ACCESS_KEY" in message
+            assert SECRET_ACCESS_KEY not in message and ACCESS_KEY_ID not in message
+
+    run(go)
+
+
+def test_no_credentials_at_all_is_one_line(s3: MotoS3, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    # Where the client library looks last (an EC2 instance's metadata service): nothing there.
+    monkeypatch.setenv("AWS_METADATA_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    store = make_store(s3)
+
+    async def go() -> None:
+        with pytest.raises(StoreError) as err:
+            await store.load({"project_key": "p", "session_id": "s"})
+        message = str(err.value)
+        assert "\n" not in message and message.startswith("Found no usable AWS credentials") and "AWS_ACCESS_KEY_ID" in message
+
+    run(go)
+
+
+def test_sessions_and_subkeys_with_awkward_names(s3: MotoS3) -> None:
+    store = make_store(s3)
+    names = ["..", ".", "a b", "ü/x", "100%", "s?x=1&y"]
+    n = itertools.count()
+
+    async def go() -> None:
+        for name in names:
+            await store.append({"project_key": "/p/..", "session_id": name}, [{"type": "x", "n": next(n)}])
+            await store.append({"project_key": "/p/..", "session_id": name, "subpath": f"subagents/{name}"}, [{"type": "x"}])
+        listed = await store.list_sessions("/p/..")
+        assert sorted(s["session_id"] for s in listed) == sorted(names)
+        assert all(s["mtime"] > 1e12 for s in listed)
+        for i, name in enumerate(names):
+            assert await store.load({"project_key": "/p/..", "session_id": name}) == [{"type": "x", "n": i}]
+            assert await store.list_subkeys({"project_key": "/p/..", "session_id": name}) == [f"subagents/{name}"]
+        # A subkey's delete leaves its own subkeys; a session's delete takes everything of it.
+        key: SessionKey = {"project_key": "q", "session_id": "s"}
+        await store.append({**key, "subpath": "a"}, [{"type": "x"}])
+        await store.append({**key, "subpath": "a/b"}, [{"type": "y"}])
+        assert await store.load({**key, "subpath": "a"}) == [{"type": "x"}]  # not a/b's lines
+        assert await store.load({**key, "subpath": "a/b"}) == [{"type": "y"}]
+        assert await store.load(key) is None
+        await store.delete({**key, "subpath": "a"})
+        assert await store.list_subkeys(key) == ["a/b"]
+        await store.delete(key)
+        assert await store.list_subkeys(key) == [] and await store.list_sessions("q") == []
+        with pytest.raises(ValueError):
+            await store.append({"project_key": "q", "session_id": ""}, [{"type": "x"}])
+
+    run(go)
