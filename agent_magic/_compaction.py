@@ -38,7 +38,7 @@ from ._errors import CompactionError, ConfigurationError, ProviderError
 from ._hooks import run_hooks
 from ._messages import SystemMessage
 from ._pricing import add_usage, cost_usd, price_for
-from ._sessions import build_api_messages, is_boundary, is_prompt_entry, prompt_text
+from ._sessions import SUMMARY_INTRO, build_api_messages, is_boundary, is_prompt_entry, prompt_text
 from .providers.base import ModelRequest, PartialResponse
 
 if TYPE_CHECKING:
@@ -192,15 +192,11 @@ async def compact_client(
         The summary request failed.
     """
     s = rt.session
-    entries = s.entries
-    keep_from = len(entries)
-    if turn is not None:
-        keep_from = next((i for i, e in enumerate(entries) if e.get("uuid") == turn.checkpoint_id and not e.get("carried")), len(entries))
-        if keep_from == len(entries):
-            keep_from = next((i for i, e in enumerate(entries) if e.get("uuid") == turn.checkpoint_id), len(entries))
-    before, kept = entries[:keep_from], entries[keep_from:]
-    conv = build_api_messages(before)
-    if not any(m["role"] == "assistant" for m in conv):
+    before, kept = _split_turn(s.entries, turn)
+    raw = build_api_messages(before)
+    conv = _summarisable(raw)
+    # Something to summarise: answers, or the API's own summary of what came before.
+    if not any(m["role"] == "assistant" for m in conv) and conv == raw:
         raise CompactionError("There is nothing to compact yet: the conversation has no answers before this turn.")
     pre_tokens = estimate(rt, s.api_messages())
 
@@ -276,7 +272,71 @@ async def compact_client(
     boundary_msg = SystemMessage("compact_boundary", data)
     if emit is not None:
         await emit(boundary_msg)
+        note = crowded_note(rt, boundary["post_tokens"])
+        if note:
+            await emit(SystemMessage("warning", {"message": note}))
     return boundary_msg
+
+
+#: After a compaction, a conversation still above this share of the window is compacting in vain.
+_CROWDED = 0.6
+
+
+def crowded_note(rt: Runtime, post_tokens: Any) -> str | None:
+    """A one-time warning when a compaction left the conversation nearly as full as before."""
+    if not isinstance(post_tokens, int) or rt.warned_crowded or post_tokens <= _CROWDED * window(rt):
+        return None
+    rt.warned_crowded = True
+    share = round(100 * post_tokens / window(rt))
+    return (
+        f"After compacting, the conversation still fills {share}% of the model's context, so it will compact "
+        "again soon. Start a new session (`%%agent --new`) or fork this one for the next task."
+    )
+
+
+def _split_turn(entries: list[dict[str, Any]], turn: _Turn | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(what to summarise, the turn in progress to carry over verbatim) of a live view."""
+    if turn is None:
+        return entries, []
+    ids = [e.get("uuid") for e in entries]
+    if turn.checkpoint_id in ids:
+        k = ids.index(turn.checkpoint_id)
+        return entries[:k], entries[k:]
+    # A server-side compaction earlier in this turn cut the prompt off the live view: carry the
+    # prompt and the latest step (the calls the model is waiting on and their results); the
+    # steps between are summarised with the API's own summary.
+    last = max((i for i, e in enumerate(entries) if e.get("type") == "assistant"), default=len(entries))
+    prompt = [turn.prompt_entry] if turn.prompt_entry is not None else []
+    if last == len(entries):
+        return entries, prompt
+    # The API's compaction block (in that step's message) is summarised, the step's calls carried.
+    step = entries[last]
+    content = step.get("message", {}).get("content") if isinstance(step.get("message"), dict) else None
+    blocks = content if isinstance(content, list) else []
+    summary = [b for b in blocks if isinstance(b, dict) and b.get("type") == "compaction"]
+    if not summary:
+        return entries[:last], prompt + entries[last:]
+    rest = [b for b in blocks if not (isinstance(b, dict) and b.get("type") == "compaction")]
+    as_summary = {**step, "message": {**step["message"], "content": summary}}
+    as_step = {**step, "message": {**step["message"], "content": rest}}
+    return [*entries[:last], as_summary], [*prompt, as_step, *entries[last + 1 :]]
+
+
+def _summarisable(conv: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``conv`` as a summary request can send it: a leading server compaction block becomes text.
+
+    (The summary request carries no compaction edit, and the API takes a compaction block
+    only from a request that does.)
+    """
+    if not conv or conv[0]["role"] != "assistant":
+        return conv
+    first = conv[0]["content"]
+    if not first or first[0].get("type") != "compaction":
+        return conv
+    summary = str(first[0].get("content") or "")
+    head = {"role": "user", "content": [{"type": "text", "text": f"{SUMMARY_INTRO}\n\n{summary}"}]}
+    rest = first[1:]
+    return [head, *([{"role": "assistant", "content": rest}] if rest else []), *conv[1:]]
 
 
 def _replace_live(rt: Runtime, boundary: dict[str, Any], carried: list[dict[str, Any]]) -> None:

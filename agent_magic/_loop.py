@@ -127,6 +127,8 @@ class Runtime:
     learned_window: int | None = None
     #: The API refused server-side compaction for this model: compact client-side.
     server_compaction_refused: bool = False
+    #: Said once: compactions leave the conversation nearly as full as before.
+    warned_crowded: bool = False
     #: An engine's own count (Claude Code): (context tokens, window) after its last turn.
     engine_context: tuple[int, int] | None = None
     #: Awaited once the turn's result line is written, before the result is emitted (the shared
@@ -155,6 +157,8 @@ class _Turn:
 
     checkpoint_id: str
     start: float
+    #: The prompt's transcript line (a compaction that cut it off the live view carries it over).
+    prompt_entry: dict[str, Any] | None = None
     api_calls: int = 0
     api_ms: int = 0
     usage: dict[str, int] = field(default_factory=dict)
@@ -186,6 +190,7 @@ async def run_turn(
     entry = s.append(
         {"type": "user", "uuid": checkpoint_id, "is_prompt": True, "message": {"role": "user", "content": content}}
     )
+    turn.prompt_entry = entry
     s.num_turns += 1
     begin = getattr(rt.recorder, "begin_turn", None)
     if begin is not None:
@@ -436,6 +441,9 @@ async def _turn_body(rt: Runtime, turn: _Turn, emit: Emit) -> None:
         boundary = compaction.record_server_compaction(rt, content, response.usage, pre_tokens)
         if boundary is not None:
             await emit(boundary)
+            crowded = compaction.crowded_note(rt, boundary.data.get("post_tokens"))
+            if crowded:
+                await emit(SystemMessage("warning", {"message": crowded}))
         entry = s.append(
             {
                 "type": "assistant",

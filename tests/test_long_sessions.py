@@ -396,3 +396,35 @@ def test_compacting_by_hand_is_refused_for_the_claude_code_engine(home: Path, wo
 
     with pytest.raises(am.CompactionError, match="compacts its conversation by itself"):
         anyio.run(go)
+
+
+def test_a_client_compaction_after_a_server_one_in_the_same_turn_keeps_the_turn(
+    fake_api: FakeAnthropicServer, home: Path, workspace: Path
+) -> None:
+    # The API's summary is long (45k tokens of a 64k window) and the turn then reads a big file:
+    # the next request would pass the window, so agent-magic summarises again, client-side.
+    # The request and the file just read must survive that (found by bench/long_session.py).
+    def summary(body: dict[str, Any]) -> str:
+        if not body.get("context_management"):
+            return "Short summary of it all."
+        return "API summary. " * 14_000 if "read the big file" in json.dumps(body["messages"][-1]) else "Short API summary."
+
+    fake_api.summary_text = summary
+    (workspace / "big.txt").write_text("\n".join(f"big line {k}: " + "z" * 60 for k in range(1_500)))
+    for i in range(7):
+        fake_api.on_prompt(f"fill {i}.", text(f"filled {i}. " + "words " * 5_000))
+    fake_api.on_prompt(
+        "read the big file",
+        tool_use("Read", {"file_path": "big.txt"}),
+        lambda body: text("read: " + ("saw big line 1499" if "big line 1499" in json.dumps(body) else "lost the file")),
+    )
+    msgs = _run([*(f"fill {i}." for i in range(7)), "read the big file"], cwd=workspace, context_window=64_000, compaction="server")
+    res = msgs[-1]
+    assert isinstance(res, ResultMessage) and res.subtype == "success", res.result
+    assert res.result == "read: saw big line 1499"
+    methods = [m.data["method"] for m in msgs if isinstance(m, SystemMessage) and m.subtype == "compact_boundary"]
+    assert methods[-2:] == ["server", "client"]
+    last = fake_api.message_requests[-1].body or {}
+    prompts = [b.get("text", "") for m in last["messages"] if m["role"] == "user" for b in m["content"] if b.get("type") == "text"]
+    assert any(p == "read the big file" for p in prompts)  # the request itself was carried over
+    assert [r.refused for r in fake_api.requests if r.refused] == []

@@ -52,15 +52,31 @@ def postgres_url() -> Iterator[str]:
         yield server.url()
 
 
-@pytest.fixture(params=["file", "redis", "postgresql"])
-def shared(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    pytest.importorskip("moto", reason="moto (the test extra) runs the S3 API")
+    from .s3_server import moto_s3
+
+    with moto_s3() as server:
+        server.create_bucket("sessions")
+        yield server.endpoint_url
+
+
+@pytest.fixture(params=["file", "redis", "postgresql", "s3"])
+def shared(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """The shared store's URL, one backend per run, empty for each test."""
     fresh = f"t{secrets.token_hex(4)}"
     if request.param == "file":
         return (tmp_path / "shared").as_uri()
     if request.param == "redis":
         return f"{request.getfixturevalue('redis_url')}?prefix={fresh}:"
-    return f"{request.getfixturevalue('postgres_url')}?table_prefix={fresh}_"
+    if request.param == "postgresql":
+        return f"{request.getfixturevalue('postgres_url')}?table_prefix={fresh}_"
+    from .s3_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+    return f"s3://sessions/{fresh}?endpoint_url={request.getfixturevalue('s3_endpoint')}&region={REGION}"
 
 
 def _with_store(url: str, fn: Any) -> Any:
