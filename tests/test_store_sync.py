@@ -133,6 +133,8 @@ def test_a_session_started_on_one_host_resumes_and_rewinds_on_another(
 
     sid, results = _run(AgentOptions(home=home_a, **opts), ["edit the notebook", "add a file"])
     assert [r.result for r in results] == ["edited", "added"]
+    assert nbformat.read(workspace / "analysis.ipynb", as_version=4).cells[0].source == "x = 2"
+    assert (workspace / "out.txt").exists() and (workspace / "more.txt").exists()
     assert not (home_b / "sessions" / sid).exists()
 
     # Host B has never seen the session: it comes from the shared store, whole.
@@ -232,6 +234,16 @@ def test_any_object_with_the_sdks_methods_holds_transcripts(fake_api: FakeAnthro
     assert res[0].subtype == "success"
     sent = json.dumps(fake_api.message_requests[-1].body["messages"])
     assert '"one"' in sent and '"two"' in sent
+    # A third home forks it: a new session with the whole history, the original unchanged.
+    fork, res = _run(
+        AgentOptions(home=tmp_path / "c", cwd=workspace, resume=sid, fork_session=True, session_store=memory), ["four"]
+    )
+    assert fork != sid and res[0].subtype == "success"
+    sent = json.dumps(fake_api.message_requests[-1].body["messages"])
+    assert all(f'"{p}"' in sent for p in ("one", "two", "three", "four"))
+    assert am.get_session_info(fork, home=tmp_path / "c").parent_session_id == sid
+    forked_lines = anyio.run(memory.load, {"project_key": PROJECT_KEY, "session_id": fork})
+    assert forked_lines and forked_lines[-1]["type"] == "result"
 
 
 def test_agent_magic_sync_pushes_and_pulls_by_hand(
@@ -279,9 +291,9 @@ def test_the_session_helpers_find_sessions_made_on_another_host(
 ) -> None:
     from agent_magic.cli import main
 
-    (workspace / "a.txt").write_text("original\n")
-    fake_api.on_prompt("change a", message(tool_block("Write", {"file_path": "a.txt", "content": "changed\n"})), text("done"))
-    sid, _ = _run(AgentOptions(home=tmp_path / "a", cwd=workspace, permission_mode="acceptEdits", session_store=shared), ["change a"])
+    fake_api.on_prompt("write b", message(tool_block("Write", {"file_path": "b.txt", "content": "new\n"})), text("done"))
+    sid, _ = _run(AgentOptions(home=tmp_path / "a", cwd=workspace, permission_mode="acceptEdits", session_store=shared), ["write b"])
+    assert (workspace / "b.txt").read_text() == "new\n"
     home_b = tmp_path / "b"
     # Host B, through the CLI's --store: listing shows it, checkpoints and rewind work.
     assert main(["--home", str(home_b), "--store", shared, "sessions"]) == 0
@@ -290,7 +302,45 @@ def test_the_session_helpers_find_sessions_made_on_another_host(
     cps = am.list_checkpoints(sid[:8], home=home_b)
     assert [c.turn for c in cps] == [1]
     am.rewind_files(sid, cps[0].checkpoint_id, home=home_b)
-    assert (workspace / "a.txt").read_text() == "original\n"
+    assert not (workspace / "b.txt").exists()
     # A fork made on B is a session of its own there.
     fork = am.fork_session(sid, home=home_b)
     assert am.get_session_info(fork, home=home_b).parent_session_id == sid
+
+
+@pytest.mark.parametrize("point", ["sync.blob:1", "sync.records:1", "sync.lines:1"])
+def test_kill_9_during_a_sync_loses_nothing(
+    fake_api: FakeAnthropicServer, tmp_path: Path, workspace: Path, shared: str, point: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    (workspace / "a.txt").write_text("original\n")
+    fake_api.on_prompt(
+        "change a",
+        message(tool_block("Read", {"file_path": "a.txt"})),
+        message(tool_block("Write", {"file_path": "a.txt", "content": "changed\n"})),
+        text("done"),
+    )
+    home = tmp_path / "a"
+    sid, _ = _run(AgentOptions(home=home, cwd=workspace, permission_mode="acceptEdits"), ["change a"])
+    assert (workspace / "a.txt").read_text() == "changed\n"
+    # `agent-magic sync` killed (SIGKILL) at the point, then run again.
+    cmd = [sys.executable, "-m", "agent_magic.cli", "--home", str(home), "sync", "--store", shared]
+    env = {**os.environ, "AGENT_MAGIC_CRASH_AT": point, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    killed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    env.pop("AGENT_MAGIC_CRASH_AT")
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    # Every line and record once, the backups there: another host rewinds it.
+    local = SessionStore.at(home)
+    lines = _with_store(shared, lambda r: r.load({"project_key": PROJECT_KEY, "session_id": sid}))
+    assert len(lines) == len(local.read_entries(sid))
+    assert len({e["uuid"] for e in lines}) == len(lines)
+    cps = am.list_checkpoints(sid, home=home)
+    home_b = tmp_path / "b"
+    assert subprocess.run([*cmd[:4], str(home_b), *cmd[5:]], env=env, capture_output=True, timeout=120).returncode == 0
+    am.rewind_files(sid, cps[0].checkpoint_id, home=home_b)
+    assert (workspace / "a.txt").read_text() == "original\n"

@@ -31,7 +31,7 @@ from typing import Any
 
 from .._errors import AgentMagicError
 from .._sessions import SessionStore
-from .._store import atomic_write_bytes, dumps_line, parse_lines, read_raw_lines
+from .._store import atomic_write_bytes, crash_point, dumps_line, parse_lines, read_raw_lines
 from ..checkpoints.records import blobs_referenced
 from .base import SessionKey, SessionStoreBackend
 
@@ -132,12 +132,14 @@ class SessionSync:
             for d in missing:
                 assert root is not None
                 await self.remote.put_blob(d, (root / d[:2] / d[2:]).read_bytes())  # stored compressed
+                crash_point("sync.blob")
             out.blobs = len(missing)
             base = st["checkpoints"]
             await self.remote.append(
                 self.key(session_id, RECORDS),
                 [_with_uuid(r, session_id, "c", base + i) for i, r in enumerate(new_records)],
             )
+            crash_point("sync.records")  # sent, not noted: the next push sends them again (same uuids)
             st["checkpoints"] = base + len(rec_lines[base:])
             out.records = len(new_records)
             self._save_state(session_id, st)
@@ -148,6 +150,7 @@ class SessionSync:
             await self.remote.append(
                 self.key(session_id), [_with_uuid(e, session_id, "t", base + i) for i, e in enumerate(new_lines)]
             )
+            crash_point("sync.lines")
             st["transcript"] = base + len(lines[base:])
             out.lines = len(new_lines)
             self._save_state(session_id, st)
