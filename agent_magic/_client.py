@@ -467,10 +467,11 @@ class AgentClient:
         except Exception as e:
             self.sync_error = f"Pulling session {sid[:8]} from the shared store failed ({type(e).__name__}: {e})."
 
-    async def _push(self, sid: str) -> None:
+    async def _push(self, sid: str) -> int | None:
+        """Push what the shared store lacks; returns the lines still pending (None: no shared store)."""
         sync = self._sync
         if sync is None:
-            return
+            return None
         try:
             with anyio.fail_after(30):
                 await sync.push(sid)
@@ -478,6 +479,7 @@ class AgentClient:
         except Exception as e:  # a failing store never fails a turn: the next push sends it
             self.sync_error = f"{type(e).__name__}: {e}"
         self.sync_pending = sync.pending(sid)
+        return self.sync_pending
 
     async def _acquire_lease(self, sid: str) -> None:
         sync = self._sync

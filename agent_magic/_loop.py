@@ -133,7 +133,7 @@ class Runtime:
     engine_context: tuple[int, int] | None = None
     #: Awaited once the turn's result line is written, before the result is emitted (the shared
     #: store's push: when a cell finishes, another host can resume it).
-    before_result: Callable[[], Awaitable[None]] | None = None
+    before_result: Callable[[], Awaitable[int | None]] | None = None
 
     @property
     def permission_mode(self) -> str:
@@ -293,7 +293,7 @@ async def run_turn(
     )
     if rt.before_result is not None:
         with anyio.CancelScope(shield=True):
-            await rt.before_result()
+            result.sync_pending = await rt.before_result()
     await emit(result)
     return result
 

@@ -215,6 +215,8 @@ class ResultMessage:
     #: Tokens the conversation will carry into the next request, and the model's window (None: unknown).
     context_tokens: int | None = None
     context_window: int | None = None
+    #: With a shared store: lines written here that have not reached it yet (None: no shared store).
+    sync_pending: int | None = None
 
 
 @dataclass

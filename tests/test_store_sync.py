@@ -344,3 +344,20 @@ def test_kill_9_during_a_sync_loses_nothing(
     assert subprocess.run([*cmd[:4], str(home_b), *cmd[5:]], env=env, capture_output=True, timeout=120).returncode == 0
     am.rewind_files(sid, cps[0].checkpoint_id, home=home_b)
     assert (workspace / "a.txt").read_text() == "original\n"
+
+
+def test_a_notebook_says_what_is_not_synced(ip: Any, fake_api: FakeAnthropicServer, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: the store is down
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fake_api.set_default(text("ok"))
+    ip.run_line_magic("config", f"AgentMagics.store = 'redis://127.0.0.1:{port}/0'")
+    ip.run_cell_magic("agent", "", "hello")  # the turn itself succeeds
+    from agent_magic.notebook import state
+
+    magics = state(ip)["magics"]
+    assert magics.last_result.subtype == "success" and (magics.last_result.sync_pending or 0) > 0
+    footer = magics.last_view.markdown()
+    assert "not synced: " in footer and "agent-magic sync" in footer

@@ -334,6 +334,7 @@ class TurnView:
             # What the next request carries, against the model's window (None: unknown).
             context_tokens=result.context_tokens,
             context_window=result.context_window,
+            sync_pending=result.sync_pending,
         )
         # An interruption is said once, by the cell's error line (which also stops Run All).
         if result.is_error and result.result and result.subtype != "interrupted":
@@ -364,6 +365,9 @@ class TurnView:
         bits.append("cost unknown" if cost is None else f"${cost:.4f}")
         if p.get("forked_from"):
             bits.append(f"fork of `{str(p['forked_from'])[:8]}`")
+        if p.get("sync_pending"):
+            n = int(p["sync_pending"])
+            bits.append(f"not synced: {n:,} entr{'ies' if n != 1 else 'y'} (retried after the next turn, or `agent-magic sync`)")
         return " · ".join(bits) + f" · resume with `%agent resume {sid[:8]}`"
 
     def _plain_footer(self) -> str:

@@ -136,6 +136,9 @@ def finish_bar(bar: SessionBar, magics: Any, result: Any, provenance: dict[str, 
         bar.cost_usd = provenance.get("cost_usd")
         bar.context_tokens = provenance.get("context_tokens")
         bar.context_window = provenance.get("context_window")
+        pending = int(provenance.get("sync_pending") or 0)
+        if pending:
+            bar.status = f"{status} · not synced: {pending:,} entr{'ies' if pending != 1 else 'y'}"
         bar.current_session = current
     for other in _live(magics):
         if other is not bar:
