@@ -361,3 +361,57 @@ def test_a_notebook_says_what_is_not_synced(ip: Any, fake_api: FakeAnthropicServ
     assert magics.last_result.subtype == "success" and (magics.last_result.sync_pending or 0) > 0
     footer = magics.last_view.markdown()
     assert "not synced: " in footer and "agent-magic sync" in footer
+
+
+HOST_B = r"""
+import json, sys, anyio
+import agent_magic as am
+from agent_magic import AgentClient, AgentOptions, ResultMessage
+
+home, sid, url, cwd = sys.argv[1:5]
+
+async def main():
+    out = {"listed": [s.session_id for s in am.list_sessions(home=home)]}
+    async with AgentClient(AgentOptions(home=home, cwd=cwd, resume=sid, session_store=url)) as client:
+        await client.query("continue on host B")
+        out["result"] = [m.result async for m in client.receive_response() if isinstance(m, ResultMessage)][0]
+    cps = am.list_checkpoints(sid, home=home)
+    out["turns"] = [c.turn for c in cps]
+    am.rewind_files(sid, cps[0].checkpoint_id, home=home)
+    out["fork"] = am.fork_session(sid, home=home)
+    print(json.dumps(out))
+
+anyio.run(main)
+"""
+
+
+def test_two_processes_share_a_session(
+    fake_api: FakeAnthropicServer, tmp_path: Path, workspace: Path, shared: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1", id="c1")]
+    nbformat.write(nb, workspace / "analysis.ipynb")
+    before = tree_snapshot(workspace)
+    _script(fake_api)
+    opts = {"cwd": workspace, "permission_mode": "acceptEdits", "session_store": shared}
+    sid, _ = _run(AgentOptions(home=tmp_path / "a", **opts), ["edit the notebook"])
+    assert nbformat.read(workspace / "analysis.ipynb", as_version=4).cells[0].source == "x = 2"
+    monkeypatch.setenv("AGENT_MAGIC_STORE", shared)  # the session helpers read it, as the CLI's --store sets it
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run(
+        [sys.executable, "-c", HOST_B, str(tmp_path / "b"), sid, shared, str(workspace)],
+        env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["listed"] == [sid] and out["result"] == "continued" and out["turns"] == [1, 2]
+    assert tree_snapshot(workspace) == before  # host B rewound host A's edits
+    assert out["fork"] != sid
+    # Host A sees host B's turn when it resumes.
+    fake_api.on_prompt("back on host A", text("back"))
+    _run(AgentOptions(home=tmp_path / "a", resume=sid, **opts), ["back on host A"])
+    assert am.get_session_info(sid, home=tmp_path / "a").num_turns == 3
