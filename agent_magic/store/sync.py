@@ -255,21 +255,26 @@ def _without_uuid(entry: dict[str, Any], session_id: str) -> dict[str, Any]:
     return entry
 
 
+def _walk(value: Any, visit: Any) -> None:
+    """Call ``visit`` on every dict and string inside ``value`` (records nest steps in lists)."""
+    visit(value)
+    if isinstance(value, dict):
+        for x in value.values():
+            _walk(x, visit)
+    elif isinstance(value, list):
+        for x in value:
+            _walk(x, visit)
+
+
 def _digests(records: list[dict[str, Any]]) -> set[str]:
     """Every 64-hex value a record names (backups; skeletons name their cells' blobs inside)."""
     out: set[str] = set()
 
-    def walk(v: Any) -> None:
+    def visit(v: Any) -> None:
         if isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v):
             out.add(v)
-        elif isinstance(v, dict):
-            for x in v.values():
-                walk(x)
-        elif isinstance(v, list):
-            for x in v:
-                walk(x)
 
-    walk(records)
+    _walk(records, visit)
     return out
 
 
@@ -277,17 +282,11 @@ def _skeletons(records: list[dict[str, Any]]) -> set[str]:
     """Backups that are notebook skeletons (``base_kind == "cells"``), anywhere in the records."""
     out: set[str] = set()
 
-    def walk(v: Any) -> None:
-        if isinstance(v, dict):
-            if v.get("base_kind") == "cells" and isinstance(v.get("base"), str):
-                out.add(v["base"])
-            for x in v.values():
-                walk(x)
-        elif isinstance(v, list):
-            for x in v:
-                walk(x)
+    def visit(v: Any) -> None:
+        if isinstance(v, dict) and v.get("base_kind") == "cells" and isinstance(v.get("base"), str):
+            out.add(v["base"])
 
-    walk(records)
+    _walk(records, visit)
     return out
 
 
