@@ -259,6 +259,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from .store.sync import holder_name, shared_store_sync
 
     url = args.store or os.environ.get("AGENT_MAGIC_STORE")
+    if url:
+        os.environ["AGENT_MAGIC_STORE"] = url  # what run() looks at when the command ends
     if not url:
         raise ConfigurationError("No shared store: pass --store URL or set AGENT_MAGIC_STORE (s3://..., postgresql://..., redis://..., file:///...).")
     local = SessionStore.at(args.home)
@@ -424,6 +426,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
+def run() -> None:
+    """The ``agent-magic`` command: :func:`main`, then exit with its code."""
+    code = main()
+    store = os.environ.get("AGENT_MAGIC_STORE") or ""
+    if store.lower().startswith("s3:"):
+        # obstore's runtime threads can abort the interpreter's shutdown right after a failed
+        # request (exit 134 instead of ours): leave without it, output flushed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
 

@@ -415,3 +415,27 @@ def test_two_processes_share_a_session(
     fake_api.on_prompt("back on host A", text("back"))
     _run(AgentOptions(home=tmp_path / "a", resume=sid, **opts), ["back on host A"])
     assert am.get_session_info(sid, home=tmp_path / "a").num_turns == 3
+
+
+def test_sync_against_an_unreachable_s3_endpoint_exits_with_one_line(tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    pytest.importorskip("obstore")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
+    url = f"s3://bucket/p?endpoint_url=http://127.0.0.1:{port}&region=us-east-1"
+    for _ in range(3):  # obstore's threads once aborted the interpreter's exit now and then (134)
+        proc = subprocess.run(
+            [sys.executable, "-m", "agent_magic.cli", "--home", str(tmp_path / "h"), "sync", "--store", url],
+            env=env, capture_output=True, text=True, timeout=120,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.count("\n") == 1 and "Cannot reach S3" in proc.stderr
