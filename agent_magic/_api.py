@@ -130,7 +130,17 @@ def fork_session(
     store = _store(home)
     sid = _resolve(store, session_id)
     up_to = _resolve_message(store, sid, up_to_message_id) if up_to_message_id else None
-    return store.fork(sid, up_to_message_id=up_to, title=title, new_session_id=new_session_id, scope=scope)
+    new_id = store.fork(sid, up_to_message_id=up_to, title=title, new_session_id=new_session_id, scope=scope)
+    if os.environ.get("AGENT_MAGIC_STORE"):
+        # Other hosts find the fork at once (a copy of its history, until forks are by reference).
+        from .store import StoreError
+        from .store.sync import push_blocking
+
+        try:
+            push_blocking(store, new_id)
+        except StoreError as e:
+            log.warning("The fork is on this host only until `agent-magic sync`: %s", e)
+    return new_id
 
 
 def _resolve_message(store: SessionStore, sid: str, mid: str) -> str:

@@ -29,7 +29,7 @@ from ._sessions import SessionState, SessionStore
 from ._store import BlobStore, JsonlFile, new_uuid, now_ms, redact
 from .checkpoints import CheckpointLog, RewindResult
 from .providers import get_provider
-from .store.sync import LEASE_TTL_S, SessionSync, holder_name, shared_store_sync
+from .store.sync import LEASE_TTL_S, SessionSync, holder_name, is_full_id, shared_store_sync
 from .tools import builtin_tools
 from .tools.base import ChangeRecorder, NotebookBridge, NullRecorder, Tool
 
@@ -452,7 +452,7 @@ class AgentClient:
         sync = self._sync
         assert sync is not None and self._store is not None
         sid = id_or_prefix
-        if not self._store.exists(sid):
+        if not self._store.exists(sid) and not is_full_id(sid):
             try:
                 ids = await sync.remote_session_ids()
             except Exception as e:  # the network: resume what is here, or say it is not
@@ -463,6 +463,8 @@ class AgentClient:
                 return  # resolving it locally says it is unknown or ambiguous
             sid = matches[0]
         try:
+            # With its backups (fetched 16 at a time): a rewind on this host may need them, and
+            # the session helpers (agent_magic.rewind_files) may have no store to fetch them from.
             await sync.pull(sid)
         except Exception as e:
             self.sync_error = f"Pulling session {sid[:8]} from the shared store failed ({type(e).__name__}: {e})."
@@ -671,6 +673,9 @@ class AgentClient:
         if self._rt is not None and self._rt.session.store is not None and store is not None:
             await self._acquire_lock(store, self._rt.session.session_id)
             try:
+                if self._sync is not None:
+                    with contextlib.suppress(Exception):  # without the store: this host's backups
+                        await self._sync.pull(self._rt.session.session_id)
                 log._loaded_records = None
                 return log.rewind(checkpoint_id, dry_run=dry_run, force=force, bridge=self.notebook_bridge)
             finally:

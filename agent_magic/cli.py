@@ -259,8 +259,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from .store.sync import holder_name, shared_store_sync
 
     url = args.store or os.environ.get("AGENT_MAGIC_STORE")
-    if url:
-        os.environ["AGENT_MAGIC_STORE"] = url  # what run() looks at when the command ends
+    if url and url.lower().startswith("s3:"):
+        global _USED_S3
+        _USED_S3 = True
     if not url:
         raise ConfigurationError("No shared store: pass --store URL or set AGENT_MAGIC_STORE (s3://..., postgresql://..., redis://..., file:///...).")
     local = SessionStore.at(args.home)
@@ -413,8 +414,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
+    saved = os.environ.get("AGENT_MAGIC_STORE")
     if args.shared_store:
         os.environ["AGENT_MAGIC_STORE"] = args.shared_store  # the session helpers read it
+    global _USED_S3
+    _USED_S3 = _USED_S3 or (os.environ.get("AGENT_MAGIC_STORE") or "").lower().startswith("s3:")
     try:
         return int(args.func(args) or 0)
     except AgentMagicError as e:
@@ -424,13 +428,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    finally:
+        if args.shared_store:  # main() may be called again in this process (tests, notebooks)
+            if saved is None:
+                os.environ.pop("AGENT_MAGIC_STORE", None)
+            else:
+                os.environ["AGENT_MAGIC_STORE"] = saved
+
+
+#: The command used an S3 store (see run()).
+_USED_S3 = False
 
 
 def run() -> None:
     """The ``agent-magic`` command: :func:`main`, then exit with its code."""
     code = main()
-    store = os.environ.get("AGENT_MAGIC_STORE") or ""
-    if store.lower().startswith("s3:"):
+    if _USED_S3:
         # obstore's runtime threads can abort the interpreter's shutdown right after a failed
         # request (exit 134 instead of ours): leave without it, output flushed.
         sys.stdout.flush()

@@ -303,9 +303,10 @@ def test_the_session_helpers_find_sessions_made_on_another_host(
     assert [c.turn for c in cps] == [1]
     am.rewind_files(sid, cps[0].checkpoint_id, home=home_b)
     assert not (workspace / "b.txt").exists()
-    # A fork made on B is a session of its own there.
+    # A fork made on B is a session of its own there, and the shared store has it at once.
     fork = am.fork_session(sid, home=home_b)
     assert am.get_session_info(fork, home=home_b).parent_session_id == sid
+    assert am.get_session_info(fork, home=tmp_path / "c").parent_session_id == sid  # a third host
 
 
 @pytest.mark.parametrize("point", ["sync.blob:1", "sync.records:1", "sync.lines:1"])

@@ -63,6 +63,16 @@ def shared_store_sync(setting: Any, local: SessionStore | None) -> SessionSync |
     return SessionSync(local, remote)
 
 
+def is_full_id(session_id: str) -> bool:
+    """A whole session id (a uuid), which needs no listing of the store to be found."""
+    import uuid
+
+    try:
+        return str(uuid.UUID(session_id)) == session_id.lower()
+    except ValueError:
+        return False
+
+
 def holder_name() -> str:
     """Who writes, as a lease names it: ``host:pid``."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -178,15 +188,15 @@ class SessionSync:
             return out  # this host has more: it is the one to push
         # Backups first, so a record is never here without what it needs.
         records = [_without_uuid(r, session_id) for r in remote_records]
-        wanted = _digests(records) if blobs else set()
-        for d in sorted(wanted):
-            out.blobs += await self._fetch(d)
-        # A notebook skeleton names its cells' backups inside it.
-        for skeleton in sorted(_skeletons(records)) if blobs else []:
-            if self.local.blobs.has(skeleton):
-                with contextlib.suppress(AgentMagicError, ValueError, KeyError, TypeError):
-                    for d in json.loads(self.local.blobs.get(skeleton))["cells"]:
-                        out.blobs += await self._fetch(d)
+        if blobs:
+            out.blobs += await self._fetch_all(_digests(records))
+            # A notebook skeleton names its cells' backups inside it.
+            cells: set[str] = set()
+            for skeleton in _skeletons(records):
+                if self.local.blobs.has(skeleton):
+                    with contextlib.suppress(AgentMagicError, ValueError, KeyError, TypeError):
+                        cells.update(json.loads(self.local.blobs.get(skeleton))["cells"])
+            out.blobs += await self._fetch_all(cells)
         d_ = self.local.session_dir(session_id)
         d_.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self.has_blobs and len(remote_records) > len(local_c):
@@ -205,6 +215,24 @@ class SessionSync:
         if info is not None:
             self.local.index.upsert(info)
         return out
+
+    async def _fetch_all(self, digests: set[str]) -> int:
+        """Fetch the backups this host lacks, 16 at a time; returns how many came."""
+        import anyio
+
+        todo = sorted(d for d in digests if isinstance(d, str) and not self.local.blobs.has(d))
+        got = 0
+        limit = anyio.Semaphore(16)
+
+        async def one(d: str) -> None:
+            nonlocal got
+            async with limit:
+                got += await self._fetch(d)
+
+        async with anyio.create_task_group() as tg:
+            for d in todo:
+                tg.start_soon(one, d)
+        return got
 
     async def _fetch(self, digest: str) -> int:
         if not isinstance(digest, str) or self.local.blobs.has(digest):
@@ -301,38 +329,18 @@ def _check_blob(packed: bytes, digest: str) -> None:
         raise AgentMagicError(f"The shared store's backup {digest[:12]} does not match its hash.")
 
 
-def pull_blocking(local: SessionStore, id_or_prefix: str | None = None, *, blobs: bool = True, url: str | None = None) -> list[str]:
-    """Pull one session (an id or unique prefix) or, with None, every session the local store lacks.
-
-    For the synchronous session helpers: runs in a thread of its own (a notebook's
-    event loop may be running in this one). Uses ``$AGENT_MAGIC_STORE`` unless
-    ``url`` is given; returns the ids pulled (none without a shared store).
-    """
+def _in_thread(setting: str, local: SessionStore, work: Any) -> Any:
+    """Run ``await work(sync)`` in a thread of its own (a notebook's event loop may run in this one)."""
     import threading
 
-    setting = url or os.environ.get("AGENT_MAGIC_STORE")
-    if not setting:
-        return []
-    out: list[str] = []
+    result: list[Any] = []
     errors: list[BaseException] = []
 
     async def go() -> None:
         sync = shared_store_sync(setting, local)
         assert sync is not None
         try:
-            ids = await sync.remote_session_ids()
-            if id_or_prefix is None:
-                here = set(local.session_dirs())
-                wanted = [i for i in ids if i not in here]
-            else:
-                wanted = [i for i in ids if i == id_or_prefix] or [
-                    i for i in ids if len(id_or_prefix) >= 4 and i.startswith(id_or_prefix)
-                ]
-                if len(wanted) > 1:
-                    wanted = []  # ambiguous: the local lookup says so
-            for sid in wanted:
-                if await sync.pull(sid, blobs=blobs) is not None:
-                    out.append(sid)
+            result.append(await work(sync))
         finally:
             await sync.remote.aclose()
 
@@ -344,7 +352,7 @@ def pull_blocking(local: SessionStore, id_or_prefix: str | None = None, *, blobs
         except BaseException as e:  # reported by the caller's thread
             errors.append(e)
 
-    t = threading.Thread(target=run, name="agent-magic-pull", daemon=True)
+    t = threading.Thread(target=run, name="agent-magic-sync", daemon=True)
     t.start()
     t.join()
     if errors:
@@ -353,5 +361,51 @@ def pull_blocking(local: SessionStore, id_or_prefix: str | None = None, *, blobs
         e = errors[0]
         if isinstance(e, StoreError):
             raise e
-        raise StoreError(f"The shared store could not be read ({type(e).__name__}: {e}). Check AGENT_MAGIC_STORE.") from None
-    return out
+        raise StoreError(f"The shared store could not be used ({type(e).__name__}: {e}). Check AGENT_MAGIC_STORE.") from None
+    return result[0] if result else None
+
+
+def pull_blocking(local: SessionStore, id_or_prefix: str | None = None, *, blobs: bool = True, url: str | None = None) -> list[str]:
+    """Pull one session (an id or unique prefix) or, with None, every session the local store lacks.
+
+    For the synchronous session helpers. Uses ``$AGENT_MAGIC_STORE`` unless ``url``
+    is given; returns the ids pulled (none without a shared store).
+    """
+    setting = url or os.environ.get("AGENT_MAGIC_STORE")
+    if not setting:
+        return []
+
+    async def work(sync: SessionSync) -> list[str]:
+        if id_or_prefix is not None and is_full_id(id_or_prefix):
+            wanted = [id_or_prefix]  # no listing needed
+        else:
+            ids = await sync.remote_session_ids()
+            if id_or_prefix is None:
+                here = set(local.session_dirs())
+                wanted = [i for i in ids if i not in here]
+            else:
+                wanted = [i for i in ids if i == id_or_prefix] or [
+                    i for i in ids if len(id_or_prefix) >= 4 and i.startswith(id_or_prefix)
+                ]
+                if len(wanted) > 1:
+                    wanted = []  # ambiguous: the local lookup says so
+        out = []
+        for sid in wanted:
+            if await sync.pull(sid, blobs=blobs) is not None:
+                out.append(sid)
+        return out
+
+    return list(_in_thread(setting, local, work) or [])
+
+
+def push_blocking(local: SessionStore, session_id: str, *, url: str | None = None) -> SyncResult | None:
+    """Push one session now (a fork made by the session helpers); None without a shared store."""
+    setting = url or os.environ.get("AGENT_MAGIC_STORE")
+    if not setting:
+        return None
+
+    async def work(sync: SessionSync) -> SyncResult:
+        return await sync.push(session_id)
+
+    result: SyncResult | None = _in_thread(setting, local, work)
+    return result
