@@ -478,9 +478,10 @@ class AgentClient:
             with anyio.fail_after(30):
                 await sync.push(sid)
             self.sync_error = None
+            self.sync_pending = 0  # it sent every complete line, and this turn holds the session
         except Exception as e:  # a failing store never fails a turn: the next push sends it
             self.sync_error = f"{type(e).__name__}: {e}"
-        self.sync_pending = sync.pending(sid)
+            self.sync_pending = sync.pending(sid)
         return self.sync_pending
 
     async def _acquire_lease(self, sid: str) -> None:

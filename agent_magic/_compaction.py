@@ -69,8 +69,13 @@ _CLEAR_IS_ENOUGH = 0.7
 
 
 def fixed_chars(rt: Runtime) -> int:
-    """Characters of what every request carries besides the messages: system prompt and tools."""
-    return len(rt.system_prompt) + sum(json_chars(t.spec()) for t in rt.tools.values())
+    """Characters of what every request carries besides the messages: system prompt and tools.
+
+    Counted once per runtime (both are fixed for its life); every estimate needs it.
+    """
+    if rt.fixed_chars is None:
+        rt.fixed_chars = len(rt.system_prompt) + sum(json_chars(t.spec()) for t in rt.tools.values())
+    return rt.fixed_chars
 
 
 def window(rt: Runtime) -> int:

@@ -120,6 +120,8 @@ class Runtime:
     on_index: Callable[[str, dict[str, Any]], None] | None = None
     #: Context accounting (see _context.py and _compaction.py).
     meter: ContextMeter = field(default_factory=ContextMeter)
+    #: Characters of the system prompt and tool specs (see _compaction.fixed_chars).
+    fixed_chars: int | None = None
     #: Bumped whenever what is sent changes before its end (a clearing, a compaction).
     context_version: int = 0
     meter_version: int = 0

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._context import clear_results
 from ._errors import (
     AmbiguousIdError,
     ConfigurationError,
@@ -302,8 +303,6 @@ def build_api_messages(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if not blocks:
                 continue
             msgs.append({"role": "user", "content": blocks})
-    from ._context import clear_results
-
     return clear_results(_repair_conversation(msgs), cleared)
 
 

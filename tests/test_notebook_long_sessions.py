@@ -27,6 +27,7 @@ from agent_magic.testing import FakeAnthropicServer, text, thinking_block, tool_
 from agent_magic.testing._replies import message, text_block
 
 from .conftest import run_query
+from .test_magics import cell, line
 
 THOUGHT = "The user wants a plot. " * 13 + "I should read the file first."  # 13*5 + 6 = 71 words
 THOUGHT_WORDS = len(THOUGHT.split())
@@ -36,16 +37,6 @@ def magics_of(ip: InteractiveShell) -> Any:
     st = state(ip)
     assert st is not None
     return st["magics"]
-
-
-def cell(ip: InteractiveShell, line: str, body: str) -> BaseException | None:
-    r = ip.run_cell(f"%%agent {line}\n{body}")
-    return r.error_in_exec or r.error_before_exec
-
-
-def line(ip: InteractiveShell, text_: str) -> BaseException | None:
-    r = ip.run_cell(f"%agent {text_}")
-    return r.error_in_exec or r.error_before_exec
 
 
 def prompts(server: FakeAnthropicServer, i: int = -1) -> list[str]:
