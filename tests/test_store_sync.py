@@ -137,6 +137,20 @@ def test_a_session_started_on_one_host_resumes_and_rewinds_on_another(
     assert (workspace / "out.txt").exists() and (workspace / "more.txt").exists()
     assert not (home_b / "sessions" / sid).exists()
 
+    # A pull brings every backup the records name, and counts each once.
+    from agent_magic.store.sync import SessionSync
+
+    async def pull_to_c() -> Any:
+        remote = open_session_store(shared)
+        try:
+            return await SessionSync(SessionStore.at(tmp_path / "host-c"), remote).pull(sid)
+        finally:
+            await remote.aclose()
+
+    pulled = anyio.run(pull_to_c)
+    backups = sorted(p.name for p in (tmp_path / "host-c" / "blobs").rglob("*") if p.is_file())
+    assert pulled.blobs == len(backups) >= 3
+
     # Host B has never seen the session: it comes from the shared store, whole.
     sid_b, more = _run(AgentOptions(home=home_b, resume=sid[:8], **opts), ["continue on host B"])
     assert sid_b == sid and more[0].result == "continued"

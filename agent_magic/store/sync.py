@@ -227,7 +227,8 @@ class SessionSync:
         async def one(d: str) -> None:
             nonlocal got
             async with limit:
-                got += await self._fetch(d)
+                fetched = await self._fetch(d)  # (``got += await ...`` would read ``got`` before waiting)
+            got += fetched
 
         async with anyio.create_task_group() as tg:
             for d in todo:
