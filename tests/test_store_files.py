@@ -1,4 +1,7 @@
-"""The file backend of the shared session store: the SDK's conformance suite, blobs and the writer lease."""
+"""The file backend of the shared session store: the SDK's conformance suite, its URL and uuid idempotency.
+
+Blobs and the writer lease, the same for every backend, are tested in ``test_store_contract.py``.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import anyio
 import pytest
 
 from agent_magic._errors import ConfigurationError
-from agent_magic.store import LeaseHeldError, open_session_store
+from agent_magic.store import open_session_store
 from agent_magic.store.files import FileSessionStore
 
 
@@ -33,47 +36,6 @@ def test_open_by_url_and_uuids_are_idempotent(tmp_path: Path) -> None:
         # Another process sees the same lines (nothing is cached that it could not see).
         other = FileSessionStore(store.root)
         assert await other.load(key) == await store.load(key)
-
-    anyio.run(go)
-
-
-def test_blobs_are_content_addressed(tmp_path: Path) -> None:
-    store = FileSessionStore(tmp_path)
-
-    async def go() -> None:
-        assert await store.get_blob("ab12") is None
-        await store.put_blob("ab12", b"\x00data")
-        await store.put_blob("ab12", b"\x00data")
-        assert await store.get_blob("ab12") == b"\x00data"
-        assert await store.missing_blobs(["ab12", "cd34"]) == ["cd34"]
-        with pytest.raises(ValueError):
-            await store.get_blob("../etc")
-
-    anyio.run(go)
-
-
-def test_one_writer_per_session(tmp_path: Path) -> None:
-    a, b = FileSessionStore(tmp_path), FileSessionStore(tmp_path)
-
-    async def go() -> None:
-        lease = await a.acquire_lease("sess-1", "host-a:1", ttl_s=30)
-        await a.renew_lease(lease)
-        with pytest.raises(LeaseHeldError) as err:
-            await b.acquire_lease("sess-1", "host-b:2", ttl_s=30)
-        assert err.value.holder == "host-a:1" and err.value.age_s < 5
-        assert "host-a:1" in str(err.value) and "--take-over" in str(err.value)
-        # A host that is gone: the person takes the lease over.
-        await b.acquire_lease("sess-1", "host-b:2", ttl_s=30, take_over=True)
-        with pytest.raises(LeaseHeldError):
-            await a.acquire_lease("sess-1", "host-a:1", ttl_s=30)
-        await a.release_lease("sess-1", "host-a:1")  # not a's: nothing happens
-        with pytest.raises(LeaseHeldError):
-            await a.acquire_lease("sess-1", "host-a:1", ttl_s=30)
-        await b.release_lease("sess-1", "host-b:2")
-        await a.acquire_lease("sess-1", "host-a:1", ttl_s=0.05)
-        # An expired lease is free.
-        await anyio.sleep(0.1)
-        await b.acquire_lease("sess-1", "host-b:2", ttl_s=30)
 
     anyio.run(go)
 

@@ -1,7 +1,9 @@
 """The PostgreSQL backend of the shared session store, against a real server the tests start.
 
 The server (``tests/pg_server.py``) runs once per test session in a temp folder; each
-test uses its own table prefix, so tests never see each other's rows.
+test uses its own table prefix, so tests never see each other's rows. Blobs and the
+writer lease, the same for every backend, are tested in ``test_store_contract.py``
+(with the lease timed by the server's clock).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ pytest.importorskip("psycopg", reason="the postgres extra is not installed")
 import psycopg
 
 from agent_magic._errors import ConfigurationError
-from agent_magic.store import LeaseHeldError, SessionKey, StoreError, open_session_store
+from agent_magic.store import SessionKey, StoreError, open_session_store
 from agent_magic.store.postgres import PostgresSessionStore
 
 from .pg_server import PostgresServer, find_bindir, free_port, running_server
@@ -212,95 +214,6 @@ def test_list_sessions_mtime_is_the_servers_write_time(pg: PostgresServer) -> No
             await store.aclose()
 
     anyio.run(go)
-
-
-def test_blobs_are_content_addressed(pg: PostgresServer) -> None:
-    store = _store(pg)
-    big = secrets.token_bytes(1 << 20)
-
-    async def go() -> None:
-        try:
-            assert await store.get_blob("ab12") is None
-            await store.put_blob("ab12", b"\x00data")
-            await store.put_blob("ab12", b"\x00data")
-            await store.put_blob("e3b0", b"")
-            await store.put_blob("f00d", big)
-            assert await store.get_blob("ab12") == b"\x00data"
-            assert await store.get_blob("e3b0") == b""
-            assert await store.get_blob("f00d") == big
-            assert await store.missing_blobs(["cd34", "ab12", "e3b0", "ef56", "cd34"]) == ["cd34", "ef56", "cd34"]
-            assert await store.missing_blobs([]) == []
-            with pytest.raises(ValueError):
-                await store.get_blob("../etc")
-            with pytest.raises(ValueError):
-                await store.missing_blobs(["ab12", "x' OR '1"])
-        finally:
-            await store.aclose()
-
-    anyio.run(go)
-
-
-def test_one_writer_per_session(pg: PostgresServer) -> None:
-    prefix = _prefix()
-    a, b = _store(pg, prefix), _store(pg, prefix)
-
-    async def go() -> None:
-        try:
-            lease = await a.acquire_lease("sess-1", "host-a:1", ttl_s=30)
-            renewed = await a.renew_lease(lease)
-            assert renewed.acquired_ms == lease.acquired_ms and renewed.holder == "host-a:1"
-            with pytest.raises(LeaseHeldError) as err:
-                await b.acquire_lease("sess-1", "host-b:2", ttl_s=30)
-            assert err.value.holder == "host-a:1" and 0 <= err.value.age_s < 5
-            assert "host-a:1" in str(err.value) and "--take-over" in str(err.value)
-            # A host that is gone: the person takes the lease over.
-            await b.acquire_lease("sess-1", "host-b:2", ttl_s=30, take_over=True)
-            with pytest.raises(LeaseHeldError) as err:
-                await a.acquire_lease("sess-1", "host-a:1", ttl_s=30)
-            assert err.value.holder == "host-b:2"
-            await a.release_lease("sess-1", "host-a:1")  # not a's: nothing happens
-            with pytest.raises(LeaseHeldError):
-                await a.acquire_lease("sess-1", "host-a:1", ttl_s=30)
-            await b.release_lease("sess-1", "host-b:2")
-            await a.acquire_lease("sess-1", "host-a:1", ttl_s=0.2)
-            # An expired lease is free (by the holder's ttl, on the server's clock).
-            await anyio.sleep(0.5)
-            await b.acquire_lease("sess-1", "host-b:2", ttl_s=30)
-            # Leases are per session.
-            await a.acquire_lease("sess-2", "host-a:1", ttl_s=30)
-        finally:
-            await a.aclose()
-            await b.aclose()
-
-    anyio.run(go)
-
-
-def test_hosts_racing_for_a_free_lease_one_wins(pg: PostgresServer) -> None:
-    prefix = _prefix()
-    stores = [_store(pg, prefix) for _ in range(5)]
-    won: list[str] = []
-    refused: list[str] = []
-
-    async def race(i: int) -> None:
-        try:
-            await stores[i].acquire_lease("contested", f"host-{i}", ttl_s=30)
-            won.append(f"host-{i}")
-        except LeaseHeldError as e:
-            refused.append(e.holder)
-
-    async def go() -> None:
-        try:
-            for s in stores:  # connect and create the tables first, so the acquisitions overlap
-                await s.list_sessions("warm-up")
-            async with anyio.create_task_group() as tg:
-                for i in range(len(stores)):
-                    tg.start_soon(race, i)
-        finally:
-            for s in stores:
-                await s.aclose()
-
-    anyio.run(go)
-    assert len(won) == 1 and refused == won * 4
 
 
 def test_connection_failures_are_one_line_and_never_show_the_password(pg: PostgresServer) -> None:

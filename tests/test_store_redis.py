@@ -1,7 +1,8 @@
 """The Redis backend of the shared session store, against a real ``redis-server`` the tests start.
 
-The SDK's conformance suite, uuid idempotency and order across hosts, blobs, the
-writer lease, and the errors a person sees when the server or the password is wrong.
+The SDK's conformance suite, uuid idempotency and order across hosts, and the errors
+a person sees when the server or the password is wrong. Blobs and the writer lease,
+the same for every backend, are tested in ``test_store_contract.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 
 pytest.importorskip("redis.asyncio")
 
-from agent_magic.store import LeaseHeldError, SessionKey, StoreError, open_session_store
+from agent_magic.store import SessionKey, StoreError, open_session_store
 from agent_magic.store.redis import RedisSessionStore
 from tests.redis_server import RedisServer, free_port
 
@@ -192,82 +193,6 @@ def test_concurrent_appends_keep_each_writers_order(stores: Stores) -> None:
         assert listed["session_id"] == "s1" and listed["mtime"] > 1e12
 
     stores.run(go)
-
-
-def test_blobs_are_content_addressed(stores: Stores) -> None:
-    store, other = stores(), stores()
-    data = bytes(range(256)) * 10
-
-    async def go() -> None:
-        assert await store.get_blob("ab12") is None
-        await store.put_blob("ab12", data)
-        await other.put_blob("ab12", b"something else")  # already there: kept as it was
-        assert await other.get_blob("ab12") == data
-        await store.put_blob("ef56", b"")
-        assert await store.get_blob("ef56") == b""
-        assert await other.missing_blobs(["ab12", "cd34", "ef56", "0099"]) == ["cd34", "0099"]
-        assert await other.missing_blobs([]) == []
-        with pytest.raises(ValueError):
-            await store.get_blob("../etc")
-        with pytest.raises(ValueError):
-            await store.missing_blobs(["ab12", "x:y"])
-
-    stores.run(go)
-
-
-def test_one_writer_per_session(stores: Stores) -> None:
-    a, b = stores(), stores()
-
-    async def go() -> None:
-        lease = await a.acquire_lease("sess-1", "host-a:1", ttl_s=30)
-        assert lease.holder == "host-a:1" and lease.acquired_ms > 1e12
-        await anyio.sleep(0.02)
-        renewed = await a.renew_lease(lease)
-        assert renewed.acquired_ms == lease.acquired_ms  # renewing keeps when it was first taken
-        with pytest.raises(LeaseHeldError) as err:
-            await b.acquire_lease("sess-1", "host-b:2", ttl_s=30)
-        assert err.value.holder == "host-a:1" and 0 <= err.value.age_s < 5
-        assert "host-a:1" in str(err.value) and "--take-over" in str(err.value)
-        # Another session's lease is another lease.
-        await b.acquire_lease("sess-2", "host-b:2", ttl_s=30)
-        # A host that is gone: the person takes the lease over.
-        await b.acquire_lease("sess-1", "host-b:2", ttl_s=30, take_over=True)
-        with pytest.raises(LeaseHeldError) as err:
-            await a.acquire_lease("sess-1", "host-a:1", ttl_s=30)
-        assert err.value.holder == "host-b:2"
-        await a.release_lease("sess-1", "host-a:1")  # not a's: nothing happens
-        with pytest.raises(LeaseHeldError):
-            await a.acquire_lease("sess-1", "host-a:1", ttl_s=30)
-        await b.release_lease("sess-1", "host-b:2")
-        await a.acquire_lease("sess-1", "host-a:1", ttl_s=0.05)
-        # An expired lease is free.
-        await anyio.sleep(0.2)
-        await b.acquire_lease("sess-1", "host-b:2", ttl_s=30)
-        with pytest.raises(LeaseHeldError):
-            await a.acquire_lease("sess-1", "host-a:1", ttl_s=30)
-
-    stores.run(go)
-
-
-def test_the_lease_goes_to_exactly_one_of_many_racing_hosts(stores: Stores) -> None:
-    hosts = [stores() for _ in range(8)]
-    winners: list[str] = []
-    refused: list[str] = []
-
-    async def try_it(i: int) -> None:
-        try:
-            await hosts[i].acquire_lease("contested", f"host-{i}", ttl_s=30)
-            winners.append(f"host-{i}")
-        except LeaseHeldError as e:
-            refused.append(e.holder)
-
-    async def go() -> None:
-        async with anyio.create_task_group() as tg:
-            for i in range(len(hosts)):
-                tg.start_soon(try_it, i)
-
-    stores.run(go)
-    assert len(winners) == 1 and refused == [winners[0]] * (len(hosts) - 1)
 
 
 def test_a_store_reopens_after_aclose_and_in_a_new_event_loop(stores: Stores) -> None:

@@ -1,9 +1,10 @@
 """The S3 backend of the shared session store, against a real S3 API (moto's server mode).
 
-The SDK's conformance suite, two hosts appending to one transcript, blobs, the
-writer lease (including racing acquirers, decided by the server's conditional
-puts) and the one-line errors for an unreachable endpoint, a missing bucket and
-refused credentials.
+The SDK's conformance suite, two hosts appending to one transcript, and the
+one-line errors for an unreachable endpoint, a missing bucket and refused
+credentials. Blobs and the writer lease (including racing acquirers, decided by
+the server's conditional puts), the same for every backend, are tested in
+``test_store_contract.py``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ pytest.importorskip("moto.server")
 pytest.importorskip("obstore")
 
 from agent_magic._errors import ConfigurationError
-from agent_magic.store import LeaseHeldError, SessionKey, StoreError, open_session_store
+from agent_magic.store import SessionKey, StoreError, open_session_store
 from agent_magic.store.s3 import S3SessionStore
 
 from .s3_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, MotoS3, closed_port, moto_s3
@@ -175,102 +176,6 @@ def test_load_skips_lines_that_are_not_json_objects(s3: MotoS3) -> None:
 
 async def _expect(awaitable: Any, value: Any) -> None:
     assert await awaitable == value
-
-
-def test_blobs_are_content_addressed(s3: MotoS3) -> None:
-    store = make_store(s3)
-    other_host = make_store(s3, store.prefix)
-
-    async def go() -> None:
-        assert await store.get_blob("ab12") is None
-        await store.put_blob("ab12", b"\x00data")
-        await store.put_blob("ab12", b"\x00data")  # there already: fine
-        await other_host.put_blob("ab12", b"\x00data")
-        assert await other_host.get_blob("ab12") == b"\x00data"
-        await store.put_blob("cd34", b"")
-        assert await store.get_blob("cd34") == b""
-        assert await store.missing_blobs(["ab12", "ef56", "cd34", "0099"]) == ["ef56", "0099"]
-        assert await store.missing_blobs([]) == []
-        many = [f"{i:04x}" for i in range(40)]
-        await store.put_blob(many[7], b"7")
-        assert await store.missing_blobs(many) == many[:7] + many[8:]
-        with pytest.raises(ValueError):
-            await store.get_blob("../etc")
-        with pytest.raises(ValueError):
-            await store.put_blob("a/b", b"")
-
-    run(go)
-
-
-def test_one_writer_per_session(s3: MotoS3) -> None:
-    a = make_store(s3)
-    b = make_store(s3, a.prefix)
-
-    async def go() -> None:
-        lease = await a.acquire_lease("sess-1", "host-a:1", ttl_s=30)
-        await anyio.sleep(0.01)
-        renewed = await a.renew_lease(lease)
-        assert renewed.acquired_ms == lease.acquired_ms and renewed.holder == "host-a:1"
-        with pytest.raises(LeaseHeldError) as err:
-            await b.acquire_lease("sess-1", "host-b:2", ttl_s=30)
-        assert err.value.holder == "host-a:1" and 0 <= err.value.age_s < 30
-        assert "host-a:1" in str(err.value) and "--take-over" in str(err.value)
-        # A host that is gone: the person takes the lease over.
-        await b.acquire_lease("sess-1", "host-b:2", ttl_s=30, take_over=True)
-        with pytest.raises(LeaseHeldError) as err:
-            await a.acquire_lease("sess-1", "host-a:1", ttl_s=30)
-        assert err.value.holder == "host-b:2"
-        await a.release_lease("sess-1", "host-a:1")  # not a's: nothing happens
-        with pytest.raises(LeaseHeldError):
-            await a.acquire_lease("sess-1", "host-a:1", ttl_s=30)
-        await b.release_lease("sess-1", "host-b:2")
-        await b.release_lease("sess-1", "host-b:2")  # released already: nothing happens
-        await a.acquire_lease("sess-1", "host-a:1", ttl_s=0.2)
-        with pytest.raises(LeaseHeldError):
-            await b.acquire_lease("sess-1", "host-b:2", ttl_s=30)
-        # An expired lease is free.
-        await anyio.sleep(0.4)
-        await b.acquire_lease("sess-1", "host-b:2", ttl_s=30)
-        # Leases of other sessions are their own.
-        await a.acquire_lease("sess-2", "host-a:1", ttl_s=30)
-
-    run(go)
-
-
-@pytest.mark.parametrize("start", ["absent", "released", "expired"])
-def test_of_hosts_racing_for_a_lease_exactly_one_wins(s3: MotoS3, start: str) -> None:
-    hosts = [make_store(s3) for _ in range(5)]
-    for h in hosts[1:]:
-        h.prefix = hosts[0].prefix
-    won: list[str] = []
-    refused: list[LeaseHeldError] = []
-
-    async def acquire(i: int, session: str) -> None:
-        try:
-            lease = await hosts[i].acquire_lease(session, f"host-{i}", ttl_s=30)
-            won.append(lease.holder)
-        except LeaseHeldError as err:
-            refused.append(err)
-
-    async def go() -> None:
-        for r in range(8):
-            session = f"race-{r}"
-            if start == "released":
-                await hosts[0].acquire_lease(session, "setup", ttl_s=30)
-                await hosts[0].release_lease(session, "setup")
-            elif start == "expired":
-                await hosts[0].acquire_lease(session, "setup", ttl_s=0.05)
-                await anyio.sleep(0.1)
-            won.clear()
-            refused.clear()
-            async with anyio.create_task_group() as tg:
-                for i in range(len(hosts)):
-                    tg.start_soon(acquire, i, session)
-            assert len(won) == 1, (r, won)
-            assert len(refused) == len(hosts) - 1
-            assert {e.holder for e in refused} == set(won)
-
-    run(go)
 
 
 def test_an_unreachable_endpoint_is_one_line(s3: MotoS3) -> None:
