@@ -16,6 +16,7 @@ from ._errors import ConfigurationError
 from ._sessions import SessionInfo, SessionMessage, SessionStore
 from ._store import JsonlFile
 from .checkpoints import CheckpointInfo, CheckpointLog, RewindResult
+from .store import forks
 
 log = logging.getLogger("agent_magic")
 
@@ -132,7 +133,7 @@ def fork_session(
     up_to = _resolve_message(store, sid, up_to_message_id) if up_to_message_id else None
     new_id = store.fork(sid, up_to_message_id=up_to, title=title, new_session_id=new_session_id, scope=scope)
     if os.environ.get("AGENT_MAGIC_STORE"):
-        # Other hosts find the fork at once (a copy of its history, until forks are by reference).
+        # Other hosts find the fork at once (its header: it points into its parent's history).
         from .store import StoreError
         from .store.sync import push_blocking
 
@@ -208,6 +209,7 @@ def checkpoint_log(session_id: str, *, home: Home = None, cwd: str | os.PathLike
         records=JsonlFile(store.checkpoints_path(sid)),
         blobs=store.blobs,
         exclude=[store.home],
+        inherited=lambda: forks.inherited_records(store, sid),
         **extra,
     )
 

@@ -42,9 +42,9 @@ from ._store import (
     make_private_dir,
     new_uuid,
     parse_lines,
-    read_raw_lines,
 )
 from .checkpoints import blobs_referenced
+from .store import forks
 
 BUNDLE_FORMAT = 1
 MAX_ENTRY_BYTES = 1 << 30  # 1 GiB per file, uncompressed
@@ -77,8 +77,9 @@ def export_session(session_id: str, path: str | os.PathLike[str], *, home: str |
         out = out / f"{sid}.agent-session.zip"
     if not out.parent.is_dir():
         raise BundleError(f"Cannot export to {out}: the folder {out.parent} does not exist.")
-    records_path = d / "checkpoints.jsonl"
-    records = parse_lines(read_raw_lines(records_path), records_path) if records_path.exists() else []
+    # A fork goes whole: the bundle carries what it inherits from its parents.
+    transcript, records_raw = forks.whole_bytes(store, sid)
+    records = parse_lines(records_raw.splitlines(keepends=True), None)
     blobs = blobs_referenced(records, store.blobs)
     manifest = {
         "format": BUNDLE_FORMAT,
@@ -94,9 +95,9 @@ def export_session(session_id: str, path: str | os.PathLike[str], *, home: str |
         os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED) as z:
             z.writestr("manifest.json", json.dumps(manifest, indent=1))
-            z.write(d / "transcript.jsonl", "transcript.jsonl")
-            if records_path.exists():
-                z.write(records_path, "checkpoints.jsonl")
+            z.writestr("transcript.jsonl", transcript)
+            if records_raw:
+                z.writestr("checkpoints.jsonl", records_raw)
             if (d / "meta.json").exists():
                 z.write(d / "meta.json", "meta.json")
             assert store.blobs.root is not None

@@ -29,6 +29,7 @@ from ._sessions import SessionState, SessionStore
 from ._store import BlobStore, JsonlFile, new_uuid, now_ms, redact
 from .checkpoints import CheckpointLog, RewindResult
 from .providers import get_provider
+from .store import forks
 from .store.sync import LEASE_TTL_S, SessionSync, holder_name, is_full_id, shared_store_sync
 from .tools import builtin_tools
 from .tools.base import ChangeRecorder, NotebookBridge, NullRecorder, Tool
@@ -238,7 +239,7 @@ class AgentClient:
             source = parent or (sid if store is not None and store.exists(sid) else None)
             if store is not None and source is not None:
                 # Continue without writing: earlier checkpoints stay rewindable, new backups stay in memory.
-                records.append_many(_read_records(store.checkpoints_path(source)))
+                records.append_many(store.read_records(source))
             blobs = BlobStore(None, fallback=store.blobs) if store is not None else BlobStore(None)
         state = SessionState(
             session_id=sid,
@@ -262,6 +263,7 @@ class AgentClient:
             log = CheckpointLog(
                 session_id=sid, cwd=cwd, records=records, blobs=blobs, ignore=opts.checkpoint_ignore,
                 max_file_bytes=opts.checkpoint_max_file_bytes, exclude=exclude,
+                inherited=(lambda: forks.inherited_records(store, sid)) if (persist and store is not None) else None,
             )
             if persist:
                 log.recover()
@@ -682,16 +684,6 @@ class AgentClient:
             finally:
                 self._release_lock()
         return log.rewind(checkpoint_id, dry_run=dry_run, force=force, bridge=self.notebook_bridge)
-
-
-def _read_records(path: Path) -> list[dict[str, Any]]:
-    import warnings
-
-    from ._store import TranscriptWarning, parse_lines, read_raw_lines
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", TranscriptWarning)
-        return parse_lines(read_raw_lines(path), path)
 
 
 class _FilesRead(dict[str, int]):

@@ -54,6 +54,7 @@ from ._store import (
     read_raw_lines_from_last,
     redact,
 )
+from .store import forks
 
 TRANSCRIPT_FORMAT = 1
 INDEX_SCHEMA = 3  # 3: the label column (forks say what they forked and where)
@@ -114,6 +115,10 @@ class SessionMessage:
 
 
 _HEADER_STRINGS = frozenset({"cwd", "scope", "model", "parent_session_id", "forked_at", "session_id", "timestamp"})
+
+
+FORK_REF = forks.REF_KEY
+_header_of = forks._header_of
 
 
 def _opt_str(value: Any) -> str | None:
@@ -827,11 +832,15 @@ class SessionStore:
         forked_at: str | None = None,
         title: str | None = None,
         checkpoint_settings: dict[str, Any] | None = None,
+        fork_of: dict[str, Any] | None = None,
+        info: SessionInfo | None = None,
     ) -> str:
         """Create an empty session and return its id.
 
         ``checkpoint_settings`` (``ignore``, ``max_file_bytes``) is kept in the header so
         that rewinds from the CLI or the sidebar scan the workspace as the session did.
+        ``fork_of`` points a fork at what it inherits (:mod:`agent_magic.store.forks`);
+        ``info`` is then its index row, so that no inherited line is read.
         """
         sid = session_id or new_uuid()
         d = self.session_dir(sid)
@@ -855,6 +864,8 @@ class SessionStore:
         }
         if checkpoint_settings:
             header["checkpoint"] = checkpoint_settings
+        if fork_of is not None:
+            header[FORK_REF] = fork_of
         # The folder appears with its header in one rename: a crash never leaves a
         # session folder without a transcript (which would block its id forever).
         staging = self.sessions_root / f".new-{sid}-{new_uuid()[:8]}"
@@ -876,6 +887,10 @@ class SessionStore:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        if info is not None:
+            info.session_id, info.file_size = sid, self.transcript_size(sid)
+            self.index.upsert(info)
+            return sid
         self.index.upsert(
             SessionInfo(
                 session_id=sid, summary=title or "(no prompt yet)", created_at=created, last_modified=created,
@@ -887,10 +902,13 @@ class SessionStore:
 
     # -- reading ------------------------------------------------------------
     def read_entries(self, session_id: str) -> list[dict[str, Any]]:
+        """The header and every line of the conversation (a fork's inherited lines first)."""
         path = self.transcript_path(session_id)
-        if not path.exists():
-            raise SessionNotFoundError(session_id)
-        return parse_lines(read_raw_lines(path), path)
+        return parse_lines(forks.conversation_lines(self, session_id), path)
+
+    def read_records(self, session_id: str) -> list[dict[str, Any]]:
+        """Every checkpoint record of the session (a fork's inherited ones first)."""
+        return forks.records(self, session_id)
 
     def read_live_entries(self, session_id: str) -> list[dict[str, Any]]:
         """The header line and the entries from the last compaction boundary on.
@@ -903,7 +921,11 @@ class SessionStore:
         if not path.exists():
             raise SessionNotFoundError(session_id)
         first, lines = read_raw_lines_from_last(path, BOUNDARY_MARKER, is_boundary_line)
-        return parse_lines([first, *lines] if first else lines, path)
+        if (lines and is_boundary_line(lines[0])) or forks.fork_ref(_header_of(first)) is None:
+            return parse_lines([first, *lines] if first else lines, path)
+        # A fork with no compaction of its own: the live part may begin in its parent.
+        entries = self.read_entries(session_id)
+        return entries[:1] + live_entries(entries[1:])
 
     def header(self, session_id: str) -> dict[str, Any]:
         path = self.transcript_path(session_id)
@@ -964,6 +986,9 @@ class SessionStore:
                 break
         else:
             tokens = None
+            ref = forks.fork_ref(_header_of(lines[0])) if lines and size <= (256 << 10) else None
+            if ref is not None and "last_prompt" not in ref and self.exists(ref["session_id"]):
+                return self._context_of(ref["session_id"], model)  # a fork with no turn of its own yet
         if model is None:
             return tokens, None
         try:
@@ -995,7 +1020,10 @@ class SessionStore:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TranscriptWarning)
-            entries = parse_lines(read_raw_lines(path), path)
+            try:
+                entries = parse_lines(forks.conversation_lines(self, session_id), path)
+            except SessionNotFoundError:  # a fork whose parent is not here (yet): list what it has
+                entries = parse_lines(read_raw_lines(path), path)
         header = next((e for e in entries if e.get("type") == "session"), {})
         meta = self._read_meta(session_id)
         try:
@@ -1134,8 +1162,12 @@ class SessionStore:
         self.index.update(session_id, tag=tag)
 
     def delete(self, session_id: str) -> None:
+        """Delete a session; the forks that inherit from it are made whole first."""
         if not self.exists(session_id):
             raise SessionNotFoundError(session_id)
+        for child in self.index.children(session_id):
+            if self.exists(child) and forks.reads_from(self, child) == session_id:
+                forks.materialize(self, child)
         d = self.session_dir(session_id)
         # Rename first so a half-deleted folder is never mistaken for a session.
         trash = self.sessions_root / f".deleted-{session_id}-{new_uuid()[:8]}"
@@ -1154,29 +1186,38 @@ class SessionStore:
         scope: str | None = None,
         empty: bool = False,
     ) -> str:
-        """Copy a session's history (up to and including ``up_to_message_id``) into a new session.
+        """A new session that continues ``session_id``'s history (up to and including ``up_to_message_id``).
 
-        ``empty=True`` copies no messages at all (a fork before the first prompt).
+        ``empty=True`` inherits no messages at all (a fork before the first prompt).
 
-        The original is only read. Message uuids are kept, so checkpoint ids
-        taken before the fork are valid in the fork too; the checkpoint
-        records of the copied turns come along.
+        The fork is made by reference (:mod:`agent_magic.store.forks`): its
+        transcript is one header line pointing into the parent's, whatever the
+        parent's length, and the parent is only read. Message uuids are the
+        parent's, so checkpoint ids taken before the fork are valid in the fork
+        too, and the checkpoint records of the inherited turns are inherited.
         """
-        entries = self.read_entries(session_id)
-        header = next((e for e in entries if e.get("type") == "session"), self.header(session_id))
-        body = [e for e in entries if e.get("type") != "session"]
-        if up_to_message_id is not None:
-            idx = next((i for i, e in enumerate(body) if e.get("uuid") == up_to_message_id), None)
-            if idx is None:
+        header = self.header(session_id)
+        ref: dict[str, Any] | None = None
+        info: SessionInfo | None = None
+        forked_at: str | None = None
+        if empty:
+            pass
+        elif up_to_message_id is not None:
+            found = forks.ref_up_to(self, session_id, up_to_message_id)
+            if found is None:
                 from ._errors import CheckpointNotFoundError
 
                 raise CheckpointNotFoundError(
                     f"No message {up_to_message_id!r} in session {session_id}. List them with `agent-magic history {session_id[:8]}`."
                 )
-            body = body[: idx + 1]
-        if empty:
-            body = []
-        forked_at = next((e.get("uuid") for e in reversed(body) if e.get("uuid")), None)
+            ref, _kept = found
+            forked_at = up_to_message_id
+        else:
+            ref, forked_at = forks.whole_ref(self, session_id, header)
+            if ref["lines"] == 0:
+                ref = None  # nothing to inherit
+            else:
+                info = self._whole_fork_info(session_id, title, forked_at)
         new_id = self.create(
             cwd=cwd or _opt_str(header.get("cwd")) or "",
             scope=scope or _opt_str(header.get("scope")) or _opt_str(header.get("cwd")) or "",
@@ -1186,37 +1227,26 @@ class SessionStore:
             forked_at=forked_at,
             title=title,
             checkpoint_settings=header.get("checkpoint") if isinstance(header.get("checkpoint"), dict) else None,
+            fork_of=ref,
+            info=info,
         )
-        lines = []
-        prompts: set[str] = set()
-        for e in body:
-            e2 = dict(e)
-            e2.pop("session_id", None)  # lines carry no session id; the folder says which
-            lines.append(e2)
-            if is_prompt_entry(e) and isinstance(e.get("uuid"), str):
-                prompts.add(e["uuid"])
-        jf = JsonlFile(self.transcript_path(new_id))
-        jf.append_many(lines)
-        jf.close()
-        # Checkpoint records of the copied turns (backups are shared blobs).
-        src_cp = self.checkpoints_path(session_id)
-        if src_cp.exists():
-            import warnings
-
-            from ._store import TranscriptWarning
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", TranscriptWarning)
-                records = parse_lines(read_raw_lines(src_cp), src_cp)
-            keep = [r for r in records if isinstance(r.get("checkpoint"), str) and r["checkpoint"] in prompts]
-            if keep:
-                cp = JsonlFile(self.checkpoints_path(new_id))
-                cp.append_many(keep)
-                cp.close()
-        info = self.scan_info(new_id)
-        if info is not None:
-            self.index.upsert(info)
+        if info is None and ref is not None:
+            scanned = self.scan_info(new_id)
+            if scanned is not None:
+                self.index.upsert(scanned)
         return new_id
+
+    def _whole_fork_info(self, parent: str, title: str | None, forked_at: str | None) -> SessionInfo:
+        """The index row of a fork of all of ``parent``, from the parent's row (no transcript is read)."""
+        p = self.info(parent)
+        label = fork_label(self._parent_name(parent, p.first_prompt), p.num_turns) if (p.num_turns or not p.first_prompt) else None
+        now = now_ms()
+        return SessionInfo(
+            session_id="", summary=_summary(title, label, p.first_prompt), label=label, created_at=now,
+            last_modified=p.last_modified, num_turns=p.num_turns, cwd=p.cwd, scope=p.scope, title=title,
+            first_prompt=p.first_prompt, parent_session_id=parent, forked_at=forked_at, tag=None, model=p.model,
+            total_cost_usd=p.total_cost_usd, cost_known=p.cost_known, file_size=0,
+        )
 
     # -- locking ------------------------------------------------------------------
     @contextlib.contextmanager

@@ -19,6 +19,8 @@ process SIGKILLs itself the n-th time it passes :func:`crash_point` ``label``
     just after the rename; a Bash command just started.
 ``stream.event``
     each server-sent event of a model response.
+``fork.whole``
+    after a fork is made whole (its side file written), before its parent is deleted.
 
 Unset, a crash point is a function call that returns at once.
 """

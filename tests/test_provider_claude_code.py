@@ -35,6 +35,7 @@ from agent_magic._permissions import (
     PermissionResultDeny,
     ToolPermissionContext,
 )
+from agent_magic._sessions import SessionStore
 from agent_magic.providers.claude_code import cli_path
 from agent_magic.testing import FakeAnthropicServer, error, message, text, text_block, tool_use
 from agent_magic.tools.base import Tool, ToolContext, ToolResult
@@ -75,7 +76,8 @@ def notebook(path: Path) -> None:
 
 
 def transcript(home: Path, sid: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (home / "sessions" / sid / "transcript.jsonl").read_text().splitlines()]
+    """The session's header and lines as read back (a fork's inherited lines first)."""
+    return SessionStore(home).read_entries(sid)
 
 
 def checkpoint_records(home: Path, sid: str) -> list[dict[str, Any]]:

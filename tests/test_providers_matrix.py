@@ -20,6 +20,7 @@ import anyio
 import pytest
 
 from agent_magic import AgentClient, AgentOptions, Message, ResultMessage, UserMessage
+from agent_magic._sessions import SessionStore
 from agent_magic.testing import (
     FakeAnthropicServer,
     FakeOpenAIServer,
@@ -97,8 +98,7 @@ def _sources(path: Path) -> list[tuple[str, str]]:
 
 def _prompts(home: Path, sid: str) -> list[str]:
     out = []
-    for line in (home / "sessions" / sid / "transcript.jsonl").read_text().splitlines():
-        e = json.loads(line)
+    for e in SessionStore(home).read_entries(sid):  # a fork's inherited lines first
         if e.get("type") == "user" and e.get("is_prompt"):
             c = e["message"]["content"]
             out.append(c if isinstance(c, str) else "".join(b.get("text", "") for b in c))

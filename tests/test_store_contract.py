@@ -227,19 +227,7 @@ def test_one_writer_per_session(hosts: Hosts) -> None:
 
 
 @pytest.mark.parametrize("start", ["absent", "released", "expired"])
-def test_the_lease_goes_to_exactly_one_of_many_racing_hosts(
-    hosts: Hosts, start: str, request: pytest.FixtureRequest
-) -> None:
-    if hosts.backend == "file" and start == "expired":
-        # Not strict: the threads' timing decides, and a run now and then has one winner each round.
-        request.applymarker(
-            pytest.mark.xfail(
-                reason="the file store replaces an expired lease with os.replace, unconditionally: "
-                "every host that read it as expired wins",
-                raises=AssertionError,
-                strict=False,
-            )
-        )
+def test_the_lease_goes_to_exactly_one_of_many_racing_hosts(hosts: Hosts, start: str) -> None:
     racers = [hosts() for _ in range(8)]
     won: list[str] = []
     refused: list[str] = []

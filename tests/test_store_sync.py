@@ -321,6 +321,12 @@ def test_the_session_helpers_find_sessions_made_on_another_host(
     fork = am.fork_session(sid, home=home_b)
     assert am.get_session_info(fork, home=home_b).parent_session_id == sid
     assert am.get_session_info(fork, home=tmp_path / "c").parent_session_id == sid  # a third host
+    # The fork is by reference: one entry (its header) in the shared store, whatever the parent's length.
+    assert len(_with_store(shared, lambda r: r.load({"project_key": PROJECT_KEY, "session_id": fork}))) == 1
+    # The third host reads it through its parent, which came along.
+    want = [m.uuid for m in am.get_session_messages(sid, home=home_b)]
+    assert want and [m.uuid for m in am.get_session_messages(fork, home=tmp_path / "c")] == want
+    assert [c.checkpoint_id for c in am.list_checkpoints(fork, home=tmp_path / "c")] == [cps[0].checkpoint_id]
 
 
 @pytest.mark.parametrize("point", ["sync.blob:1", "sync.records:1", "sync.lines:1"])

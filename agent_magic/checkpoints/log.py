@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,8 @@ class CheckpointLog:
         Larger files are not backed up when Bash changes them.
     exclude
         Folders never scanned (the session store itself).
+    inherited
+        For a fork: returns the records it inherits from its parents (read once, when first needed).
     """
 
     def __init__(
@@ -59,8 +61,10 @@ class CheckpointLog:
         ignore: Iterable[str] | None = None,
         max_file_bytes: int = 50 * 1024 * 1024,
         exclude: Iterable[Path] = (),
+        inherited: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.session_id = session_id
+        self._inherited = inherited
         self.cwd = cwd.resolve()  # symlinks in the project path itself are fine; none may appear inside it
         self._cwd_str = str(cwd)
         self.records = records
@@ -107,9 +111,11 @@ class CheckpointLog:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", TranscriptWarning)
                 if self.records.path is None:
-                    self._loaded_records = parse_lines(self.records.raw_lines(), None)
+                    own = parse_lines(self.records.raw_lines(), None)
                 else:
-                    self._loaded_records = parse_lines(read_raw_lines(self.records.path), self.records.path)
+                    own = parse_lines(read_raw_lines(self.records.path), self.records.path)
+            # A fork's inherited records (from its parents, by reference) come first.
+            self._loaded_records = (self._inherited() if self._inherited is not None else []) + own
         return self._loaded_records
 
     def _last_after(self, rel: str) -> str | None:

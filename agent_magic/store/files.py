@@ -23,6 +23,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+import filelock
+
 from .base import (
     Lease,
     LeaseHeldError,
@@ -188,13 +190,19 @@ class FileSessionStore(SessionStoreBackend):
 
         def acquire() -> Lease:
             path.parent.mkdir(parents=True, exist_ok=True)
+            # Read, judge and replace under one lock: hosts racing for an expired lease
+            # would each see it free and each write their own.
+            with _lease_lock(path):
+                return decide()
+
+        def decide() -> Lease:
             now = now_ms()
             try:
                 cur = json.loads(path.read_bytes())
             except (FileNotFoundError, ValueError):
                 cur = None
             if isinstance(cur, dict) and cur.get("holder") != holder and not take_over:
-                age = (now - int(cur.get("renewed_ms", 0))) / 1000
+                age = max(0.0, (now - int(cur.get("renewed_ms", 0))) / 1000)  # clocks differ between hosts
                 if age < float(cur.get("ttl_s", ttl_s)):
                     raise LeaseHeldError(session_id, str(cur.get("holder")), age)
             lease = {"holder": holder, "renewed_ms": now, "ttl_s": ttl_s,
@@ -204,7 +212,7 @@ class FileSessionStore(SessionStoreBackend):
                 try:
                     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 except FileExistsError:
-                    return acquire()
+                    return decide()
                 with os.fdopen(fd, "w") as f:
                     json.dump(lease, f)
             else:
@@ -219,11 +227,19 @@ class FileSessionStore(SessionStoreBackend):
         path = self.root / "leases" / (_quote(session_id) + ".json")
 
         def release() -> None:
-            try:
-                cur = json.loads(path.read_bytes())
-            except (FileNotFoundError, ValueError):
+            if not path.exists():
                 return
-            if isinstance(cur, dict) and cur.get("holder") == holder:
-                path.unlink(missing_ok=True)
+            with _lease_lock(path):
+                try:
+                    cur = json.loads(path.read_bytes())
+                except (FileNotFoundError, ValueError):
+                    return
+                if isinstance(cur, dict) and cur.get("holder") == holder:
+                    path.unlink(missing_ok=True)
 
         await asyncio.to_thread(release)
+
+
+def _lease_lock(path: Path) -> filelock.BaseFileLock:
+    """The lock that makes a lease's read and replace one step (an OS file lock beside the lease)."""
+    return filelock.FileLock(str(path.with_name(f".{path.name}.lock")), timeout=30, mode=0o600)

@@ -33,6 +33,7 @@ from .._errors import AgentMagicError
 from .._sessions import SessionStore
 from .._store import atomic_write_bytes, crash_point, dumps_line, parse_lines, read_raw_lines
 from ..checkpoints.records import blobs_referenced
+from . import forks
 from .base import SessionKey, SessionStoreBackend
 
 #: All agent-magic sessions share one project key: a session id is found from any host.
@@ -133,6 +134,11 @@ class SessionSync:
         """Send what the shared store lacks of ``session_id``: backups, records, lines, metadata."""
         out = SyncResult()
         st = self.state(session_id)
+        if st["transcript"] == 0:
+            # A fork's first push: the parent it points into must be there for other hosts too.
+            ref = forks.fork_ref(self.local.header(session_id))
+            if ref is not None and self.local.exists(ref["session_id"]) and self.pending(ref["session_id"]):
+                await self.push(ref["session_id"])
         rec_lines = _lines(self.local.checkpoints_path(session_id))
         new_records = _parsed(rec_lines[st["checkpoints"] :])
         if new_records and self.has_blobs:
@@ -171,15 +177,19 @@ class SessionSync:
         return out
 
     # -- pull --------------------------------------------------------------------------
-    async def pull(self, session_id: str, *, blobs: bool = True) -> SyncResult | None:
+    async def pull(self, session_id: str, *, blobs: bool = True, _depth: int = 0) -> SyncResult | None:
         """Bring ``session_id`` from the shared store into the local one; None if the shared store lacks it.
 
         A local copy that is a prefix of the shared one is extended; one that has
-        lines the shared store lacks is left alone (push it first).
+        lines the shared store lacks is left alone (push it first). A fork's
+        parents come too, when this host lacks them: the fork points into them.
         """
         remote_lines = await self.remote.load(self.key(session_id))
         if not remote_lines:
             return None
+        ref = forks.fork_ref(remote_lines[0]) if isinstance(remote_lines[0], dict) else None
+        if ref is not None and not self.local.exists(ref["session_id"]) and _depth < forks.MAX_DEPTH:
+            await self.pull(ref["session_id"], blobs=blobs, _depth=_depth + 1)
         remote_records = (await self.remote.load(self.key(session_id, RECORDS)) or []) if self.has_blobs else []
         out = SyncResult()
         local_t = _lines(self.local.transcript_path(session_id))
