@@ -24,9 +24,9 @@ Per backend it prints one table:
    object) up to --sessions; building is timed, then ``await store.list_sessions(...)``
    (median of --runs, after one untimed call that connects). Then the small session is
    resumed again on fresh hosts, now among that many sessions.
-3. **Fork of the N=max(--turns) session**: agent-magic's ``fork_session`` copies the history
-   (time, bytes of the new session folder); whether the fork is in the shared store
-   afterwards, and what pushing it costs. With claude-agent-sdk installed, Claude Code's
+3. **Fork of the N=max(--turns) session**: agent-magic's ``fork_session`` makes the fork by
+   reference (time, bytes of the new session folder, checked to read as its parent does);
+   whether the fork is in the shared store afterwards, and what pushing it costs. With claude-agent-sdk installed, Claude Code's
    CLI builds an equivalent session (same prompts, same fake) once; its ``fork_session``
    helper (local) is timed beside it, and per backend the SDK's ``import_session_to_store``
    and ``fork_session_via_store`` on the same store.
@@ -721,11 +721,16 @@ def run_backend(name: str, args: argparse.Namespace, tmp: Path, server: Any, cc_
                     cps = list_checkpoints(new, home=home_a)
                     if new == sid or info.parent_session_id != sid or info.num_turns != n_fork or len(cps) != n_fork:
                         raise Failed(f"fork {new[:8]}: parent {info.parent_session_id}, {info.num_turns} turns, {len(cps)} checkpoints")
+                    # By reference: the fork reads as its parent does, from its own one-line file.
+                    read_back = [e.get("uuid") for e in local.read_entries(new)[1:]]
+                    if read_back != [e.get("uuid") for e in local.read_entries(sid)[1:]]:
+                        raise Failed(f"fork {new[:8]} reads {len(read_back)} lines, not its parent's")
                     fork["new_dir_bytes"] = folder_bytes(local.session_dir(new))
-                    fork["new_lines"] = len(local.read_entries(new))
+                    fork["new_lines"] = local.transcript_path(new).read_bytes().count(b"\n")
+                    fork["reads_lines"] = len(read_back)
                     fork["in_store_after_fork"] = anyio.run(_in_store, f["url"], new)
                     pushes.append(anyio.run(_push_fork, f["url"], home_a, new))
-                    if pushes[-1]["lines"] != fork["new_lines"] or pushes[-1]["blobs"] != 0:
+                    if pushes[-1]["lines"] != fork["new_lines"] or pushes[-1]["blobs"] != 0 or pushes[-1]["records"] != 0:
                         raise Failed(f"pushing the fork moved {pushes[-1]}")
 
             attempt(fork, "fork_session", fork_runs)
@@ -912,8 +917,9 @@ def print_backend(res: dict[str, Any], args: argparse.Namespace) -> None:
     if isinstance(fork.get("fork_session"), str):
         log(f"    {fork['fork_session']}")
     else:
-        log(f"    fork_session(): {_median_range(fork.get('fork_session_s', []))}; new folder {_fmt_b(fork.get('new_dir_bytes'))} "
-            f"({fork.get('new_lines', 0):,} lines; parent's {_fmt_b(fork.get('parent_dir_bytes'))}); in the shared store afterwards: {fork.get('in_store_after_fork')}")
+        log(f"    fork_session(), by reference: {_median_range(fork.get('fork_session_s', []))}; new folder {_fmt_b(fork.get('new_dir_bytes'))} "
+            f"({fork.get('new_lines', 0):,} line, reading as {fork.get('reads_lines', 0):,}; parent's {_fmt_b(fork.get('parent_dir_bytes'))}); "
+            f"in the shared store afterwards: {fork.get('in_store_after_fork')}")
         pm = fork.get("push_moved", {})
         log(f"    SessionSync.push of the fork: {_median_range(fork.get('push_s', []))}; {pm.get('lines', 0):,} lines, {pm.get('records', 0):,} records, "
             f"{pm.get('blobs', 0)} backups, {_fmt_b(pm.get('bytes_written'))} written; calls: {pm.get('calls')}")
@@ -1007,6 +1013,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{_median_range(fl['times_s'])}, new transcript {_fmt_b(fl['new_bytes'])} ({fl['new_lines']:,} lines; no file-history)")
             else:
                 log(f"\nClaude Code fork_session(): {fl}")
+        side_by_side(results, cc_out)
     total = time.perf_counter() - t_total
     log(f"\ntotal {total:.0f} s")
 
@@ -1030,6 +1037,31 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(data, indent=1, default=str) + "\n")
     return 0 if ok else 1
+
+
+def side_by_side(results: dict[str, Any], cc_out: dict[str, Any] | None) -> None:
+    """The fork of the longest session, agent-magic beside Claude Code: time (median) and bytes written."""
+    cc_local = (cc_out or {}).get("fork_local")
+    log("\nFork of the longest session, side by side (median time; bytes the fork wrote):")
+    for name, r in results.items():
+        fork = r.get("fork", {})
+        if not fork.get("fork_session_s"):
+            continue
+        ours = statistics.median(fork["fork_session_s"])
+        push = statistics.median(fork["push_s"])
+        line = f"  {name:<10} agent-magic fork {_fmt_s(ours)}, {_fmt_b(fork.get('new_dir_bytes'))}; + push {_fmt_s(push)}"
+        if isinstance(cc_local, dict):
+            theirs = statistics.median(cc_local["times_s"])
+            line += f" | Claude Code local fork {_fmt_s(theirs)}, {_fmt_b(cc_local['new_bytes'])}: {theirs / ours:,.0f}x the time"
+        ccs = fork.get("claude_code_store")
+        if isinstance(ccs, dict):
+            via = statistics.median(ccs["times_s"])
+            line += f" | fork_session_via_store {_fmt_s(via)}, {_fmt_b(ccs['new_bytes'])}: {via / (ours + push):,.0f}x fork + push"
+        log(line)
+        fork["vs_claude_code"] = {
+            "local_x": round(statistics.median(cc_local["times_s"]) / ours, 1) if isinstance(cc_local, dict) else None,
+            "store_x": round(statistics.median(ccs["times_s"]) / (ours + push), 1) if isinstance(ccs, dict) else None,
+        }
 
 
 def _all_ok(r: dict[str, Any]) -> bool:
