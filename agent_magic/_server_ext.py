@@ -7,6 +7,13 @@ A notebook's sessions are those whose scope is its absolute path: the server's
 root folder joined with the notebook's path, resolved, which is exactly what a
 kernel started for it computes from ``JPY_SESSION_NAME``.
 
+With a shared store (``c.AgentMagic.store = "s3://..."`` in
+``jupyter_server_config.py``, ``--AgentMagic.store=URL``, default
+``$AGENT_MAGIC_STORE``), the handlers also pull from it on demand, as the
+session helpers and the ``agent-magic`` command do: listing brings the
+sessions this server lacks, a session asked for by id is fetched, a rewind
+fetches the backups it needs, a fork is pushed at once.
+
 Every route lives under ``/agent-magic/api``, needs an authenticated user
 (token or login, as every Jupyter API), is authorized as the ``contents``
 resource (GET reads, the rest write) and is XSRF-checked like the rest of
@@ -14,9 +21,10 @@ Jupyter's API. Work that touches the store runs on one worker thread, off the
 server's event loop.
 
 ``GET  config``
-    ``{version, root_dir}``.
+    ``{version, root_dir, store}``.
 ``GET  sessions?path=NB``
-    The notebook's sessions: ``{scope, current, sessions: [...]}``, newest first.
+    The notebook's sessions: ``{scope, current, store, sessions: [...]}``, newest first.
+    ``store`` is the shared store read (its password masked), or null.
 ``GET | PATCH {title} | DELETE  sessions/ID``
     One session; rename; delete.
 ``POST sessions/ID/fork {title?, path?}``
@@ -40,6 +48,9 @@ import asyncio
 import dataclasses
 import difflib
 import json
+import logging
+import os
+import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -49,6 +60,8 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import ApiPath, to_os_path, url_path_join
 from tornado import web
+from traitlets import Unicode, default
+from traitlets.config import Configurable
 
 from . import _api
 from ._errors import (
@@ -67,6 +80,125 @@ T = TypeVar("T")
 API_PREFIX = "agent-magic/api"
 _SESSION = r"(?P<session_id>[A-Za-z0-9_-]{1,128})"
 _EXECUTOR_KEY = "agent_magic_executor"
+_SHARED_KEY = "agent_magic_shared_store"
+_ENV = "AGENT_MAGIC_STORE"
+
+
+class AgentMagic(Configurable):
+    """The server extension's settings (``c.AgentMagic.*`` in ``jupyter_server_config.py``)."""
+
+    store = Unicode(
+        help="Shared session store the sessions sidebar also reads: s3://bucket/prefix, postgresql://..., "
+        "redis://..., file:///... (default: $AGENT_MAGIC_STORE; '': this server's sessions only).",
+    ).tag(config=True)
+
+    @default("store")
+    def _default_store(self) -> str:
+        return os.environ.get(_ENV, "")
+
+
+def _redact_url(url: str) -> str:
+    """``url`` with its password (in the user part or a ``password=`` parameter) masked."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    if parts.password:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}:***@{host}"
+    query = parts.query
+    if "password" in query.lower():
+        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+        query = "&".join(
+            f"{urllib.parse.quote(k)}={'***' if k.lower() == 'password' else urllib.parse.quote(v)}" for k, v in pairs
+        )
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+class _SharedStore:
+    """The shared store the handlers pull from (``AgentMagic.store``); every method runs on the worker thread.
+
+    The session helpers already pull from ``$AGENT_MAGIC_STORE`` themselves, so
+    the handlers add pulls only for a store the environment does not name.
+    """
+
+    def __init__(self, url: str | None, log: logging.Logger) -> None:
+        self.url = url
+        self.shown = _redact_url(url) if url else None
+        self.log = log
+
+    def _extra(self) -> str | None:
+        return self.url if self.url and self.url != os.environ.get(_ENV) else None
+
+    def pull_new(self) -> None:
+        """Bring the sessions this server lacks (their backups come when a rewind needs them)."""
+        url = self._extra()
+        if url is None:
+            return
+        from .store import StoreError
+        from .store.sync import pull_blocking
+
+        try:
+            pull_blocking(_api._store(None), None, blobs=False, url=url)
+        except StoreError as e:
+            self.log.warning("agent-magic: listing only this server's sessions: %s", e)
+
+    def find(self, session_id: str) -> None:
+        """Fetch ``session_id`` (an id or unique prefix) if only the shared store has it."""
+        url = self._extra()
+        if url is None:
+            return
+        store = _api._store(None)
+        try:
+            store.resolve(session_id)
+        except SessionNotFoundError:
+            from .store.sync import pull_blocking
+
+            pull_blocking(store, session_id, url=url)  # not there either: the helper's lookup says so
+
+    def pull_backups(self, session_id: str) -> None:
+        """Bring what a rewind of ``session_id`` may need that this server lacks (backups, newer records)."""
+        url = self._extra()
+        if url is None:
+            return
+        from .store import StoreError
+        from .store.sync import pull_blocking
+
+        store = _api._store(None)
+        try:
+            pull_blocking(store, store.resolve(session_id), url=url)
+        except StoreError as e:
+            self.log.warning("agent-magic: rewinding with this server's backups only: %s", e)
+
+    def push(self, session_id: str) -> None:
+        """Send a new session (a fork) to the shared store at once, so other hosts find it."""
+        url = self._extra()
+        if url is None:
+            return
+        from .store import StoreError
+        from .store.sync import push_blocking
+
+        try:
+            push_blocking(_api._store(None), session_id, url=url)
+        except StoreError as e:
+            self.log.warning("agent-magic: the fork is on this server only until `agent-magic sync`: %s", e)
+
+
+def _shared_store(setting: str, source: str, log: logging.Logger) -> _SharedStore:
+    """The configured shared store, checked once: an unusable URL is one error line, then local sessions only."""
+    if not setting:
+        return _SharedStore(None, log)
+    from .store import open_session_store
+
+    try:
+        open_session_store(setting)  # checks the scheme and the backend's extra; connects to nothing
+    except (AgentMagicError, ValueError) as e:
+        shown = _redact_url(setting)
+        log.error(
+            "agent-magic: ignoring the shared session store %s (from %s), the sessions sidebar shows this "
+            "server's sessions only: %s",
+            shown, source, str(e).replace(setting, shown),
+        )
+        return _SharedStore(None, log)
+    return _SharedStore(setting, log)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -197,6 +329,11 @@ class _Handler(APIHandler):
             raise web.HTTPError(400, "The request body must be a JSON object.")
         return data
 
+    @property
+    def shared(self) -> _SharedStore:
+        store: _SharedStore = self.settings[_SHARED_KEY]
+        return store
+
     async def run(self, fn: Callable[[], T]) -> T:
         """Run store work on the extension's worker thread; store errors become HTTP errors."""
         executor: ThreadPoolExecutor = self.settings[_EXECUTOR_KEY]
@@ -220,7 +357,7 @@ class ConfigHandler(_Handler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        self.reply({"version": __version__, "root_dir": str(self.root_dir)})
+        self.reply({"version": __version__, "root_dir": str(self.root_dir), "store": self.shared.shown})
 
 
 class SessionsHandler(_Handler):
@@ -231,10 +368,12 @@ class SessionsHandler(_Handler):
         scope = str(scope_path)
 
         def work() -> dict[str, Any]:
+            self.shared.pull_new()
             rows = _api.list_sessions(scope=scope)
             return {
                 "scope": scope,
                 "current": _api.current_session(scope),
+                "store": self.shared.shown,
                 "sessions": [_info_json(i) for i in rows],
             }
 
@@ -245,7 +384,11 @@ class SessionHandler(_Handler):
     @web.authenticated
     @authorized
     async def get(self, session_id: str) -> None:
-        self.reply(await self.run(lambda: _info_json(_api.get_session_info(session_id))))
+        def work() -> dict[str, Any]:
+            self.shared.find(session_id)
+            return _info_json(_api.get_session_info(session_id))
+
+        self.reply(await self.run(work))
 
     @web.authenticated
     @authorized
@@ -255,6 +398,7 @@ class SessionHandler(_Handler):
             raise web.HTTPError(400, "A non-empty `title` is required.")
 
         def work() -> dict[str, Any]:
+            self.shared.find(session_id)
             _api.rename_session(session_id, title.strip())
             return _info_json(_api.get_session_info(session_id))
 
@@ -277,7 +421,9 @@ class ForkHandler(_Handler):
         scope = str(self.notebook_path(body["path"])[1]) if body.get("path") else None
 
         def work() -> dict[str, Any]:
+            self.shared.find(session_id)
             new_id = _api.fork_session(session_id, title=title, scope=scope)
+            self.shared.push(new_id)
             return {"session_id": new_id, "session": _info_json(_api.get_session_info(new_id))}
 
         self.reply(await self.run(work), 201)
@@ -290,6 +436,7 @@ class ResumeHandler(_Handler):
         _, scope_path = self.notebook_path(self.body().get("path"))
 
         def work() -> dict[str, Any]:
+            self.shared.find(session_id)
             sid = _api.get_session_info(session_id).session_id
             _api.set_current_session(str(scope_path), sid)
             return {"scope": str(scope_path), "current": sid}
@@ -302,6 +449,7 @@ class CheckpointsHandler(_Handler):
     @authorized
     async def get(self, session_id: str) -> None:
         def work() -> list[dict[str, Any]]:
+            self.shared.find(session_id)
             return [dataclasses.asdict(c) for c in _api.list_checkpoints(session_id)]
 
         self.reply({"checkpoints": await self.run(work)})
@@ -327,6 +475,8 @@ class RewindHandler(_Handler):
         dry_run = bool(body.get("dry_run"))
 
         def work() -> dict[str, Any]:
+            self.shared.find(session_id)
+            self.shared.pull_backups(session_id)
             result = _api.rewind(
                 session_id,
                 checkpoint_id,
@@ -353,7 +503,11 @@ class CellHandler(_Handler):
         if not checkpoint_id or not cell_id:
             raise web.HTTPError(400, "`checkpoint` and `cell_id` are required.")
         _, notebook = self.notebook_path(self.get_query_argument("path", None))
-        self.reply(await self.run(lambda: _cell_history(session_id, checkpoint_id, cell_id, notebook)))
+        def work() -> dict[str, Any]:
+            self.shared.find(session_id)
+            return _cell_history(session_id, checkpoint_id, cell_id, notebook)
+
+        self.reply(await self.run(work))
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
@@ -361,6 +515,10 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     web_app = serverapp.web_app
     base = url_path_join(web_app.settings["base_url"], API_PREFIX)
     web_app.settings.setdefault(_EXECUTOR_KEY, ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-magic"))
+    configured = "AgentMagic" in serverapp.config and "store" in serverapp.config.AgentMagic
+    source = "AgentMagic.store" if configured else f"${_ENV}"
+    shared = _shared_store(AgentMagic(parent=serverapp).store, source, serverapp.log)
+    web_app.settings[_SHARED_KEY] = shared
     routes: list[tuple[str, type[_Handler]]] = [
         ("config", ConfigHandler),
         ("sessions", SessionsHandler),
@@ -372,4 +530,6 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
         (f"sessions/{_SESSION}/cell", CellHandler),
     ]
     web_app.add_handlers(".*$", [(url_path_join(base, path), handler) for path, handler in routes])
-    serverapp.log.info("agent-magic %s: session API at %s", __version__, base)
+    serverapp.log.info(
+        "agent-magic %s: session API at %s; shared store: %s", __version__, base, shared.shown or "none"
+    )

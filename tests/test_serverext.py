@@ -2,11 +2,14 @@
 
 Sessions are made by the agent (``query`` against the fake Messages API) in the
 store the server reads, exactly as kernels make them; the tests then talk to
-the server over HTTP like the sidebar does.
+the server over HTTP like the sidebar does. Sessions "from another host" are
+made in a home of their own that pushes to a ``file://`` shared store the
+server is configured with (``c.AgentMagic.store``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.cookiejar
 import json
 import os
@@ -23,9 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import nbformat
 import pytest
 
+from agent_magic.store import open_session_store
+from agent_magic.store.sync import PROJECT_KEY
 from agent_magic.testing import FakeAnthropicServer, text, tool_use, tool_uses
 
 from .conftest import run_query
@@ -41,6 +47,7 @@ class Server:
     token: str
     root: Path
     home: Path
+    log: Path
 
     def request(
         self, method: str, path: str, body: Any = None, *, token: bool = True, headers: dict[str, str] | None = None
@@ -97,32 +104,40 @@ def _wait(proc: subprocess.Popen[bytes], runtime: Path, token: str) -> str:
     raise RuntimeError("jupyter server did not start")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    base = tmp_path_factory.mktemp("server")
+@contextlib.contextmanager
+def run_server(base: Path, *args: str, config: str = "", env: dict[str, str] | None = None) -> Iterator[Server]:
+    """A ``jupyter server`` with the extension, its own root, session home and Jupyter dirs under ``base``.
+
+    ``config`` is written to its ``jupyter_server_config.py``; no ``AGENT_MAGIC_*``
+    variable of this process reaches it, only ``env``.
+    """
     root, home = base / "root", base / "store"
-    root.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "JUPYTER_"))}
+    root.mkdir(parents=True)
+    server_env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "JUPYTER_", "AGENT_MAGIC_"))}
     for name in ("config", "data", "runtime"):
         (base / name).mkdir()
-    env.update(JUPYTER_CONFIG_DIR=str(base / "config"), JUPYTER_DATA_DIR=str(base / "data"),
-               JUPYTER_RUNTIME_DIR=str(base / "runtime"), JUPYTER_PLATFORM_DIRS="1", AGENT_MAGIC_HOME=str(home))
+    if config:
+        (base / "config" / "jupyter_server_config.py").write_text(config)
+    server_env.update(JUPYTER_CONFIG_DIR=str(base / "config"), JUPYTER_DATA_DIR=str(base / "data"),
+                      JUPYTER_RUNTIME_DIR=str(base / "runtime"), JUPYTER_PLATFORM_DIRS="1", AGENT_MAGIC_HOME=str(home))
+    server_env.update(env or {})
     token = secrets.token_hex(16)
-    args = [sys.executable, "-m", "jupyter_server", "--no-browser", "--ServerApp.ip=127.0.0.1",
+    argv = [sys.executable, "-m", "jupyter_server", "--no-browser", "--ServerApp.ip=127.0.0.1",
             "--ServerApp.port=0", "--ServerApp.port_retries=0", f"--ServerApp.root_dir={root}",
-            f"--IdentityProvider.token={token}", "--ServerApp.jpserver_extensions={'agent_magic': True}"]
+            f"--IdentityProvider.token={token}", "--ServerApp.jpserver_extensions={'agent_magic': True}", *args]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
-        args.append("--allow-root")
-    log = (base / "server.log").open("wb")
-    proc = subprocess.Popen(args, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+        argv.append("--allow-root")
+    log_path = base / "server.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen(argv, cwd=root, env=server_env, stdout=log, stderr=subprocess.STDOUT)
     try:
         try:
             url = _wait(proc, base / "runtime", token)
         except RuntimeError as e:
             proc.kill()
             log.close()
-            pytest.fail(f"{e}\n{(base / 'server.log').read_text()[-3000:]}")
-        yield Server(url, token, root, home)
+            pytest.fail(f"{e}\n{log_path.read_text()[-3000:]}")
+        yield Server(url, token, root, home, log_path)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -131,6 +146,26 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """No shared store: neither ``AgentMagic.store`` nor ``$AGENT_MAGIC_STORE``."""
+    with run_server(tmp_path_factory.mktemp("server")) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def shared_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A ``file:///tmp/...`` shared store."""
+    return (tmp_path_factory.mktemp("shared") / "store").as_uri()
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory, shared_url: str) -> Iterator[Server]:
+    """A server whose ``jupyter_server_config.py`` sets ``c.AgentMagic.store`` (its environment has no store)."""
+    with run_server(tmp_path_factory.mktemp("shared-server"), config=f"c.AgentMagic.store = {shared_url!r}\n") as s:
+        yield s
 
 
 @pytest.fixture
@@ -154,7 +189,7 @@ def make_notebook(server: Server, name: str) -> Path:
     return path
 
 
-def agent_edits(fake: FakeAnthropicServer, path: Path, prompt: str) -> str:
+def agent_edits(fake: FakeAnthropicServer, path: Path, prompt: str, **options: Any) -> str:
     """One turn in ``path``'s scope that inserts a cell after "two" and rewrites "three"; its session id."""
     fake.on_prompt(
         prompt,
@@ -165,7 +200,7 @@ def agent_edits(fake: FakeAnthropicServer, path: Path, prompt: str) -> str:
         ]),
         text("Edited."),
     )
-    msgs = run_query(prompt, cwd=str(path.parent), scope=str(path), permission_mode="acceptEdits")
+    msgs = run_query(prompt, cwd=str(path.parent), scope=str(path), permission_mode="acceptEdits", **options)
     sid = msgs[-1].session_id
     assert isinstance(sid, str)
     return sid
@@ -297,3 +332,72 @@ def test_errors_are_json(server: Server, store: Path, method: str, path: str, bo
     got, data = server.request(method, path, body)
     assert got == status
     assert isinstance(data, dict) and data.get("message")
+
+
+def _shared_ids(url: str) -> set[str]:
+    async def go() -> set[str]:
+        store = open_session_store(url)
+        try:
+            return {e["session_id"] for e in await store.list_sessions(PROJECT_KEY)}
+        finally:
+            await store.aclose()
+
+    return anyio.run(go)
+
+
+def test_sidebar_reads_the_configured_shared_store(
+    shared_server: Server, shared_url: str, fake_api: FakeAnthropicServer, tmp_path: Path
+) -> None:
+    path = make_notebook(shared_server, "shared.ipynb")
+    elsewhere = {"home": tmp_path / "other-host", "session_store": shared_url}
+    sid = agent_edits(fake_api, path, "edit on another host", **elsewhere)
+    assert sid in _shared_ids(shared_url)
+    assert not (shared_server.home / "sessions" / sid).exists()
+
+    listing = shared_server.get("sessions", path="work/shared.ipynb")
+    assert listing["store"] == shared_url
+    assert [s["session_id"] for s in listing["sessions"]] == [sid]
+    assert shared_server.get("config")["store"] == shared_url
+    (cp,) = shared_server.get(f"sessions/{sid}/checkpoints")["checkpoints"]
+    assert cp["turn"] == 1 and len(cp["cells"]) == 2
+    # The preview needs the cells' backups, which the listing did not bring: the rewind fetches them.
+    preview = shared_server.post(f"sessions/{sid}/rewind", {"checkpoint_id": cp["checkpoint_id"], "dry_run": True})
+    assert preview["ok"] and any("-z = 30" in c["diff"] for c in preview["changes"][0]["cells"])
+
+    # A session asked for by id, never listed here, is fetched; a fork made here reaches the store.
+    sid2 = agent_edits(fake_api, path, "another edit elsewhere", **elsewhere)
+    assert shared_server.get(f"sessions/{sid2[:8]}")["session_id"] == sid2
+    fid = shared_server.post(f"sessions/{sid2}/fork", {"path": "work/shared.ipynb"}, expect=201)["session_id"]
+    assert fid in _shared_ids(shared_url)
+
+
+def test_without_a_store_the_sidebar_lists_local_sessions_only(
+    server: Server, store: Path, shared_url: str, fake_api: FakeAnthropicServer, tmp_path: Path
+) -> None:
+    path = make_notebook(server, "local.ipynb")
+    local = agent_edits(fake_api, path, "edit here")
+    remote = agent_edits(fake_api, path, "edit on a host that shares", home=tmp_path / "other-host", session_store=shared_url)
+    assert remote in _shared_ids(shared_url)
+    listing = server.get("sessions", path="work/local.ipynb")
+    assert listing["store"] is None and server.get("config")["store"] is None
+    assert [s["session_id"] for s in listing["sessions"]] == [local]
+    status, _ = server.request("GET", f"sessions/{remote}/checkpoints")
+    assert status == 404
+
+
+def test_an_unusable_store_is_one_log_line_and_local_sessions_still_list(
+    tmp_path: Path, fake_api: FakeAnthropicServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with run_server(tmp_path / "server", "--AgentMagic.store=nosuch://user:hunter2@host/x") as server:
+        monkeypatch.setenv("AGENT_MAGIC_HOME", str(server.home))
+        path = make_notebook(server, "bad.ipynb")
+        sid = agent_edits(fake_api, path, "edit with a bad store setting")
+        listing = server.get("sessions", path="work/bad.ipynb")
+        assert listing["store"] is None
+        assert [s["session_id"] for s in listing["sessions"]] == [sid]
+        assert len(server.get(f"sessions/{sid}/checkpoints")["checkpoints"]) == 1
+        log = server.log.read_text()
+    errors = [line for line in log.splitlines() if "shared session store" in line]
+    assert len(errors) == 1, log
+    assert "nosuch://user:***@host/x (from AgentMagic.store)" in errors[0] and "Unknown session store" in errors[0]
+    assert "hunter2" not in log
