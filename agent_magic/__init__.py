@@ -79,9 +79,9 @@ if TYPE_CHECKING:
         PermissionUpdate,
         ToolPermissionContext,
     )
-    from ._sessions import SessionInfo, SessionMessage
     from .checkpoints import CellChange, CheckpointInfo, Conflict, FileChange, RewindResult
     from .store import LeaseHeldError, SessionStoreBackend, StoreError, open_session_store
+    from .store.transcript import SessionInfo, SessionMessage
 
 _LAZY = {
     "AgentClient": "._client",
@@ -112,8 +112,8 @@ _LAZY = {
     "PermissionResultDeny": "._permissions",
     "PermissionUpdate": "._permissions",
     "ToolPermissionContext": "._permissions",
-    "SessionInfo": "._sessions",
-    "SessionMessage": "._sessions",
+    "SessionInfo": ".store.transcript",
+    "SessionMessage": ".store.transcript",
     "open_session_store": ".store",
     "SessionStoreBackend": ".store",
     "StoreError": ".store",

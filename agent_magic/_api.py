@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import ConfigurationError
-from ._sessions import SessionInfo, SessionMessage, SessionStore
-from ._store import JsonlFile
 from .checkpoints import CheckpointInfo, CheckpointLog, RewindResult
 from .store import forks
+from .store.jsonl import JsonlFile
+from .store.local import SessionStore
+from .store.transcript import SessionInfo, SessionMessage
 
 log = logging.getLogger("agent_magic")
 

@@ -33,18 +33,11 @@ from typing import Any
 
 from ._errors import BundleError, SessionExistsError
 from ._options import validate_session_id
-from ._sessions import SessionStore
-from ._store import (
-    FILE_MODE,
-    atomic_write_bytes,
-    dumps_line,
-    iso_now,
-    make_private_dir,
-    new_uuid,
-    parse_lines,
-)
 from .checkpoints import blobs_referenced
 from .store import forks
+from .store.home import FILE_MODE, iso_now, make_private_dir, new_uuid
+from .store.jsonl import atomic_write_bytes, dumps_line, parse_lines
+from .store.local import SessionStore
 
 BUNDLE_FORMAT = 1
 MAX_ENTRY_BYTES = 1 << 30  # 1 GiB per file, uncompressed

@@ -25,12 +25,17 @@ from ._messages import Message, ResultMessage, SystemMessage
 from ._options import AgentOptions
 from ._permissions import parse_rules
 from ._pricing import price_for
-from ._sessions import SessionState, SessionStore
-from ._store import BlobStore, JsonlFile, new_uuid, now_ms, redact
+from ._redact import redact
 from .checkpoints import CheckpointLog, RewindResult
 from .providers import get_provider
 from .store import forks
+from .store.blobs import BlobStore
+from .store.home import new_uuid, now_ms
+from .store.jsonl import JsonlFile
+from .store.local import SessionStore
+from .store.pusher import StepPusher
 from .store.sync import LEASE_TTL_S, SessionSync, holder_name, is_full_id, shared_store_sync
+from .store.transcript import SessionState
 from .tools import builtin_tools
 from .tools.base import ChangeRecorder, NotebookBridge, NullRecorder, Tool
 
@@ -437,7 +442,10 @@ class AgentClient:
             }
             init["context_tokens"], init["context_window"] = context_now(rt)
             await emit(SystemMessage("init", init))
-            self.last_result = await run_turn(rt, prompt, emit, self._set_scope)
+            if self._sync is not None and rt.session.store is not None:
+                await self._turn_with_pushes(rt, prompt, emit, self._sync)
+            else:
+                self.last_result = await run_turn(rt, prompt, emit, self._set_scope)
             self._resumed = True
         finally:
             self._running = False
@@ -449,6 +457,36 @@ class AgentClient:
             self._turn_done.set()
 
     # -- the shared store ------------------------------------------------------------
+    async def _turn_with_pushes(self, rt: Runtime, prompt: str | list[dict[str, Any]], emit: Any, sync: SessionSync) -> None:
+        """Run the turn while a background task pushes each step; the final push comes before the result."""
+        sid = rt.session.session_id
+
+        def note(error: str | None) -> None:
+            self.sync_error = error
+
+        pusher = StepPusher(sync, sid, note)
+
+        async def before_result() -> int | None:
+            await pusher.drain()
+            return await self._push(sid)
+
+        rt.after_step, rt.before_result = pusher.kick, before_result
+        failure: Exception | None = None
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pusher.run)
+                try:
+                    self.last_result = await run_turn(rt, prompt, emit, self._set_scope)
+                except Exception as e:  # raised as it is below, not wrapped in the task group's ExceptionGroup
+                    failure = e
+                finally:
+                    tg.cancel_scope.cancel()  # the pusher, if the turn ended without a result
+        finally:
+            rt.after_step = None
+            rt.before_result = lambda: self._push(sid)
+        if failure is not None:
+            raise failure
+
     async def _pull(self, id_or_prefix: str) -> None:
         """Bring a session from the shared store (unknown here, or continued on another host)."""
         sync = self._sync

@@ -38,8 +38,14 @@ from ._errors import CompactionError, ConfigurationError, ProviderError
 from ._hooks import run_hooks
 from ._messages import SystemMessage
 from ._pricing import add_usage, cost_usd, price_for
-from ._sessions import SUMMARY_INTRO, build_api_messages, is_boundary, is_prompt_entry, prompt_text
 from .providers.base import ModelRequest, PartialResponse
+from .store.transcript import (
+    SUMMARY_INTRO,
+    build_api_messages,
+    is_boundary,
+    is_prompt_entry,
+    prompt_text,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

@@ -50,8 +50,7 @@ from ._permissions import (
     suggestion_for,
 )
 from ._pricing import add_usage, cost_usd, price_for
-from ._sessions import SessionState, is_prompt_entry, prompt_text
-from ._store import RedactSecrets, crash_point, new_uuid
+from ._redact import RedactSecrets
 from .providers.base import (
     NOTHING_TO_COMPACT_ADVICE,
     TOO_LONG_ADVICE,
@@ -59,6 +58,9 @@ from .providers.base import (
     PartialResponse,
     Provider,
 )
+from .store.home import new_uuid
+from .store.jsonl import crash_point
+from .store.transcript import SessionState, is_prompt_entry, prompt_text
 from .tools.base import ChangeRecorder, NotebookBridge, Tool, ToolContext, ToolResult
 
 log = logging.getLogger("agent_magic")
@@ -136,6 +138,9 @@ class Runtime:
     #: Awaited once the turn's result line is written, before the result is emitted (the shared
     #: store's push: when a cell finishes, another host can resume it).
     before_result: Callable[[], Awaitable[int | None]] | None = None
+    #: Called (never awaited) after each step is written: the prompt, each response, each
+    #: batch of tool results (the shared store's per-step push runs in the background).
+    after_step: Callable[[], None] | None = None
 
     @property
     def permission_mode(self) -> str:
@@ -383,6 +388,8 @@ async def _turn_body(rt: Runtime, turn: _Turn, emit: Emit) -> None:
     stop_hook_active = False
     recovered_too_long = False
     while True:
+        if rt.after_step is not None:
+            rt.after_step()
         if opts.max_turns is not None and turn.api_calls >= opts.max_turns:
             turn.subtype = "error_max_turns"
             turn.result_text = f"Stopped after {turn.api_calls} model responses (max_turns={opts.max_turns})."
@@ -458,6 +465,8 @@ async def _turn_body(rt: Runtime, turn: _Turn, emit: Emit) -> None:
                 },
             }
         )
+        if rt.after_step is not None:
+            rt.after_step()  # the response is written: other hosts see it while its tools run
         if boundary is not None:
             # The API dropped what came before its compaction block: the conversation starts there.
             messages = [{"role": "assistant", "content": content}]

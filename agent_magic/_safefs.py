@@ -16,7 +16,7 @@ import stat
 from pathlib import Path
 
 from ._errors import ToolError
-from ._store import crash_point
+from .store.jsonl import crash_point
 
 
 def atomic_write(

@@ -50,7 +50,6 @@ import difflib
 import json
 import logging
 import os
-import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -71,6 +70,7 @@ from ._errors import (
     SessionLockedError,
     SessionNotFoundError,
 )
+from ._redact import redact_url
 from ._version import __version__
 from .tools.base import CellEdit
 
@@ -97,22 +97,6 @@ class AgentMagic(Configurable):
         return os.environ.get(_ENV, "")
 
 
-def _redact_url(url: str) -> str:
-    """``url`` with its password (in the user part or a ``password=`` parameter) masked."""
-    parts = urllib.parse.urlsplit(url)
-    netloc = parts.netloc
-    if parts.password:
-        user, _, host = netloc.rpartition("@")
-        netloc = f"{user.partition(':')[0]}:***@{host}"
-    query = parts.query
-    if "password" in query.lower():
-        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
-        query = "&".join(
-            f"{urllib.parse.quote(k)}={'***' if k.lower() == 'password' else urllib.parse.quote(v)}" for k, v in pairs
-        )
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
-
-
 class _SharedStore:
     """The shared store the handlers pull from (``AgentMagic.store``); every method runs on the worker thread.
 
@@ -122,7 +106,7 @@ class _SharedStore:
 
     def __init__(self, url: str | None, log: logging.Logger) -> None:
         self.url = url
-        self.shown = _redact_url(url) if url else None
+        self.shown = redact_url(url) if url else None
         self.log = log
 
     def _extra(self) -> str | None:
@@ -191,7 +175,7 @@ def _shared_store(setting: str, source: str, log: logging.Logger) -> _SharedStor
     try:
         open_session_store(setting)  # checks the scheme and the backend's extra; connects to nothing
     except (AgentMagicError, ValueError) as e:
-        shown = _redact_url(setting)
+        shown = redact_url(setting)
         log.error(
             "agent-magic: ignoring the shared session store %s (from %s), the sessions sidebar shows this "
             "server's sessions only: %s",

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from ._errors import AgentMagicError
+from ._redact import redact_url
 
 
 def _when(ms: int | str | None) -> str:
@@ -97,7 +98,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     from ._api import get_session_messages
-    from ._sessions import prompt_text
+    from .store.transcript import prompt_text
 
     for m in get_session_messages(args.session, home=args.home):
         content = m.message.get("content")
@@ -255,7 +256,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     import anyio
 
     from ._errors import ConfigurationError
-    from ._sessions import SessionStore
+    from .store.local import SessionStore
     from .store.sync import holder_name, shared_store_sync
 
     url = args.store or os.environ.get("AGENT_MAGIC_STORE")
@@ -301,17 +302,6 @@ def cmd_sync(args: argparse.Namespace) -> int:
         return 1 if failed else 0
 
     return int(anyio.run(go))
-
-
-def redact_url(url: str) -> str:
-    """``url`` without its password (for messages)."""
-    import urllib.parse
-
-    parts = urllib.parse.urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 def build_parser() -> argparse.ArgumentParser:

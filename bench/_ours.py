@@ -51,8 +51,8 @@ def warm_imports(op: str) -> None:
 
     import anyio._backends._asyncio  # noqa: F401  (the kernel's loop thread has it running)
 
-    from agent_magic._store import preload
     from agent_magic.providers.anthropic import warm_up
+    from agent_magic.store.jsonl import preload
 
     preload()
     warm_up()

@@ -40,9 +40,10 @@ from typing import Any
 
 import anyio
 
-from agent_magic._sessions import SessionStore
-from agent_magic._store import JsonlFile, new_uuid
 from agent_magic.checkpoints import CheckpointLog
+from agent_magic.store.home import new_uuid
+from agent_magic.store.jsonl import JsonlFile
+from agent_magic.store.local import SessionStore
 from agent_magic.tools.base import CellEdit, ToolContext
 
 from ._notebook import build_notebook

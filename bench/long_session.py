@@ -403,7 +403,8 @@ def _median_time(fn: Any, runs: int) -> float:
 def run_one(turns: int, args: argparse.Namespace) -> dict[str, Any]:
     import anyio
 
-    from agent_magic._sessions import SessionStore, build_api_messages
+    from agent_magic.store.local import SessionStore
+    from agent_magic.store.transcript import build_api_messages
     from agent_magic.testing import FakeAnthropicServer
 
     with tempfile.TemporaryDirectory(prefix="long-session-") as tmp, FakeAnthropicServer() as server:

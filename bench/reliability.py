@@ -67,7 +67,7 @@ def fuzz_suite(tmp: Path, cases: int, seed: int) -> dict[str, Any]:
     import warnings
 
     from agent_magic import _bundle, export_session
-    from agent_magic._sessions import SessionStore
+    from agent_magic.store.local import SessionStore
     from agent_magic.testing import FakeAnthropicServer, text
     from tests.reliability import fuzz
 

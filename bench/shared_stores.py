@@ -386,8 +386,8 @@ async def store_counts(url: str, sid: str) -> dict[str, Any]:
 
 async def pull_once(url: str, home: Path, sid: str, counting: bool = False, blobs: bool = True) -> dict[str, Any]:
     """``SessionSync.pull`` into an empty home (the store opened fresh: its connection is inside the time)."""
-    from agent_magic._sessions import SessionStore
     from agent_magic.store import open_session_store
+    from agent_magic.store.local import SessionStore
     from agent_magic.store.sync import SessionSync
 
     local = SessionStore.at(home)
@@ -596,7 +596,7 @@ def run_backend(name: str, args: argparse.Namespace, tmp: Path, server: Any, cc_
     import anyio
 
     from agent_magic import fork_session, get_session_info, list_checkpoints
-    from agent_magic._sessions import SessionStore
+    from agent_magic.store.local import SessionStore
 
     res: dict[str, Any] = {"backend": name, "sessions": {}, "errors": []}
     t_backend = time.perf_counter()
@@ -793,8 +793,8 @@ async def _in_store(url: str, sid: str) -> bool:
 
 async def _push_fork(url: str, home: Path, sid: str) -> dict[str, Any]:
     """What it costs to bring a fork made by ``fork_session`` into the shared store (``SessionSync.push``)."""
-    from agent_magic._sessions import SessionStore
     from agent_magic.store import open_session_store
+    from agent_magic.store.local import SessionStore
     from agent_magic.store.sync import SessionSync
 
     inner = open_session_store(url)

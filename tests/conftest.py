@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from agent_magic import AgentOptions, Message, ResultMessage, query
-from agent_magic._sessions import SessionStore
+from agent_magic.store.local import SessionStore
 from agent_magic.testing import FakeAnthropicServer
 
 _SECRET_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "ANTHROPIC_PROFILE",

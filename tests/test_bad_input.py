@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent_magic import _bundle, export_session
-from agent_magic._sessions import SessionStore
+from agent_magic.store.local import SessionStore
 from agent_magic.testing import FakeAnthropicServer, text
 
 from .reliability import fuzz

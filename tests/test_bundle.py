@@ -10,7 +10,7 @@ import nbformat
 import pytest
 
 import agent_magic as am
-from agent_magic._sessions import SessionStore
+from agent_magic.store.local import SessionStore
 from agent_magic.testing import FakeAnthropicServer, text, tool_use
 
 from .conftest import result_of, run_query, tree_snapshot

@@ -34,7 +34,7 @@ from agent_magic import (
     SessionNotFoundError,
     UserMessage,
 )
-from agent_magic._store import BlobStore
+from agent_magic.store.blobs import BlobStore
 from agent_magic.testing import FakeAnthropicServer, Reply, text, tool_use, tool_uses
 
 from .conftest import tree_snapshot
@@ -690,7 +690,7 @@ def test_checkpoint_ids_and_errors(fake_api: FakeAnthropicServer, home: Path, wo
 
 def test_ambiguous_prefix_is_a_clear_error(home: Path, workspace: Path) -> None:
     """Checkpoint ids are uuids: give two a common prefix by writing the log directly."""
-    from agent_magic._sessions import SessionStore
+    from agent_magic.store.local import SessionStore
 
     store = SessionStore.at(home)
     sid = store.create(cwd=str(workspace), scope=str(workspace), model="m")

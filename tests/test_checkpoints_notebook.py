@@ -11,7 +11,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 import agent_magic as am
-from agent_magic._store import BlobStore
+from agent_magic.store.blobs import BlobStore
 from agent_magic.testing import FakeAnthropicServer, Reply, text, tool_use, tool_uses
 
 from .conftest import tree_snapshot
@@ -381,8 +381,8 @@ def test_blobs_referenced_are_all_a_rewind_needs(
     fake_api: FakeAnthropicServer, home: Path, workspace: Path, nb: Path, tmp_path: Path
 ) -> None:
     """An exported session carries ``blobs_referenced``: with only those, every rewind still works."""
-    from agent_magic._store import JsonlFile
     from agent_magic.checkpoints import CheckpointLog, blobs_referenced
+    from agent_magic.store.jsonl import JsonlFile
 
     (workspace / "untouched.txt").write_text("Bash's scan keeps it; no rewind needs it\n")
     s = Session(fake_api, workspace)

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 import agent_magic as am
-from agent_magic._store import parse_lines, read_raw_lines
 from agent_magic.notebook._display import TURN_MIME
+from agent_magic.store.jsonl import parse_lines, read_raw_lines
 from agent_magic.testing import FakeAnthropicServer, text, tool_use
 
 from .kernel_harness import Kernel, kernel_available

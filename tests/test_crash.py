@@ -108,7 +108,7 @@ def test_rewind_after_a_notebook_edit_killed_before_its_write(tmp_path: Path) ->
 
 def test_crash_point_kills_on_the_nth_hit_only() -> None:
     code = (
-        "from agent_magic._store import crash_point\n"
+        "from agent_magic.store.jsonl import crash_point\n"
         "crash_point('x'); crash_point('y'); print('alive', flush=True); crash_point('x')\n"
         "print('not reached')\n"
     )
@@ -121,7 +121,7 @@ def test_crash_point_kills_on_the_nth_hit_only() -> None:
 
 
 def test_crash_points_are_inert_when_unset() -> None:
-    from agent_magic import _store
+    from agent_magic.store import jsonl as _store
 
     assert _store._crash_at is None
     _store.crash_point("append:transcript")  # returns at once

@@ -20,8 +20,8 @@ import pytest
 
 import agent_magic as am
 from agent_magic import SessionNotFoundError
-from agent_magic._sessions import SessionStore
 from agent_magic.store import forks
+from agent_magic.store.local import SessionStore
 from agent_magic.testing import FakeAnthropicServer, text
 
 from .conftest import result_of, run_query, tree_snapshot
@@ -172,7 +172,7 @@ def test_a_crash_while_forks_are_made_whole_loses_nothing(fake_api: FakeAnthropi
     fake_api.add(text("fork answer"))
     result_of(run_query("fork question", resume=children[0]))
     want = {c: ([m.uuid for m in am.get_session_messages(c)], [k.checkpoint_id for k in am.list_checkpoints(c)]) for c in children}
-    code = f"from agent_magic._sessions import SessionStore; SessionStore({str(home)!r}).delete({root.session_id!r})"
+    code = f"from agent_magic.store.local import SessionStore; SessionStore({str(home)!r}).delete({root.session_id!r})"
     env = {**os.environ, "AGENT_MAGIC_CRASH_AT": f"fork.whole:{n}"}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=120)
     assert proc.returncode == -9, proc.stderr.decode()

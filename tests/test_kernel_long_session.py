@@ -18,8 +18,8 @@ import nbformat
 import pytest
 
 import agent_magic as am
-from agent_magic._sessions import SessionStore
 from agent_magic.notebook._display import TURN_MIME
+from agent_magic.store.local import SessionStore
 from agent_magic.testing import FakeAnthropicServer
 
 from .conftest import tree_snapshot

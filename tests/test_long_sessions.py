@@ -19,7 +19,8 @@ import pytest
 
 import agent_magic as am
 from agent_magic import AgentClient, AgentOptions, ResultMessage, SystemMessage
-from agent_magic._sessions import SUMMARY_INTRO, SessionStore
+from agent_magic.store.local import SessionStore
+from agent_magic.store.transcript import SUMMARY_INTRO
 from agent_magic.testing import FakeAnthropicServer, FakeOpenAIServer
 from agent_magic.testing._replies import error, message, text, tool_block, tool_use
 

@@ -35,8 +35,8 @@ from agent_magic._permissions import (
     PermissionResultDeny,
     ToolPermissionContext,
 )
-from agent_magic._sessions import SessionStore
 from agent_magic.providers.claude_code import cli_path
+from agent_magic.store.local import SessionStore
 from agent_magic.testing import FakeAnthropicServer, error, message, text, text_block, tool_use
 from agent_magic.tools.base import Tool, ToolContext, ToolResult
 

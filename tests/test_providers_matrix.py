@@ -20,7 +20,7 @@ import anyio
 import pytest
 
 from agent_magic import AgentClient, AgentOptions, Message, ResultMessage, UserMessage
-from agent_magic._sessions import SessionStore
+from agent_magic.store.local import SessionStore
 from agent_magic.testing import (
     FakeAnthropicServer,
     FakeOpenAIServer,

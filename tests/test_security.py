@@ -17,8 +17,8 @@ import pytest
 
 import agent_magic as am
 from agent_magic import ToolError
-from agent_magic._sessions import SessionStore
 from agent_magic.notebook._display import TurnView
+from agent_magic.store.local import SessionStore
 from agent_magic.testing import FakeAnthropicServer, text, tool_use, tool_uses
 from agent_magic.tools import builtin_tools
 from agent_magic.tools.base import CellEdit, NullRecorder, Tool, ToolContext, ToolResult

@@ -22,7 +22,7 @@ from agent_magic import (
     SystemMessage,
     UserMessage,
 )
-from agent_magic._store import TranscriptWarning
+from agent_magic.store.jsonl import TranscriptWarning
 from agent_magic.testing import FakeAnthropicServer, text, tool_use
 
 from .conftest import result_of, run_query
@@ -243,7 +243,7 @@ def test_index_is_rebuilt_from_transcripts(fake_api: FakeAnthropicServer, home: 
     fake_api.add(text("1"), text("2"))
     sid = result_of(run_query("remember me", cwd=workspace)).session_id
     am.rename_session(sid, "titled")
-    from agent_magic._sessions import SessionStore
+    from agent_magic.store.local import SessionStore
 
     SessionStore.forget_instances()
     (home / "index.sqlite3").write_bytes(b"this is not a database")
@@ -260,7 +260,7 @@ def test_an_index_left_unfinished_or_old_is_rebuilt(
     """The index's version is written last: one a crash left half made, or an older one, is rebuilt."""
     import sqlite3
 
-    from agent_magic._sessions import SessionStore
+    from agent_magic.store.local import SessionStore
 
     fake_api.add(text("1"))
     sid = result_of(run_query("still here", cwd=workspace)).session_id

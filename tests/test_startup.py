@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from agent_magic import AgentClient, AgentOptions, ResultMessage
-from agent_magic._store import no_gc, parse_lines
+from agent_magic.store.jsonl import no_gc, parse_lines
 from agent_magic.testing import FakeAnthropicServer, text
 
 

@@ -20,8 +20,8 @@ import pytest
 
 import agent_magic as am
 from agent_magic import AgentClient, AgentOptions, ResultMessage
-from agent_magic._sessions import SessionStore
 from agent_magic.store import LeaseHeldError, open_session_store
+from agent_magic.store.local import SessionStore
 from agent_magic.store.sync import PROJECT_KEY
 from agent_magic.testing import FakeAnthropicServer
 from agent_magic.testing._replies import message, text, tool_block
@@ -460,3 +460,49 @@ def test_sync_against_an_unreachable_s3_endpoint_exits_with_one_line(tmp_path: P
         )
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.count("\n") == 1 and "Cannot reach S3" in proc.stderr
+
+
+@pytest.mark.parametrize("url", ["postgresql://ann:hunter2@127.0.0.1:1/db", "redis://:hunter2@127.0.0.1:1/0", "nosuch://ann:hunter2@host/x"])
+def test_store_errors_never_show_the_password(tmp_path: Path, url: str) -> None:
+    from agent_magic._errors import AgentMagicError
+    from agent_magic.store.local import SessionStore
+    from agent_magic.store.sync import pull_blocking
+
+    with pytest.raises(AgentMagicError) as e:
+        pull_blocking(SessionStore(tmp_path / "home"), url=url)
+    msg = str(e.value)
+    assert "hunter2" not in msg and "\n" not in msg
+    assert "127.0.0.1:1" in msg or "host/x" in msg  # it still says which store
+
+
+def test_each_step_reaches_the_shared_store_while_the_turn_runs(
+    fake_api: FakeAnthropicServer, tmp_path: Path, workspace: Path, shared: str
+) -> None:
+    """Per step, not per turn: while a long Bash command runs, the store already has the prompt and the tool call."""
+    fake_api.on_prompt("slow work", message(tool_block("Bash", {"command": "sleep 4"})), text("done"))
+    seen: dict[str, Any] = {}
+
+    async def go() -> None:
+        remote = open_session_store(shared)
+        try:
+            async with AgentClient(AgentOptions(home=tmp_path / "a", cwd=workspace, permission_mode="bypassPermissions", session_store=shared)) as client:
+                await client.query("slow work")
+                async for m in client.receive_response():
+                    if isinstance(m, am.AssistantMessage) and any(getattr(b, "name", None) == "Bash" for b in m.content):
+                        # The Bash command is starting now: poll the store while it runs.
+                        key = {"project_key": PROJECT_KEY, "session_id": str(client.session_id)}
+                        with anyio.move_on_after(3.5):
+                            while not any(e.get("type") == "assistant" for e in await remote.load(key) or []):
+                                await anyio.sleep(0.05)
+                        entries = await remote.load(key) or []
+                        seen["during"] = [e.get("type") for e in entries]
+                    if isinstance(m, ResultMessage):
+                        seen["result"] = m
+                        seen["after"] = [e.get("type") for e in await remote.load(key) or []]
+        finally:
+            await remote.aclose()
+
+    anyio.run(go)
+    assert seen["result"].subtype == "success" and seen["result"].sync_pending == 0
+    assert "assistant" in seen["during"] and "result" not in seen["during"], seen["during"]
+    assert seen["after"][-1] == "result"

@@ -95,8 +95,9 @@ def test_output_and_exit_code(ctx: ToolContext) -> None:
 def test_changed_files_are_what_the_command_changed(tmp_path: Path) -> None:
     # A real checkpoint log scans the workspace around the command: the result names exactly
     # the files the command created, changed and deleted, and nothing it only read.
-    from agent_magic._store import BlobStore, JsonlFile
     from agent_magic.checkpoints import CheckpointLog
+    from agent_magic.store.blobs import BlobStore
+    from agent_magic.store.jsonl import JsonlFile
 
     ws = tmp_path / "ws"
     ws.mkdir()

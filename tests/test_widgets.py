@@ -24,10 +24,10 @@ from IPython.utils.capture import capture_output
 
 import agent_magic as am
 from agent_magic._permissions import PermissionResultAllow, PermissionResultDeny
-from agent_magic._sessions import prompt_text
 from agent_magic.notebook import state, widgets
 from agent_magic.notebook._display import TURN_MIME
 from agent_magic.notebook.widgets import CheckpointSlider, SessionBar, SessionBrowser
+from agent_magic.store.transcript import prompt_text
 from agent_magic.testing import FakeAnthropicServer, text, tool_use
 
 # -- the front end's messages ------------------------------------------------------

@@ -22,10 +22,10 @@ from IPython.core.interactiveshell import InteractiveShell
 
 import agent_magic as am
 from agent_magic._permissions import PermissionResultDeny
-from agent_magic._sessions import SessionStore
 from agent_magic.notebook import state, widgets
 from agent_magic.notebook._views import sessions_table
 from agent_magic.notebook.widgets import CheckpointSlider, SessionBar
+from agent_magic.store.local import SessionStore
 from agent_magic.testing import FakeAnthropicServer, text, tool_use
 
 # The front end's messages and the fixtures (a shell with the extension, its magics, the

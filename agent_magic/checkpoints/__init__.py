@@ -9,7 +9,7 @@ together).
 A checkpoint is the uuid of the prompt that starts a turn. Before any tool
 changes anything, a record is appended to ``checkpoints.jsonl`` (write-ahead:
 the backup blob is stored and the record written before the file is touched).
-Blobs are content-addressed and compressed (:class:`~agent_magic._store.BlobStore`),
+Blobs are content-addressed and compressed (:class:`~agent_magic.store.blobs.BlobStore`),
 so the same content is stored once whatever file, session or fork it came from.
 
 ``turn``

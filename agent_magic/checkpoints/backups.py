@@ -19,7 +19,7 @@ from typing import Any
 
 from .._errors import ToolError
 from .._safefs import atomic_write
-from .._store import BlobStore
+from ..store.blobs import BlobStore
 from .cells import cell_bytes, dump_nb, load_nb
 
 #: The tail of an atomic write's temp file name, ``.<name>.<8 hex>.tmp`` (see _safefs).

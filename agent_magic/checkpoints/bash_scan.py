@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._store import atomic_write_bytes, new_uuid, want_fsync
+from ..store.home import new_uuid
+from ..store.jsonl import atomic_write_bytes, want_fsync
 from .backups import hash_bytes, read_bytes
 
 if TYPE_CHECKING:

@@ -11,15 +11,9 @@ from typing import Any
 from .._errors import AmbiguousIdError, CheckpointError, CheckpointNotFoundError, ToolError
 from .._options import DEFAULT_CHECKPOINT_IGNORE
 from .._safefs import rmdir_nofollow, unlink_nofollow
-from .._store import (
-    BlobMissingError,
-    BlobStore,
-    JsonlFile,
-    TranscriptWarning,
-    iso_now,
-    parse_lines,
-    read_raw_lines,
-)
+from ..store.blobs import BlobMissingError, BlobStore
+from ..store.home import iso_now
+from ..store.jsonl import JsonlFile, TranscriptWarning, parse_lines, read_raw_lines
 from ..tools.base import CellEdit
 from .backups import TEMP_TAIL, Backups, hash_bytes, lstat, read_bytes
 from .bash_scan import BashScan

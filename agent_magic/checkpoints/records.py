@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._store import BlobMissingError, BlobStore
+from ..store.blobs import BlobMissingError, BlobStore
 
 MIN_PREFIX = 4
 

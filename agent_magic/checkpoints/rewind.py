@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import ToolError
 from .._safefs import make_dirs_nofollow, rmdir_nofollow, unlink_nofollow
-from .._store import BlobMissingError
+from ..store.blobs import BlobMissingError
 from ..tools.base import CellEdit
 from .backups import hash_bytes, lstat, read_bytes, write_atomic
 from .cells import CellUndo, dump_nb, forward_op, load_nb, reconcilable, same_sources

@@ -101,8 +101,8 @@ def _warm_up() -> None:
 
     def work() -> None:
         try:
-            from .._store import preload
             from ..providers.anthropic import warm_up
+            from ..store.jsonl import preload
 
             preload()
             warm_up()  # imports anthropic and its HTTP stack, reads the CA bundle, builds its models

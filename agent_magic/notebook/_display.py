@@ -33,7 +33,7 @@ from .._messages import (
     ToolUseBlock,
     UserMessage,
 )
-from .._store import redact, secret_values
+from .._redact import redact, secret_values
 
 TURN_MIME = "application/vnd.agent-magic.turn+json"
 PROVENANCE_VERSION = 1
@@ -603,7 +603,7 @@ def ipython_publisher() -> Callable[[dict[str, Any], bool], None]:
     """A publish function that shows a bundle once and then updates it in place."""
     from IPython import display as ipd
 
-    from .._store import new_uuid
+    from ..store.home import new_uuid
 
     display: Any = ipd.display
     update_display: Any = ipd.update_display

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .._sessions import SessionInfo, SessionMessage, prompt_text
 from ..checkpoints import CheckpointInfo, RewindResult
+from ..store.transcript import SessionInfo, SessionMessage, prompt_text
 from ._display import compaction_line
 
 

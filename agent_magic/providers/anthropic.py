@@ -25,7 +25,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigurationError, MissingAPIKeyError, ProviderError
-from .._store import crash_point
+from ..store.jsonl import crash_point
 from .base import (
     EventCallback,
     ModelRequest,

@@ -68,8 +68,8 @@ from .._messages import (
 from .._permissions import PermissionResultAllow as OurAllow
 from .._permissions import PermissionResultDeny as OurDeny
 from .._pricing import cost_usd, price_for
-from .._sessions import is_prompt_entry, prompt_text
-from .._store import new_uuid
+from ..store.home import new_uuid
+from ..store.transcript import is_prompt_entry, prompt_text
 from ..tools import BUILTIN_TOOL_NAMES
 from ..tools.base import CellEdit, Tool, ToolContext, ToolResult
 from .base import EventCallback, ModelRequest, ModelResponse, PartialResponse, Provider

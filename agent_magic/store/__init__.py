@@ -1,4 +1,14 @@
-"""Shared session stores: transcripts, checkpoint records and backups beyond one machine (issue 16).
+"""Where sessions live: the local store on this host, and shared stores beyond it.
+
+The package, by idea:
+
+- ``local`` — :class:`~agent_magic.store.local.SessionStore`, sessions under ``$AGENT_MAGIC_HOME``;
+  ``transcript`` (what its lines mean), ``index`` (the SQLite listing cache),
+  ``forks`` (forks by reference), ``jsonl`` (append-only files, crash points),
+  ``blobs`` (content-addressed backups), ``home`` (the folder, ids, timestamps);
+- ``base`` — the shared-store interface (the Agent SDK's ``SessionStore`` methods, blobs,
+  the writer lease), with the backends ``files``, ``s3``, ``postgres`` and ``redis``;
+- ``sync`` — copying sessions between the local store and a shared one.
 
 ``open_session_store(url)`` gives a store with the Claude Agent SDK's
 ``SessionStore`` methods (and agent-magic's blobs and writer lease):
@@ -15,6 +25,7 @@ import importlib
 import urllib.parse
 
 from .._errors import ConfigurationError
+from .._redact import redact_url
 from .base import (
     Lease,
     LeaseHeldError,
@@ -46,7 +57,7 @@ def open_session_store(url: str) -> SessionStoreBackend:
     scheme = urllib.parse.urlparse(url).scheme.lower()
     if scheme not in _BACKENDS:
         raise ConfigurationError(
-            f"Unknown session store {url!r}: use file:///path, s3://bucket/prefix, postgresql://... or redis://..."
+            f"Unknown session store {redact_url(url)!r}: use file:///path, s3://bucket/prefix, postgresql://... or redis://..."
         )
     module_name, cls_name, extra = _BACKENDS[scheme]
     try:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._errors import SessionNotFoundError
-from .._store import (
+from .jsonl import (
     TranscriptWarning,
     atomic_write_bytes,
     crash_point,
@@ -41,7 +41,7 @@ from .._store import (
 )
 
 if TYPE_CHECKING:
-    from .._sessions import SessionStore
+    from .local import SessionStore
 
 REF_KEY = "fork_of"
 #: A chain deeper than this is a loop someone wrote by hand.
@@ -255,7 +255,7 @@ def ref_up_to(store: SessionStore, parent: str, message_id: str) -> tuple[dict[s
 
     None when the parent has no such message.
     """
-    from .._sessions import is_prompt_entry
+    from .transcript import is_prompt_entry
 
     lines = conversation_lines(store, parent)
     needle = f'"uuid":"{message_id}"'.encode()

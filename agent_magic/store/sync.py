@@ -30,11 +30,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import AgentMagicError
-from .._sessions import SessionStore
-from .._store import atomic_write_bytes, crash_point, dumps_line, parse_lines, read_raw_lines
+from .._redact import redact_url, without_url_secrets
 from ..checkpoints.records import blobs_referenced
 from . import forks
 from .base import SessionKey, SessionStoreBackend
+from .jsonl import atomic_write_bytes, crash_point, dumps_line, parse_lines, read_raw_lines
+from .local import SessionStore
 
 #: All agent-magic sessions share one project key: a session id is found from any host.
 PROJECT_KEY = "agent-magic"
@@ -274,7 +275,7 @@ def _complete_lines(path: Any) -> int:
 def _parsed(lines: list[bytes]) -> list[dict[str, Any]]:
     import warnings
 
-    from .._store import TranscriptWarning
+    from .jsonl import TranscriptWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TranscriptWarning)
@@ -371,8 +372,11 @@ def _in_thread(setting: str, local: SessionStore, work: Any) -> Any:
 
         e = errors[0]
         if isinstance(e, StoreError):
-            raise e
-        raise StoreError(f"The shared store could not be used ({type(e).__name__}: {e}). Check AGENT_MAGIC_STORE.") from None
+            raise StoreError(without_url_secrets(str(e), setting)) from None
+        raise StoreError(
+            f"The shared store {redact_url(setting)} could not be used "
+            f"({type(e).__name__}: {without_url_secrets(str(e), setting)}). Check the store setting."
+        ) from None
     return result[0] if result else None
 
 

@@ -79,7 +79,7 @@ from typing import Any, ClassVar, TypeVar
 
 import orjson
 
-from .._store import no_gc
+from ..store.jsonl import no_gc
 from ._prompt_cache import CacheControlError, PromptCache
 from ._replies import Reply, conversation_summary, message, text
 from ._validate import (

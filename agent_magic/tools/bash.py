@@ -25,7 +25,8 @@ import anyio
 import anyio.abc
 
 from .._errors import ToolError
-from .._store import crash_point, is_secret_name
+from .._redact import is_secret_name
+from ..store.jsonl import crash_point
 from .base import Tool, ToolContext, ToolResult, optional_int, require_str
 
 __all__ = ["BashTool", "is_secret_name", "subprocess_env"]

@@ -18,7 +18,7 @@ import nbformat
 import pytest
 
 import agent_magic as am
-from agent_magic._sessions import prompt_text
+from agent_magic.store.transcript import prompt_text
 from agent_magic.testing import FakeAnthropicServer, text, tool_use
 
 if TYPE_CHECKING:

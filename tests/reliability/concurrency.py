@@ -83,7 +83,7 @@ def run_turn_process(cfg: dict[str, Any]) -> None:
 
 def append_process(cfg: dict[str, Any]) -> None:
     """Append ``cfg['n']`` lines of about ``cfg['size']`` bytes to ``cfg['path']``, one ``JsonlFile.append`` each."""
-    from agent_magic._store import JsonlFile
+    from agent_magic.store.jsonl import JsonlFile
 
     jf = JsonlFile(Path(cfg["path"]))
     for i in range(cfg["n"]):
@@ -98,7 +98,7 @@ def create_process(cfg: dict[str, Any], go: Any = None) -> None:
     one to arrive makes its index while the others open it.
     """
     from agent_magic import list_sessions
-    from agent_magic._sessions import SessionStore
+    from agent_magic.store.local import SessionStore
 
     _child_env(cfg)
     if go is not None:
@@ -186,8 +186,8 @@ def check_turns_whole(entries: list[dict[str, Any]]) -> list[str]:
 def writers_on_one_session(root: Path) -> ConcurrencyReport:
     """A slow turn, a process that must give up at once, a process that must wait."""
     from agent_magic import AgentClient, AgentOptions  # noqa: F401  (imported for the forkserver's sake)
-    from agent_magic._sessions import SessionStore
-    from agent_magic._store import parse_lines, read_raw_lines
+    from agent_magic.store.jsonl import parse_lines, read_raw_lines
+    from agent_magic.store.local import SessionStore
 
     t0 = time.monotonic()
     report = ConcurrencyReport(scenarios=1)
@@ -260,7 +260,7 @@ def readers_while_writing(root: Path, lines: int = 400, size: int = 200_000) -> 
     """Read a transcript over and over while another process appends big lines to it."""
     import warnings
 
-    from agent_magic._store import TranscriptWarning, parse_lines, read_raw_lines
+    from agent_magic.store.jsonl import TranscriptWarning, parse_lines, read_raw_lines
 
     t0 = time.monotonic()
     report = ConcurrencyReport(scenarios=1, processes=1)
@@ -300,7 +300,7 @@ def readers_while_writing(root: Path, lines: int = 400, size: int = 200_000) -> 
 def many_creators(root: Path, processes: int = 6, each: int = 10) -> ConcurrencyReport:
     """Processes create sessions in one store at once; the index must list exactly them."""
     from agent_magic import list_sessions
-    from agent_magic._sessions import SessionStore
+    from agent_magic.store.local import SessionStore
 
     t0 = time.monotonic()
     report = ConcurrencyReport(scenarios=1, processes=processes)

@@ -59,9 +59,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent_magic._sessions import SessionStore, is_prompt_entry, prompt_text
-from agent_magic._store import BlobMissingError, BlobStore, JsonlFile, TranscriptWarning
 from agent_magic.checkpoints import CheckpointLog
+from agent_magic.store.blobs import BlobMissingError, BlobStore
+from agent_magic.store.jsonl import JsonlFile, TranscriptWarning
+from agent_magic.store.local import SessionStore
+from agent_magic.store.transcript import is_prompt_entry, prompt_text
 from agent_magic.testing import (
     FakeAnthropicServer,
     last_prompt,
@@ -77,7 +79,7 @@ from agent_magic.testing import message as message_reply
 from ..conftest import tree_snapshot
 from .worker import decode_tree
 
-#: Crash points by phase (see ``agent_magic._store``); ``timed-*`` kills come from this process.
+#: Crash points by phase (see ``agent_magic.store.jsonl``); ``timed-*`` kills come from this process.
 PHASES: dict[str, tuple[str, ...]] = {
     "stream": ("stream.event", "timed-stream"),
     "tool": ("tool.start", "file.tmp", "file.replaced", "bash.spawned"),

@@ -38,8 +38,8 @@ from agent_magic import (
     SessionExistsError,
     ToolError,
 )
-from agent_magic._sessions import SessionStore
-from agent_magic._store import TranscriptWarning, parse_lines, read_raw_lines
+from agent_magic.store.jsonl import TranscriptWarning, parse_lines, read_raw_lines
+from agent_magic.store.local import SessionStore
 from agent_magic.testing import (
     FakeAnthropicServer,
     error,

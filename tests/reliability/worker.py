@@ -10,7 +10,7 @@ each turn it writes the workspace's tree to ``side/snap-<attempt>.json``
 (atomically: the harness compares rewinds against it); after each turn it
 appends the result to ``side/done.jsonl``. The harness SIGKILLs the child, or
 the child kills itself at an armed crash point (``AGENT_MAGIC_CRASH_AT``,
-see ``agent_magic._store``).
+see ``agent_magic.store.jsonl``).
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from typing import Any
 
 import anyio
 
-from agent_magic import AgentClient, AgentOptions, ResultMessage, _store
-from agent_magic._sessions import SessionStore
+from agent_magic import AgentClient, AgentOptions, ResultMessage
+from agent_magic.store import jsonl as _store
+from agent_magic.store.local import SessionStore
 from tests.conftest import tree_snapshot
 
 

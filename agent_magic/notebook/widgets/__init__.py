@@ -17,8 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..._sessions import SessionInfo
 from ...checkpoints import CheckpointInfo
+from ...store.transcript import SessionInfo
 from ._approval import ApprovalWidget, preview_for, show_approval
 from ._bar import SessionBar, finish_bar, new_bar
 from ._base import ActionRefused, Widget

@@ -110,7 +110,7 @@ class Widget(anywidget.AnyWidget):
     def _ipython_display_(self) -> None:
         # Displayed with a display id, so refresh_display() can rewrite the fallbacks
         # a saved notebook keeps once the widget has changed.
-        from ..._store import new_uuid
+        from ...store.home import new_uuid
 
         if self._display_id is None:
             self._display_id = new_uuid()

@@ -10,7 +10,7 @@ from typing import Any
 import traitlets
 
 from ... import _api
-from ..._sessions import SessionInfo
+from ...store.transcript import SessionInfo
 from .._views import _short, sessions_table
 from ._base import Widget, _module, ensure_idle, home_of, session_row
 

@@ -1,4 +1,4 @@
-"""Low-level storage primitives: the store's home, private files, append-only JSONL, blobs.
+"""Append-only JSONL files, atomic writes, and crash points.
 
 Everything here is small and synchronous. Files are created private to the
 user (directories 0700, files 0600). JSONL appends are one ``os.write`` of a
@@ -29,145 +29,22 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
 import json
-import logging
 import os
-import re
 import signal
 import tempfile
 import threading
-import time
-import uuid
 import warnings
-import zlib
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ._errors import AgentMagicError
-
-DIR_MODE = 0o700
-FILE_MODE = 0o600
+from .._redact import redact
+from .home import FILE_MODE
 
 
 class TranscriptWarning(UserWarning):
     """A transcript line could not be read (torn by a crash, or corrupted) and was skipped."""
-
-
-def default_home() -> Path:
-    """The session store directory: ``$AGENT_MAGIC_HOME`` or a per-user data directory."""
-    env = os.environ.get("AGENT_MAGIC_HOME")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("agent-magic", appauthor=False))
-
-
-def make_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) with mode 0700 for the directories this call creates."""
-    if path.is_dir():
-        return path
-    parent = path.parent
-    if parent != path and not parent.exists():
-        make_private_dir(parent)
-    with contextlib.suppress(FileExistsError):
-        path.mkdir(mode=DIR_MODE)
-    return path
-
-
-def new_uuid() -> str:
-    return str(uuid.uuid4())
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def iso_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def iso_to_ms(value: Any) -> int | None:
-    if not value or not isinstance(value, str):
-        return None
-    try:
-        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
-    except (ValueError, OverflowError, OSError):
-        return None
-
-
-_SECRET_NAME = re.compile(
-    r"""(
-        (API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|TOKEN|PASSW(OR)?D|CREDENTIALS?)$  # OPENAI_API_KEY, HF_TOKEN, DB_PASSWORD
-      | SECRET                                                               # AWS_SECRET_ACCESS_KEY, CLIENT_SECRET
-      | ^ANTHROPIC_.*KEY                                                     # ANTHROPIC_API_KEY, ANTHROPIC_AUTH_KEY
-    )""",
-    re.IGNORECASE | re.VERBOSE,
-)
-
-
-def is_secret_name(name: str) -> bool:
-    """True for environment variable names that hold secrets (``*_API_KEY``, ``*_TOKEN``, ``*SECRET*``, ...).
-
-    The one definition used both to redact stored text and to strip the
-    environment of the agent's subprocesses.
-    """
-    return bool(_SECRET_NAME.search(name))
-
-
-_SECRET_NAMES: tuple[int, float, tuple[str, ...]] = (-1, 0.0, ())
-
-
-def secret_values(environ: Any = None) -> dict[str, str]:
-    """Secret values in the environment (8+ characters), by variable name.
-
-    For ``os.environ`` the matching *names* are cached (rescanned when the
-    environment's size changes, and every 2 seconds) because this runs for every
-    stored line; the *values* are always read fresh.
-    """
-    global _SECRET_NAMES
-    if environ is not None:
-        return {k: v for k, v in environ.items() if len(v) >= 8 and is_secret_name(k)}
-    size, when, names = _SECRET_NAMES
-    now = time.monotonic()
-    if size != len(os.environ) or now - when > 2.0:
-        names = tuple(k for k in os.environ if is_secret_name(k))
-        _SECRET_NAMES = (len(os.environ), now, names)
-    out = {}
-    for k in names:
-        v = os.environ.get(k)
-        if v is not None and len(v) >= 8:
-            out[k] = v
-    return out
-
-
-def redact(text: str, secrets: dict[str, str] | None = None) -> str:
-    """Replace any secret value from the environment in ``text`` by ``[REDACTED:NAME]``."""
-    for name, value in (secret_values() if secrets is None else secrets).items():
-        if value in text:
-            text = text.replace(value, f"[REDACTED:{name}]")
-    return text
-
-
-class RedactSecrets(logging.Filter):
-    """A logging filter that replaces the environment's secret values in a record's message and traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        found = secret_values()
-        if not found:
-            return True
-        message = record.getMessage()
-        clean = redact(message, found)
-        if clean != message:
-            record.msg, record.args = clean, ()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text, found)
-        return True
 
 
 def dumps_line(obj: Any) -> bytes:
@@ -501,113 +378,3 @@ def _parse(lines: list[bytes], path: Path | None) -> tuple[list[dict[str, Any]],
         else:
             bad += 1
     return out, bad
-
-
-class BlobStore:
-    """Content-addressed, zlib-compressed blobs (sha256 of the raw content).
-
-    The same content is stored once, whatever session or file it came from.
-    With ``root=None`` blobs live in memory (no-persist sessions).
-    """
-
-    def __init__(self, root: Path | None, *, fallback: BlobStore | None = None) -> None:
-        self.root = root
-        self.fallback = fallback
-        self._memory: dict[str, bytes] = {}
-        self._fsync = want_fsync()
-        self._known: set[str] = set()
-
-    @staticmethod
-    def hash(data: bytes) -> str:
-        return hashlib.sha256(data).hexdigest()
-
-    def _path(self, digest: str) -> Path:
-        assert self.root is not None
-        return self.root / digest[:2] / digest[2:]
-
-    def put(self, data: bytes) -> str:
-        """Store ``data`` (if new) and return its hash; durable before returning."""
-        digest = self.hash(data)
-        self.put_with_hash(digest, data)
-        return digest
-
-    def put_with_hash(self, digest: str, data: bytes) -> None:
-        if self.root is None:
-            self._memory.setdefault(digest, zlib.compress(data, 1))
-            return
-        if digest in self._known:
-            return
-        path = self._path(digest)
-        if path.exists():
-            self._known.add(digest)
-            return
-        make_private_dir(path.parent)
-        level = 1 if len(data) > (4 << 20) else 6
-        crash_point("blob")
-        atomic_write_bytes(path, zlib.compress(data, level), fsync=self._fsync, crash_label="blob.tmp")
-        self._known.add(digest)
-
-    def put_compressed(self, digest: str, packed: bytes) -> None:
-        """Store a blob already zlib-compressed (a verified bundle entry) as it is."""
-        if self.root is None:
-            self._memory.setdefault(digest, packed)
-            return
-        path = self._path(digest)
-        if digest in self._known or path.exists():
-            self._known.add(digest)
-            return
-        make_private_dir(path.parent)
-        atomic_write_bytes(path, packed, fsync=self._fsync)
-        self._known.add(digest)
-
-    def has(self, digest: str) -> bool:
-        if self.root is None:
-            return digest in self._memory or (self.fallback is not None and self.fallback.has(digest))
-        return digest in self._known or self._path(digest).exists()
-
-    def get(self, digest: str) -> bytes:
-        if self.root is None:
-            try:
-                return zlib.decompress(self._memory[digest])
-            except KeyError:
-                if self.fallback is not None:
-                    return self.fallback.get(digest)
-                raise BlobMissingError(digest) from None
-        try:
-            with open(self._path(digest), "rb") as f:
-                raw = f.read()
-        except FileNotFoundError:
-            raise BlobMissingError(digest) from None
-        data = zlib.decompress(raw)
-        if self.hash(data) != digest:
-            raise BlobMissingError(digest, corrupt=True)
-        return data
-
-    def stored_size(self, digest: str) -> int:
-        if self.root is None:
-            return len(self._memory.get(digest, b""))
-        try:
-            return self._path(digest).stat().st_size
-        except FileNotFoundError:
-            return 0
-
-    def iter_digests(self) -> Iterator[str]:
-        if self.root is None:
-            yield from self._memory
-            return
-        if not self.root.exists():
-            return
-        for sub in self.root.iterdir():
-            if sub.is_dir() and len(sub.name) == 2:
-                for f in sub.iterdir():
-                    if not f.name.startswith("."):
-                        yield sub.name + f.name
-
-
-class BlobMissingError(AgentMagicError):
-    """A backup the checkpoint log refers to is missing or corrupt."""
-
-    def __init__(self, digest: str, corrupt: bool = False) -> None:
-        self.digest = digest
-        what = "is corrupt" if corrupt else "is missing"
-        super().__init__(f"Backup {digest[:12]} {what} in the session store; that file cannot be restored.")
