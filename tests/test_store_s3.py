@@ -1,6 +1,7 @@
 """The S3 backend of the shared session store, against a real S3 API (moto's server mode).
 
-The SDK's conformance suite, two hosts appending to one transcript, and the
+The SDK's conformance suite, two hosts appending to one transcript (and to
+one session's summary), listing summaries through a project's pack, and the
 one-line errors for an unreachable endpoint, a missing bucket and refused
 credentials. Blobs and the writer lease (including racing acquirers, decided by
 the server's conditional puts), the same for every backend, are tested in
@@ -25,7 +26,9 @@ pytest.importorskip("obstore")
 
 from agent_magic._errors import ConfigurationError
 from agent_magic.store import SessionKey, StoreError, open_session_store
+from agent_magic.store.home import iso_to_ms
 from agent_magic.store.s3 import S3SessionStore
+from agent_magic.store.summary import summary_info
 
 from .s3_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, MotoS3, closed_port, moto_s3
 
@@ -99,9 +102,10 @@ def test_a_store_opened_by_url_reads_and_writes(s3: MotoS3) -> None:
         await store.aclose()
         assert await store.load(key) == [{"type": "user", "n": 1}]  # a new client after aclose
         # The layout the module docstring promises.
-        names = [o["Key"] for o in s3.client().list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]]
-        assert len(names) == 1
+        names = sorted(o["Key"] for o in s3.client().list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"])
+        assert len(names) == 2
         assert names[0].startswith(f"{prefix}/projects/%2Fhome%2Fme%2Fmy%20project/s1/main/")
+        assert names[1] == f"{prefix}/summaries/%2Fhome%2Fme%2Fmy%20project/s1.json"
 
     run(go)
 
@@ -142,6 +146,145 @@ def test_two_hosts_append_to_one_transcript(s3: MotoS3) -> None:
         assert listed["KeyCount"] == 6 + 6 + 1
 
     run(go)
+
+
+HEADER_TIME = "2026-12-05T00:00:00.000Z"
+
+
+def _header(session_id: str) -> dict[str, Any]:
+    return {"type": "session", "session_id": session_id, "cwd": "/w", "scope": "/w", "model": "m", "timestamp": HEADER_TIME}
+
+
+def _prompt(session_id: str, n: int) -> dict[str, Any]:
+    return {
+        "type": "user",
+        "is_prompt": True,
+        "message": {"role": "user", "content": f"p {n}"},
+        "uuid": f"{session_id}-prompt-{n}",
+        "timestamp": f"2026-12-05T00:{n // 60:02d}:{n % 60:02d}.000Z",
+    }
+
+
+def test_two_hosts_appending_prompts_at_once_lose_no_summary_update(s3: MotoS3) -> None:
+    prefix = f"summary-race-{uuid.uuid4().hex}"
+    a, b = make_store(s3, prefix), make_store(s3, prefix)
+    sid = "busy"
+    key: SessionKey = {"project_key": "proj", "session_id": sid}
+
+    async def writer(store: S3SessionStore, first: int) -> None:
+        for n in range(first, first + 30):
+            await store.append(key, [_prompt(sid, n)])
+
+    async def go() -> None:
+        # The first prompt before the race: which of two racing hosts folds first is not load's order.
+        await a.append(key, [_header(sid), _prompt(sid, 0)])
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer, a, 1)
+            tg.start_soon(writer, b, 31)
+        [summary] = await a.list_session_summaries("proj")
+        assert summary["session_id"] == sid
+        assert summary["data"]["am"]["turns"] == 61
+
+        # The same uuids again: from the store objects that wrote them (never sent), from a
+        # third object (stored, but load keeps the first copy and the summary does not count them).
+        await a.append(key, [_prompt(sid, n) for n in range(31)])
+        await b.append(key, [_prompt(sid, n) for n in range(31, 61)])
+        c = make_store(s3, prefix)
+        await c.append(key, [_prompt(sid, n) for n in range(61)])
+        await c.append(key, [_prompt(sid, 7)])
+        lines = await c.load(key)
+        assert lines is not None and sum(1 for e in lines if e.get("is_prompt")) == 61
+        [again] = await c.list_session_summaries("proj")
+        assert again["data"] == summary["data"]
+
+        info = summary_info(again)
+        assert info is not None
+        assert (info.session_id, info.num_turns, info.first_prompt) == (sid, 61, "p 0")
+        assert (info.created_at, info.cwd, info.scope, info.model) == (iso_to_ms(HEADER_TIME), "/w", "/w", "m")
+        # The clock list_sessions reports: a summary is never older than its transcript.
+        [listed] = await c.list_sessions("proj")
+        assert again["mtime"] >= listed["mtime"] > 1e12
+
+    run(go)
+
+
+def test_summaries_come_from_a_pack_and_follow_appends_and_deletes(s3: MotoS3, monkeypatch: pytest.MonkeyPatch) -> None:
+    prefix = f"summary-pack-{uuid.uuid4().hex}"
+    store = make_store(s3, prefix)
+    sids = [f"s{i:03d}" for i in range(70)]
+    gets: list[str] = []
+    real_get = store._get
+
+    async def counting_get(path: str, doing: str) -> Any:
+        gets.append(path)
+        return await real_get(path, doing)
+
+    monkeypatch.setattr(store, "_get", counting_get)
+
+    async def turns(project_key: str) -> dict[str, int]:
+        return {s["session_id"]: s["data"]["am"]["turns"] for s in await store.list_session_summaries(project_key)}
+
+    async def go() -> None:
+        await _each_session(store, sids)
+        await store.append({"project_key": "other", "session_id": "elsewhere"}, [_header("elsewhere")])
+        assert await store.list_session_summaries("never-written") == []
+        gets.clear()
+        assert await turns("proj") == dict.fromkeys(sids, 1)
+        assert len(gets) == 1 + 70  # no pack yet, then every summary; then the pack is written
+        pack = f"{prefix}/summary-packs/proj.json"
+        s3.client().head_object(Bucket=BUCKET, Key=pack)
+
+        await store.append({"project_key": "proj", "session_id": "s003"}, [_prompt("s003", 1)])
+        await store.append({"project_key": "proj", "session_id": "s004", "subpath": "meta"}, [{"type": "meta", "title": "T"}])
+        await store.append({"project_key": "proj", "session_id": "s005", "subpath": "checkpoints"}, [{"type": "x"}])
+        await store.delete({"project_key": "proj", "session_id": "s006"})
+        await store.delete({"project_key": "proj", "session_id": "s007", "subpath": "meta"})  # not the session
+        gets.clear()
+        listed = await store.list_session_summaries("proj")
+        # The pack, and only the two summaries that changed since it was written.
+        assert sorted(gets) == sorted([pack, *(f"{prefix}/summaries/proj/{s}.json" for s in ("s003", "s004"))])
+        by_id = {s["session_id"]: s for s in listed}
+        assert sorted(by_id) == [s for s in sids if s != "s006"]
+        assert by_id["s003"]["data"]["am"]["turns"] == 2
+        assert by_id["s004"]["data"]["custom_title"] == by_id["s004"]["data"]["am"]["title"] == "T"
+        mtimes = {e["session_id"]: e["mtime"] for e in await store.list_sessions("proj")}
+        assert all(by_id[s]["mtime"] >= mtimes[s] for s in by_id)
+        assert [s["session_id"] for s in await store.list_session_summaries("other")] == ["elsewhere"]
+
+    run(go)
+
+
+async def _each_session(store: S3SessionStore, sids: list[str]) -> None:
+    async def one(sid: str) -> None:
+        await store.append({"project_key": "proj", "session_id": sid}, [_header(sid), _prompt(sid, 0)])
+
+    async with anyio.create_task_group() as tg:
+        for sid in sids:
+            tg.start_soon(one, sid)
+
+
+def test_a_listing_that_may_not_write_the_pack_still_lists(s3: MotoS3, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    store = make_store(s3)
+    sids = [f"s{i:03d}" for i in range(64)]
+    real_put = store._put
+
+    async def refusing_put(path: str, data: bytes, doing: str, mode: Any = None) -> None:
+        if "/summary-packs/" in path:
+            raise StoreError("S3 refused access (AccessDenied)")
+        await real_put(path, data, doing, mode)
+
+    monkeypatch.setattr(store, "_put", refusing_put)
+
+    async def go() -> None:
+        await _each_session(store, sids)
+        for _ in range(2):
+            assert sorted(s["session_id"] for s in await store.list_session_summaries("proj")) == sids
+
+    run(go)
+    # Said once, not at every listing.
+    assert [r.getMessage() for r in caplog.records if "without a pack" in r.getMessage()] == [
+        "Listing S3 session summaries without a pack (S3 refused access (AccessDenied)); each listing reads them one by one."
+    ]
 
 
 def test_a_host_whose_clock_is_behind_appends_after_what_it_read(s3: MotoS3) -> None:
@@ -205,6 +348,7 @@ def test_a_missing_bucket_is_one_line(s3: MotoS3) -> None:
     async def go() -> None:
         calls = (
             lambda: store.load(key), lambda: store.append(key, [{"type": "x"}]), lambda: store.list_sessions("proj"),
+            lambda: store.list_session_summaries("proj"),
             lambda: store.list_subkeys(key), lambda: store.delete(key), lambda: store.get_blob("ab"),
             lambda: store.put_blob("ab", b"x"), lambda: store.acquire_lease("s", "me", 30),
         )

@@ -11,6 +11,8 @@ Layout under the prefix::
 
     projects/<project key, %-quoted>/<session id>/main/<part>.jsonl           main transcript
     projects/<project key>/<session id>/sub/<subpath parts>/<part>.jsonl      sub-transcripts
+    summaries/<project key>/<session id>.json                                 each session's summary
+    summary-packs/<project key>.json                                          a copy of a project's summaries
     blobs/<digest>                                                            content-addressed bytes
     leases/<session id>.json                                                  the writer lease
 
@@ -24,6 +26,27 @@ what it read); the random suffix keeps two hosts' names apart. An entry's
 ``uuid`` is dropped when this store object already wrote it to that key, and
 ``load`` keeps the first occurrence of each uuid (a retried put that had landed).
 
+Each ``append`` to a main transcript (or to ``meta``) then folds what it stored
+into the session's summary object (:func:`~agent_magic.store.summary.fold_summary`):
+read it, fold, and put it back only if unchanged (``If-Match`` on its ETag,
+create-only the first time), reading again when another writer was first, so
+concurrent appenders lose no update. The summary is written after the part, so
+its ``LastModified`` (the ``mtime`` listing reports: the clock ``list_sessions``
+uses) is never before the transcript's; a summary older than the transcript means
+an append whose summary update failed. The object also remembers (hashed) the
+uuids of the entries that a second fold would count again (prompts, results with
+a cost), the last 4096 of them, so a batch another store object had already
+stored (the first copy wins on ``load``) is not counted twice, and the names of
+the last parts folded, so a put that landed though its answer was lost is not
+folded twice.
+
+``list_session_summaries`` lists ``summaries/<project key>/`` (one request per
+1000 sessions) and reads the summaries whose ETag differs from the project's
+pack, a few at a time; when 64 or more were read (or have gone), it writes the
+pack again (conditionally, once for concurrent listers). So listing 10,000
+sessions is ten LIST pages, one GET of the pack and a GET per session changed
+since the pack was written.
+
 Blobs are written with a create-only conditional put (``If-None-Match: *``).
 The lease is one JSON object replaced only by conditional puts: create-only
 when absent, otherwise ``If-Match`` on the ETag just read, so of two hosts
@@ -35,16 +58,19 @@ This needs a store that honours ``If-None-Match`` and ``If-Match`` on ``PutObjec
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
+import logging
 import os
+import random
 import re
 import secrets
 import threading
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import anyio
 import obstore
@@ -68,6 +94,7 @@ from .base import (
     dedupe_by_uuid,
     now_ms,
 )
+from .summary import fold_summary, folds
 
 if TYPE_CHECKING:
     from obstore import ObjectMeta, PutMode, UpdateVersion
@@ -78,10 +105,19 @@ _SUFFIX = ".jsonl"
 _CONCURRENCY = 16
 #: Conditional puts lost to another host before the lease gives up (each loss re-reads it).
 _LEASE_ATTEMPTS = 8
+#: The same for a session's summary: every append to the session races for it.
+_SUMMARY_ATTEMPTS = 32
+#: Counted entries whose uuids a summary remembers (a retried batch is recent), and parts it names.
+_COUNTED_KEPT = 4096
+_PARTS_KEPT = 16
+#: Summaries read one by one in a listing before it writes the project's pack again.
+_REPACK_AFTER = 64
 #: Fail within seconds, not the client library's default of retrying for 3 minutes.
 _RETRIES = 3
 _RETRY_TIMEOUT = timedelta(seconds=30)
 _URL_PARAMS = ("endpoint_url", "region")
+
+log = logging.getLogger("agent_magic")
 
 
 def _quote(part: str) -> str:
@@ -156,6 +192,8 @@ class S3SessionStore(SessionStoreBackend):
         self._client: S3Store | None = None
         # uuids this object wrote, per key's folder: a retried batch is not stored twice.
         self._written: dict[str, set[str]] = {}
+        # A listing that may not write the pack (read-only credentials) stops trying.
+        self._pack_refused = False
 
     @classmethod
     def from_url(cls, url: str) -> S3SessionStore:
@@ -268,6 +306,12 @@ class S3SessionStore(SessionStoreBackend):
     def _session_dir(self, project_key: str, session_id: str) -> str:
         return self._path("projects", _quote(project_key), _quote(session_id))
 
+    def _summary_path(self, project_key: str, session_id: str) -> str:
+        return self._path("summaries", _quote(project_key), _quote(session_id) + ".json")
+
+    def _pack_path(self, project_key: str) -> str:
+        return self._path("summary-packs", _quote(project_key) + ".json")
+
     def _key_dir(self, key: SessionKey) -> str:
         folder = self._session_dir(key["project_key"], key["session_id"])
         sub = [p for p in (key.get("subpath") or "").split("/") if p]
@@ -318,6 +362,26 @@ class S3SessionStore(SessionStoreBackend):
                 raise _Refused from e  # AWS's 409: a concurrent conditional write to the same key
             raise self._error(e, doing) from e
 
+    async def _read_versioned(self, path: str, doing: str, needs: str) -> tuple[dict[str, Any], UpdateVersion] | None:
+        """A JSON object (``{}`` if the object holds something else) and its version, for a conditional put."""
+        got = await self._get(path, doing)
+        if got is None:
+            return None
+        data, meta = got
+        if not meta["e_tag"]:
+            raise StoreError(
+                f"The S3 store at {self._where()} returns no ETags, and {needs} needs "
+                "conditional writes (If-Match): use AWS S3 or a store that supports them."
+            )
+        try:
+            cur = json.loads(data)
+        except ValueError:
+            cur = None
+        version: UpdateVersion = {"e_tag": meta["e_tag"]}
+        if meta["version"]:
+            version["version"] = meta["version"]
+        return (cur if isinstance(cur, dict) else {}), version
+
     async def _delete(self, paths: list[str], doing: str) -> None:
         if not paths:
             return
@@ -338,9 +402,36 @@ class S3SessionStore(SessionStoreBackend):
         data = b"".join(
             json.dumps(e, ensure_ascii=False, separators=(",", ":")).encode() + b"\n" for e in fresh
         )
-        await self._put(f"{folder}/{_names.next()}", data, "appending to a transcript")
+        part = _names.next()
+        await self._put(f"{folder}/{part}", data, "appending to a transcript")
+        if folds(dict(key)):
+            # After the part, so the summary's LastModified is never before the transcript's.
+            await self._fold(key, part, fresh)
+        # Only now: should the summary's update fail, a retried batch is folded (and its part put again).
         uuids = {e["uuid"] for e in fresh if isinstance(e.get("uuid"), str) and e["uuid"]}
         self._written.setdefault(folder, set()).update(uuids)
+
+    async def _fold(self, key: SessionKey, part: str, fresh: list[dict[str, Any]]) -> None:
+        """Fold ``fresh`` (stored as ``part``) into the session's summary object, by compare-and-swap."""
+        path = self._summary_path(key["project_key"], key["session_id"])
+        doing = "updating the session's summary"
+        for attempt in range(_SUMMARY_ATTEMPTS):
+            read = await self._read_versioned(path, doing, "the session summary")
+            state, version = read if read is not None else (None, None)
+            if state is not None and part in (state.get("parts") or ()):
+                return  # our put landed, though its answer was lost
+            body = json.dumps(_folded(state, key, part, fresh), ensure_ascii=False, separators=(",", ":"))
+            try:
+                await self._put(path, body.encode(), doing, mode="create" if version is None else version)
+            except _Refused:
+                # Another append was first: read its summary and fold into that; a random pause spreads racers out.
+                await anyio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+                continue
+            return
+        raise StoreError(
+            f"Could not update the summary of session {key['session_id'][:8]}: other hosts kept changing it. "
+            "Its transcript is stored; append again (the same uuids) to count it."
+        )
 
     async def load(self, key: SessionKey) -> list[dict[str, Any]] | None:
         doing = "reading a transcript"
@@ -399,7 +490,79 @@ class S3SessionStore(SessionStoreBackend):
             folder = self._session_dir(key["project_key"], key["session_id"])
             objects = await self._list(folder, doing)
             self._written = {f: u for f, u in self._written.items() if not f.startswith(folder + "/")}
-        await self._delete([m["path"] for m in objects], doing)
+        paths = [m["path"] for m in objects]
+        if not key.get("subpath"):
+            paths.append(self._summary_path(key["project_key"], key["session_id"]))
+        await self._delete(paths, doing)
+
+    async def list_session_summaries(self, project_key: str) -> list[dict[str, Any]]:
+        doing = "listing session summaries"
+        folder = self._path("summaries", _quote(project_key))
+        listed: list[ObjectMeta] = []
+        pack: list[tuple[dict[str, Any], UpdateVersion] | None] = [None]
+
+        async def start(i: int) -> None:
+            # The listing and the pack at once.
+            if i == 0:
+                listed.extend(await self._list(folder, doing))
+            else:
+                pack[0] = await self._read_versioned(self._pack_path(project_key), doing, "the summaries' pack")
+
+        await _each(range(2), start)
+        packed = (pack[0][0] if pack[0] is not None else {}).get("sessions")
+        if not isinstance(packed, dict):
+            packed = {}
+
+        # session id -> (summary, its ETag, LastModified ms)
+        found: dict[str, tuple[dict[str, Any], str, int]] = {}
+        stale: list[tuple[str, ObjectMeta]] = []
+        for meta in listed:
+            name = meta["path"].rsplit("/", 1)[-1]
+            if not name.endswith(".json"):
+                continue
+            sid = urllib.parse.unquote(name[: -len(".json")])
+            hit = packed.get(sid)
+            if isinstance(hit, dict) and meta["e_tag"] and hit.get("e_tag") == meta["e_tag"] and _is_summary(hit.get("summary")):
+                found[sid] = (hit["summary"], meta["e_tag"], _ms(meta))
+            else:
+                stale.append((sid, meta))
+
+        async def read(i: int) -> None:
+            sid, listed_meta = stale[i]
+            got = await self._get(listed_meta["path"], doing)
+            if got is None:
+                return  # deleted since the listing
+            try:
+                state = json.loads(got[0])
+            except ValueError:
+                return
+            summary = state.get("summary") if isinstance(state, dict) else None
+            if _is_summary(summary):
+                found[sid] = (summary, got[1]["e_tag"] or "", max(_ms(listed_meta), _ms(got[1])))
+
+        await _each(range(len(stale)), read)
+        gone = sum(1 for sid in packed if sid not in found)
+        if len(stale) + gone >= _REPACK_AFTER and not self._pack_refused:
+            await self._repack(project_key, found, pack[0][1] if pack[0] is not None else None)
+        # mtime: the summary object's LastModified, the clock list_sessions reports.
+        return [{**summary, "mtime": ms} for summary, _, ms in found.values()]
+
+    async def _repack(
+        self, project_key: str, found: dict[str, tuple[dict[str, Any], str, int]], version: UpdateVersion | None
+    ) -> None:
+        """Write the project's pack: what a listing read, by ETag, so the next one reads only what changed."""
+        sessions = {sid: {"e_tag": e_tag, "summary": summary} for sid, (summary, e_tag, _) in found.items() if e_tag}
+        body = json.dumps({"sessions": sessions}, ensure_ascii=False, separators=(",", ":")).encode()
+        try:
+            await self._put(
+                self._pack_path(project_key), body, "packing session summaries", mode="create" if version is None else version
+            )
+        except _Refused:
+            pass  # another listing packed them just now
+        except StoreError as e:
+            # Only a cache: listing works without it (each summary read one by one), e.g. with read-only credentials.
+            self._pack_refused = True
+            log.warning("Listing S3 session summaries without a pack (%s); each listing reads them one by one.", e)
 
     async def list_subkeys(self, key: SessionKey) -> list[str]:
         base = self._session_dir(key["project_key"], key["session_id"]) + "/sub"
@@ -446,23 +609,7 @@ class S3SessionStore(SessionStoreBackend):
         return self._path("leases", _quote(session_id) + ".json")
 
     async def _read_lease(self, path: str) -> tuple[dict[str, Any], UpdateVersion] | None:
-        got = await self._get(path, "reading the session's lease")
-        if got is None:
-            return None
-        data, meta = got
-        if not meta["e_tag"]:
-            raise StoreError(
-                f"The S3 store at {self._where()} returns no ETags, and the session lease needs "
-                "conditional writes (If-Match): use AWS S3 or a store that supports them."
-            )
-        try:
-            cur = json.loads(data)
-        except ValueError:
-            cur = None
-        version: UpdateVersion = {"e_tag": meta["e_tag"]}
-        if meta["version"]:
-            version["version"] = meta["version"]
-        return (cur if isinstance(cur, dict) else {}), version
+        return await self._read_versioned(path, "reading the session's lease", "the session lease")
 
     async def acquire_lease(self, session_id: str, holder: str, ttl_s: float, *, take_over: bool = False) -> Lease:
         path = self._lease_path(session_id)
@@ -521,6 +668,46 @@ async def _each(items: Iterable[int], fn: Callable[[int], Awaitable[None]]) -> N
             tg.start_soon(one, item)
     if errors:
         raise errors[0]
+
+
+def _folded(state: dict[str, Any] | None, key: SessionKey, part: str, fresh: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summary object after folding ``fresh`` (stored as ``part``) into ``state``."""
+    state = state or {}
+    prev = state.get("summary")
+    counted = [t for t in state.get("counted") or () if isinstance(t, str)]
+    seen = set(counted)
+    summary = fold_summary(prev if _is_summary(prev) else None, dict(key), [])
+    for e in fresh:
+        tag = _uuid_tag(e)
+        if tag is not None and tag in seen:
+            continue  # stored (and counted) already by another store object: load keeps the first copy
+        after = fold_summary(summary, dict(key), [e])
+        # Remember only entries a second fold would count again (prompts, costs): headers,
+        # titles and timestamps fold the same however often they come, and would bloat the object.
+        if tag is not None and fold_summary(after, dict(key), [e]) != after:
+            counted.append(tag)
+            seen.add(tag)
+        summary = after
+    # A listing reports the object's LastModified instead; this is for a reader of the raw object.
+    summary["mtime"] = now_ms()
+    parts = [p for p in state.get("parts") or () if isinstance(p, str)]
+    return {"summary": summary, "counted": counted[-_COUNTED_KEPT:], "parts": [*parts, part][-_PARTS_KEPT:]}
+
+
+def _uuid_tag(entry: dict[str, Any]) -> str | None:
+    """A short hash of the entry's uuid (12 hex digits: a collision within one session is negligible)."""
+    uid = entry.get("uuid") if isinstance(entry, dict) else None
+    if not isinstance(uid, str) or not uid:
+        return None
+    return hashlib.blake2b(uid.encode(), digest_size=6).hexdigest()
+
+
+def _is_summary(value: Any) -> TypeGuard[dict[str, Any]]:
+    return isinstance(value, dict) and isinstance(value.get("session_id"), str) and isinstance(value.get("data"), dict)
+
+
+def _ms(meta: ObjectMeta) -> int:
+    return int(meta["last_modified"].timestamp() * 1000)
 
 
 def _int(value: Any, default: int = 0) -> int:
