@@ -77,23 +77,44 @@ def list_sessions(
         The session store (default ``$AGENT_MAGIC_HOME``).
     """
     store = _store(home)
-    if os.environ.get("AGENT_MAGIC_STORE"):
-        # Sessions made on other hosts are listed too (their backups come when a rewind needs them).
-        from .store import StoreError
-        from .store.sync import pull_blocking
-
-        try:
-            pull_blocking(store, None, blobs=False)
-        except StoreError as e:
-            log.warning("Listing only this host's sessions: %s", e)
+    shared = _shared_rows(store) if os.environ.get("AGENT_MAGIC_STORE") else None
+    if shared is None:
+        if scope is not None:
+            return store.index.select(scope=scope, limit=limit, offset=offset)
+        if directory is None:
+            return store.index.select(limit=limit, offset=offset)
+    rows = store.index.select()
+    if shared:
+        # Sessions made or continued on other hosts, from the store's summaries: nothing is
+        # downloaded until a session is used (its info, a resume, a rewind pull it then).
+        by_id = {r.session_id: r for r in rows}
+        for info in shared:
+            here = by_id.get(info.session_id)
+            if here is None or info.last_modified > here.last_modified:
+                by_id[info.session_id] = info
+        rows = sorted(by_id.values(), key=lambda r: r.last_modified, reverse=True)
     if scope is not None:
-        return store.index.select(scope=scope, limit=limit, offset=offset)
-    if directory is None:
-        return store.index.select(limit=limit, offset=offset)
-    d = str(Path(directory).expanduser().resolve())
-    rows = [i for i in store.index.select() if i.cwd == d or i.scope == d]
+        rows = [i for i in rows if i.scope == scope]
+    elif directory is not None:
+        d = str(Path(directory).expanduser().resolve())
+        rows = [i for i in rows if i.cwd == d or i.scope == d]
     rows = rows[offset:]
     return rows[:limit] if limit is not None else rows
+
+
+def _shared_rows(store: SessionStore) -> list[SessionInfo] | None:
+    """The shared store's sessions as listing rows (pulled whole, without backups, if it keeps no summaries)."""
+    from .store import StoreError
+    from .store.sync import list_blocking, pull_blocking
+
+    try:
+        rows = list_blocking(store)
+        if rows is None:
+            pull_blocking(store, None, blobs=False)
+        return rows
+    except StoreError as e:
+        log.warning("Listing only this host's sessions: %s", e)
+        return None
 
 
 def get_session_info(session_id: str, *, home: Home = None) -> SessionInfo:

@@ -72,6 +72,7 @@ class AgentClient:
         self._turn_scope: anyio.CancelScope | None = None
         self._running = False
         self._turn_done = anyio.Event()
+        self._result_sent = False
         self._lock: Any = None
         self._forked_from: str | None = None
         self._provider: Any = None
@@ -340,6 +341,8 @@ class AgentClient:
         """
         if self._tg is None:
             raise AgentMagicError("The client is not connected; use `async with AgentClient(...)`.")
+        if self._running and self._result_sent:
+            await self._turn_done.wait()  # its result was read; it is only tidying up (lease, pushes)
         if self._running:
             raise AgentMagicError("A turn is already running; read it to the end with receive_response() first.")
         if isinstance(prompt, str) and not prompt.strip():
@@ -365,6 +368,7 @@ class AgentClient:
                 self._swept = True
         self._running = True
         self._turn_done = anyio.Event()
+        self._result_sent = False
         self._tg.start_soon(self._turn, prompt)
 
     async def _acquire_lock(self, store: SessionStore, sid: str) -> None:
@@ -423,6 +427,8 @@ class AgentClient:
 
         async def emit(msg: Message) -> None:
             await send.send(msg)
+            if isinstance(msg, ResultMessage):
+                self._result_sent = True
 
         try:
             init = {

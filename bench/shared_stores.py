@@ -21,9 +21,12 @@ Per backend it prints one table:
    pushed, so run r resumes N + r turns.
 2. **list_sessions over --sessions sessions** in the store itself: the N=min(--turns)
    session plus one-entry sessions appended by concurrent workers (each its own store
-   object) up to --sessions; building is timed, then ``await store.list_sessions(...)``
-   (median of --runs, after one untimed call that connects). Then the small session is
-   resumed again on fresh hosts, now among that many sessions.
+   object) up to --sessions, each a header and one prompt as agent-magic writes them;
+   building is timed, then ``await store.list_sessions(...)`` (median of --runs, after one
+   untimed call that connects), then ``agent_magic.list_sessions()`` on a fresh host (a new
+   empty home per run, ``AGENT_MAGIC_STORE`` set): it reads the store's session summaries,
+   checked to list every session with its turns and to download none. Then the small
+   session is resumed again on fresh hosts, now among that many sessions.
 3. **Fork of the N=max(--turns) session**: agent-magic's ``fork_session`` makes the fork by
    reference (time, bytes of the new session folder, checked to read as its parent does);
    whether the fork is in the shared store afterwards, and what pushing it costs. With claude-agent-sdk installed, Claude Code's
@@ -474,6 +477,30 @@ async def time_listing(url: str, runs: int, expect: int) -> dict[str, Any]:
     return {"first_s": first, "times_s": times, "count": len(rows)}
 
 
+def time_helper_listing(url: str, runs: int, expect: int, base: Path) -> dict[str, Any]:
+    """``agent_magic.list_sessions()`` on a fresh host (a new empty home per run) with ``AGENT_MAGIC_STORE=url``.
+
+    It reads the store's summaries: checked that every session is listed with its turns and
+    that nothing was downloaded into the new home.
+    """
+    from agent_magic import list_sessions
+
+    times = []
+    for r in range(runs):
+        home = base / f"list-host-{r}"
+        gc.collect()
+        with env_vars(AGENT_MAGIC_STORE=url):
+            t0 = time.perf_counter()
+            rows = list_sessions(home=home)
+            times.append(time.perf_counter() - t0)
+        if len(rows) != expect or any(i.num_turns < 1 for i in rows):
+            raise Failed(f"list_sessions() gave {len(rows)} rows (expected {expect}), turns {sorted({i.num_turns for i in rows})[:5]}")
+        downloaded = [p for p in (home / "sessions").glob("*")] if (home / "sessions").exists() else []
+        if downloaded:
+            raise Failed(f"list_sessions() downloaded {len(downloaded)} sessions")
+    return {"times_s": times, "count": expect}
+
+
 async def build_many(url: str, count: int, workers: int) -> dict[str, Any]:
     """Append one small entry to each of ``count`` new session keys, ``workers`` store objects at a time."""
     import anyio
@@ -487,9 +514,12 @@ async def build_many(url: str, count: int, workers: int) -> dict[str, Any]:
     async def worker(w: int) -> None:
         for i in range(w, count, workers):
             sid = str(uuid.uuid4())
-            entry = {"type": "user", "uuid": str(uuid.uuid4()), "timestamp": "2026-12-04T00:00:00.000Z",
+            # A session as agent-magic writes one: its header, then one prompt.
+            header = {"type": "session", "format": 1, "session_id": sid, "cwd": "/work", "scope": "/work/nb.ipynb",
+                      "model": "claude-sonnet-4-5", "timestamp": "2026-12-04T00:00:00.000Z", "uuid": f"h-{sid}"}
+            entry = {"type": "user", "is_prompt": True, "uuid": str(uuid.uuid4()), "timestamp": "2026-12-04T00:00:00.000Z",
                      "message": {"role": "user", "content": f"session {i}"}}
-            await stores[w].append(_key(sid), [entry])
+            await stores[w].append(_key(sid), [header, entry])
             prog.tick()
 
     try:
@@ -761,6 +791,9 @@ def run_backend(name: str, args: argparse.Namespace, tmp: Path, server: Any, cc_
                 if lst is not None:
                     many["list_first_s"] = round(lst["first_s"], 5)
                     many["list_s"] = [round(x, 5) for x in lst["times_s"]]
+                helper = attempt(many, "helper_list", lambda: time_helper_listing(f["url"], args.runs, args.sessions, base / "many"))
+                if helper is not None:
+                    many["helper_list_s"] = [round(x, 5) for x in helper["times_s"]]
                 many["resume"] = resume_runs(args, many, "resume", f, n_small, resumes_done, server, base / "many", name="c")
         else:
             many["build"] = f"fails: no {n_small}-turn session was built"
@@ -906,6 +939,10 @@ def print_backend(res: dict[str, Any], args: argparse.Namespace) -> None:
         listing = many["list"] if isinstance(many.get("list"), str) else (
             f"{_median_range(many.get('list_s', []))}; first call (connects) {_fmt_s(many.get('list_first_s'))}")
         log(f"    list_sessions: {listing}")
+        if many.get("helper_list_s"):
+            log(f"    agent_magic.list_sessions() on a fresh host (summaries; nothing downloaded): {_median_range(many['helper_list_s'])}")
+        elif isinstance(many.get("helper_list"), str):
+            log(f"    agent_magic.list_sessions() on a fresh host: {many['helper_list']}")
         r = many.get("resume")
         if isinstance(r, dict):
             log(f"    resume of the {min(args.turns)}-turn session among them -> first request: {_median_range(r['seconds'])}; "

@@ -492,7 +492,7 @@ def test_each_step_reaches_the_shared_store_while_the_turn_runs(
                         # The Bash command is starting now: poll the store while it runs.
                         key = {"project_key": PROJECT_KEY, "session_id": str(client.session_id)}
                         with anyio.move_on_after(3.5):
-                            while not any(e.get("type") == "assistant" for e in await remote.load(key) or []):
+                            while not any(e.get("type") == "assistant" for e in await remote.load(key) or []):  # noqa: ASYNC110 - polling what another host sees
                                 await anyio.sleep(0.05)
                         entries = await remote.load(key) or []
                         seen["during"] = [e.get("type") for e in entries]
@@ -506,3 +506,35 @@ def test_each_step_reaches_the_shared_store_while_the_turn_runs(
     assert seen["result"].subtype == "success" and seen["result"].sync_pending == 0
     assert "assistant" in seen["during"] and "result" not in seen["during"], seen["during"]
     assert seen["after"][-1] == "result"
+
+
+def test_a_fresh_host_lists_shared_sessions_from_summaries_without_downloading_them(
+    fake_api: FakeAnthropicServer, tmp_path: Path, workspace: Path, shared: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_api.set_default(text("ok"))
+    home_a = tmp_path / "a"
+    sid, _ = _run(AgentOptions(home=home_a, cwd=workspace, session_store=shared), ["first question", "second question"])
+    monkeypatch.setenv("AGENT_MAGIC_STORE", shared)
+    am.rename_session(sid, "the analysis", home=home_a)
+    am.tag_session(sid, "keep", home=home_a)
+    _run(AgentOptions(home=home_a, cwd=workspace, resume=sid, session_store=shared), ["third question"])  # pushes the title too
+    fork = am.fork_session(sid, home=home_a)  # pushed at once: one header line
+    want = {i.session_id: i for i in am.list_sessions(home=home_a)}
+    # Host B has never seen them: listing reads the store's summaries only.
+    home_b = tmp_path / "b"
+    rows = {i.session_id: i for i in am.list_sessions(home=home_b)}
+    assert set(rows) == {sid, fork}
+    assert not (home_b / "sessions").exists() or not any((home_b / "sessions").iterdir())  # nothing downloaded
+    for s in (sid, fork):
+        got, exp = rows[s], want[s]
+        assert (got.num_turns, got.first_prompt, got.title, got.cwd, got.scope, got.parent_session_id) == (
+            exp.num_turns, exp.first_prompt, exp.title, exp.cwd, exp.scope, exp.parent_session_id,
+        ), s
+        assert got.total_cost_usd == pytest.approx(exp.total_cost_usd)
+    assert rows[sid].num_turns == 3 and rows[sid].tag == "keep" and rows[sid].summary == "the analysis"
+    assert rows[fork].label == want[fork].label and "the analysis" in str(rows[fork].label)
+    assert [i.session_id for i in am.list_sessions(scope=str(workspace), limit=1, home=home_b)] == [want_first := am.list_sessions(home=home_a)[0].session_id]
+    assert want_first in (sid, fork)
+    # Using one pulls it (and, for the fork, its parent).
+    assert am.get_session_info(fork, home=home_b).num_turns == 3
+    assert [m.uuid for m in am.get_session_messages(fork, home=home_b)] == [m.uuid for m in am.get_session_messages(sid, home=home_a)]

@@ -9,7 +9,8 @@ passes the SDK's own conformance suite
 the SDK's methods can stand in for transcripts:
 
 - ``append(key, entries)`` / ``load(key)`` (required); ``list_sessions(project_key)``,
-  ``delete(key)``, ``list_subkeys(key)`` (optional in the SDK; every backend here has them).
+  ``list_session_summaries(project_key)``, ``delete(key)``, ``list_subkeys(key)`` (optional in
+  the SDK; every backend here has them).
   ``key`` is ``{"project_key", "session_id", "subpath"?}``. Entries are JSON objects,
   returned deep-equal and in append order; an entry's ``uuid`` is an idempotency key
   (appending the same uuid twice to one key stores it once); entries without one are
@@ -105,6 +106,17 @@ class SessionStoreBackend(ABC):
 
     @abstractmethod
     async def list_sessions(self, project_key: str) -> list[SessionListEntry]: ...
+
+    @abstractmethod
+    async def list_session_summaries(self, project_key: str) -> list[dict[str, Any]]:
+        """Every session's summary (the SDK's ``SessionSummaryEntry``), kept up to date by ``append``.
+
+        ``append`` folds what it writes into the session's summary with
+        :func:`agent_magic.store.summary.fold_summary` (for the keys
+        :func:`~agent_magic.store.summary.folds` accepts) and stamps ``mtime`` with
+        the same write time ``list_sessions`` reports, so listing never reads a
+        transcript. ``delete`` of a session removes its summary.
+        """
 
     @abstractmethod
     async def delete(self, key: SessionKey) -> None: ...

@@ -4,6 +4,7 @@ Layout under the root::
 
     projects/<project key, %-quoted>/<session id>.jsonl            main transcript
     projects/<project key>/<session id>/<subpath>.jsonl            sub-transcripts
+    summaries/<project key>/<session id>.json                      each session's summary
     blobs/ab/cdef...                                               content-addressed bytes
     leases/<session id>.json                                       the writer lease
 
@@ -34,6 +35,7 @@ from .base import (
     dedupe_by_uuid,
     now_ms,
 )
+from .summary import fold_summary, folds
 
 _SUFFIX = ".jsonl"
 
@@ -49,7 +51,7 @@ class FileSessionStore(SessionStoreBackend):
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
-        self._uuids: dict[Path, set[str]] = {}
+        self._uuids: dict[Path, tuple[int, set[str]]] = {}  # file -> (its size then, its uuids)
 
     @classmethod
     def from_url(cls, url: str) -> FileSessionStore:
@@ -71,23 +73,60 @@ class FileSessionStore(SessionStoreBackend):
     async def append(self, key: SessionKey, entries: list[dict[str, Any]]) -> None:
         if not entries:
             return
-        await asyncio.to_thread(self._append, self._path(key), entries)
+        await asyncio.to_thread(self._append, key, self._path(key), entries)
 
-    def _append(self, path: Path, entries: list[dict[str, Any]]) -> None:
-        known = self._uuids.get(path)
-        if known is None:
-            known = {e["uuid"] for e in self._read(path) or [] if isinstance(e.get("uuid"), str)}
-            self._uuids[path] = known
-        fresh = dedupe_by_uuid(known, entries)
-        if not fresh:
-            return
+    def _append(self, key: SessionKey, path: Path, entries: list[dict[str, Any]]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = b"".join(json.dumps(e, ensure_ascii=False, separators=(",", ":")).encode() + b"\n" for e in fresh)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
+        # One writer at a time per file (hosts too, through the OS lock): the uuid check,
+        # the write and the summary's read-fold-replace are one step.
+        with filelock.FileLock(str(path.with_name(path.name + ".lock")), timeout=60, mode=0o600):
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                size = 0
+            cached = self._uuids.get(path)
+            if cached is None or cached[0] != size:  # another host wrote since: read its uuids too
+                known = {e["uuid"] for e in self._read(path) or [] if isinstance(e.get("uuid"), str)}
+            else:
+                known = cached[1]
+            fresh = dedupe_by_uuid(known, entries)
+            if not fresh:
+                self._uuids[path] = (size, known)
+                return
+            data = b"".join(json.dumps(e, ensure_ascii=False, separators=(",", ":")).encode() + b"\n" for e in fresh)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+            st = path.stat()
+            self._uuids[path] = (st.st_size, known)
+            if folds(dict(key)):
+                self._fold(key, fresh, int(st.st_mtime * 1000))
+
+    def _summary_path(self, project_key: str, session_id: str) -> Path:
+        return self.root / "summaries" / _quote(project_key) / (_quote(session_id) + ".json")
+
+    def _fold(self, key: SessionKey, fresh: list[dict[str, Any]], written_ms: int) -> None:
+        path = self._summary_path(key["project_key"], key["session_id"])
+        with filelock.FileLock(str(path.with_name(path.name + ".lock")), timeout=60, mode=0o600):
+            prev = _read_json(path)
+            summary = fold_summary(prev, dict(key), fresh)
+            # The write time list_sessions reports (the transcript's mtime), never going back.
+            summary["mtime"] = max(written_ms, int(prev.get("mtime", 0)) if prev else 0)
+            self._write_replace(path, json.dumps(summary, ensure_ascii=False).encode())
+
+    async def list_session_summaries(self, project_key: str) -> list[dict[str, Any]]:
+        folder = self.root / "summaries" / _quote(project_key)
+
+        def scan() -> list[dict[str, Any]]:
+            try:
+                names = [p for p in folder.iterdir() if p.name.endswith(".json")]
+            except FileNotFoundError:
+                return []
+            return [s for p in names if (s := _read_json(p)) is not None]
+
+        return await asyncio.to_thread(scan)
 
     async def load(self, key: SessionKey) -> list[dict[str, Any]] | None:
         return await asyncio.to_thread(self._read, self._path(key))
@@ -129,10 +168,14 @@ class FileSessionStore(SessionStoreBackend):
 
         def remove() -> None:
             path.unlink(missing_ok=True)
+            path.with_name(path.name + ".lock").unlink(missing_ok=True)
             self._uuids.pop(path, None)
             if not key.get("subpath"):
                 folder = self._session_dir(key["project_key"], key["session_id"])
                 shutil.rmtree(folder, ignore_errors=True)
+                summary = self._summary_path(key["project_key"], key["session_id"])
+                summary.unlink(missing_ok=True)
+                summary.with_name(summary.name + ".lock").unlink(missing_ok=True)
                 self._uuids = {p: u for p, u in self._uuids.items() if folder not in p.parents}
 
         await asyncio.to_thread(remove)
@@ -160,6 +203,13 @@ class FileSessionStore(SessionStoreBackend):
     async def put_blob(self, digest: str, data: bytes) -> None:
         path = self._blob_path(digest)
         await asyncio.to_thread(self._write_new, path, data)
+
+    @staticmethod
+    def _write_replace(path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
 
     @staticmethod
     def _write_new(path: Path, data: bytes) -> None:
@@ -243,3 +293,11 @@ class FileSessionStore(SessionStoreBackend):
 def _lease_lock(path: Path) -> filelock.BaseFileLock:
     """The lock that makes a lease's read and replace one step (an OS file lock beside the lease)."""
     return filelock.FileLock(str(path.with_name(f".{path.name}.lock")), timeout=30, mode=0o600)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(path.read_bytes())
+    except (FileNotFoundError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None

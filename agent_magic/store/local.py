@@ -551,14 +551,25 @@ class SessionStore:
                 raise CheckpointNotFoundError(
                     f"No message {up_to_message_id!r} in session {session_id}. List them with `agent-magic history {session_id[:8]}`."
                 )
-            ref, _kept = found
+            ref, kept = found
             forked_at = up_to_message_id
+            prompts = [e for e in kept if is_prompt_entry(e)]
+            costs = [e.get("total_cost_usd") for e in kept if e.get("type") == "result"]
+            ref["turns"] = len(prompts)
+            ref["cost"] = sum(float(c) for c in costs if isinstance(c, (int, float)))
+            if prompts:
+                ref["first_prompt"] = prompt_text(prompts[0].get("message"))[:500]
         else:
             ref, forked_at = forks.whole_ref(self, session_id, header)
             if ref["lines"] == 0:
                 ref = None  # nothing to inherit
             else:
                 info = self._whole_fork_info(session_id, title, forked_at)
+                # For listings from a shared store's summaries, which read no inherited line.
+                ref["turns"] = info.num_turns
+                ref["cost"] = info.total_cost_usd or 0.0
+                if info.first_prompt:
+                    ref["first_prompt"] = info.first_prompt[:500]
         new_id = self.create(
             cwd=cwd or _opt_str(header.get("cwd")) or "",
             scope=scope or _opt_str(header.get("scope")) or _opt_str(header.get("cwd")) or "",

@@ -36,6 +36,8 @@ from . import forks
 from .base import SessionKey, SessionStoreBackend
 from .jsonl import atomic_write_bytes, crash_point, dumps_line, parse_lines, read_raw_lines
 from .local import SessionStore
+from .summary import display_names, summary_info
+from .transcript import SessionInfo
 
 #: All agent-magic sessions share one project key: a session id is found from any host.
 PROJECT_KEY = "agent-magic"
@@ -113,11 +115,17 @@ class SessionSync:
         return self.local.session_dir(session_id) / "sync.json"
 
     def state(self, session_id: str) -> dict[str, int]:
+        """Lines of each file the shared store has, and (``*_at``) the byte offset where the rest begins.
+
+        The offsets let a push read only what was appended since (``-1``: unknown, count again).
+        """
         try:
             raw = json.loads(self._state_path(session_id).read_bytes())
         except (OSError, ValueError):
-            return {"transcript": 0, "checkpoints": 0}
-        return {k: int(raw.get(k, 0)) for k in ("transcript", "checkpoints")}
+            raw = {}
+        st = {k: int(raw.get(k, 0)) for k in ("transcript", "checkpoints")}
+        st.update({k: int(raw.get(k, -1)) for k in ("transcript_at", "checkpoints_at")})
+        return st
 
     def _save_state(self, session_id: str, state: dict[str, int]) -> None:
         atomic_write_bytes(self._state_path(session_id), json.dumps(state).encode())
@@ -125,9 +133,9 @@ class SessionSync:
     def pending(self, session_id: str) -> int:
         """Lines written locally and not yet in the shared store."""
         st = self.state(session_id)
-        pending = max(0, _complete_lines(self.local.transcript_path(session_id)) - st["transcript"])
+        pending = len(_tail(self.local.transcript_path(session_id), st["transcript"], st["transcript_at"])[0])
         if self.has_blobs:
-            pending += max(0, _complete_lines(self.local.checkpoints_path(session_id)) - st["checkpoints"])
+            pending += len(_tail(self.local.checkpoints_path(session_id), st["checkpoints"], st["checkpoints_at"])[0])
         return pending
 
     # -- push -----------------------------------------------------------------------
@@ -140,8 +148,8 @@ class SessionSync:
             ref = forks.fork_ref(self.local.header(session_id))
             if ref is not None and self.local.exists(ref["session_id"]) and self.pending(ref["session_id"]):
                 await self.push(ref["session_id"])
-        rec_lines = _lines(self.local.checkpoints_path(session_id))
-        new_records = _parsed(rec_lines[st["checkpoints"] :])
+        rec_tail, rec_end = _tail(self.local.checkpoints_path(session_id), st["checkpoints"], st["checkpoints_at"])
+        new_records = _parsed(rec_tail)
         if new_records and self.has_blobs:
             digests = sorted(blobs_referenced(new_records, self.local.blobs))
             missing = await self.remote.missing_blobs(digests) if digests else []
@@ -157,18 +165,18 @@ class SessionSync:
                 [_with_uuid(r, session_id, "c", base + i) for i, r in enumerate(new_records)],
             )
             crash_point("sync.records")  # sent, not noted: the next push sends them again (same uuids)
-            st["checkpoints"] = base + len(rec_lines[base:])
+            st["checkpoints"], st["checkpoints_at"] = base + len(rec_tail), rec_end
             out.records = len(new_records)
             self._save_state(session_id, st)
-        lines = _lines(self.local.transcript_path(session_id))
-        new_lines = _parsed(lines[st["transcript"] :])
+        tail, end = _tail(self.local.transcript_path(session_id), st["transcript"], st["transcript_at"])
+        new_lines = _parsed(tail)
         if new_lines:
             base = st["transcript"]
             await self.remote.append(
                 self.key(session_id), [_with_uuid(e, session_id, "t", base + i) for i, e in enumerate(new_lines)]
             )
             crash_point("sync.lines")
-            st["transcript"] = base + len(lines[base:])
+            st["transcript"], st["transcript_at"] = base + len(tail), end
             out.lines = len(new_lines)
             self._save_state(session_id, st)
             meta = self.local.session_dir(session_id) / "meta.json"
@@ -221,7 +229,7 @@ class SessionSync:
         if metas:
             meta = {k: v for k, v in metas[-1].items() if k not in ("type", "uuid")}
             atomic_write_bytes(d_ / "meta.json", json.dumps(meta).encode())
-        self._save_state(session_id, {"transcript": len(remote_lines), "checkpoints": len(remote_records) if self.has_blobs else 0})
+        self._save_state(session_id, {"transcript": len(remote_lines), "checkpoints": len(remote_records) if self.has_blobs else 0})  # offsets: counted again at the next push
         info = self.local.scan_info(session_id)
         if info is not None:
             self.local.index.upsert(info)
@@ -259,6 +267,21 @@ class SessionSync:
     async def remote_session_ids(self) -> list[str]:
         return [e["session_id"] for e in await self.remote.list_sessions(self.project_key)]
 
+    async def remote_infos(self) -> list[SessionInfo] | None:
+        """Every shared session's listing row, from the store's summaries (no transcript is read).
+
+        None when the store keeps no summaries (an SDK store without ``list_session_summaries``).
+        """
+        lister = getattr(self.remote, "list_session_summaries", None)
+        if lister is None:
+            return None
+        try:
+            summaries = await lister(self.project_key)
+        except NotImplementedError:
+            return None
+        names = display_names(summaries)
+        return [info for s in summaries if (info := summary_info(s, names)) is not None]
+
 
 def _lines(path: Any) -> list[bytes]:
     """The complete lines of a JSONL file (a torn last line, still being written, is left for later)."""
@@ -268,8 +291,34 @@ def _lines(path: Any) -> list[bytes]:
     return raw
 
 
-def _complete_lines(path: Any) -> int:
-    return len(_lines(path))
+def _tail(path: Any, n: int, at: int) -> tuple[list[bytes], int]:
+    """The complete lines after the first ``n`` of a JSONL file, and the byte offset after them.
+
+    ``at`` is where line ``n + 1`` begins, from the last push (-1 when unknown): then only
+    the appended bytes are read. A file shorter than that, or ``at`` not just after a
+    newline (the file was replaced, e.g. by a pull), is read whole and counted again.
+    """
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except FileNotFoundError:
+        return [], 0
+    with f:
+        size = f.seek(0, os.SEEK_END)
+        ok = 0 <= at <= size
+        if ok and at > 0:
+            f.seek(at - 1)
+            ok = f.read(1) == b"\n"
+        if ok:
+            f.seek(at)
+            rest = f.read().splitlines(keepends=True)
+        else:
+            f.seek(0)
+            lines = f.read().splitlines(keepends=True)
+            at = sum(len(x) for x in lines[:n])
+            rest = lines[n:]
+    if rest and not rest[-1].endswith(b"\n"):
+        rest = rest[:-1]  # a torn last line, still being written: the next push sends it
+    return rest, at + sum(len(x) for x in rest)
 
 
 def _parsed(lines: list[bytes]) -> list[dict[str, Any]]:
@@ -411,6 +460,19 @@ def pull_blocking(local: SessionStore, id_or_prefix: str | None = None, *, blobs
         return out
 
     return list(_in_thread(setting, local, work) or [])
+
+
+def list_blocking(local: SessionStore, *, url: str | None = None) -> list[SessionInfo] | None:
+    """The shared store's listing rows from its summaries; None without a store or summaries."""
+    setting = url or os.environ.get("AGENT_MAGIC_STORE")
+    if not setting:
+        return None
+
+    async def work(sync: SessionSync) -> list[SessionInfo] | None:
+        return await sync.remote_infos()
+
+    result: list[SessionInfo] | None = _in_thread(setting, local, work)
+    return result
 
 
 def push_blocking(local: SessionStore, session_id: str, *, url: str | None = None) -> SyncResult | None:
