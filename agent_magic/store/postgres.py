@@ -1,4 +1,4 @@
-"""The PostgreSQL backend: a shared store in four tables (``postgresql://user@host/db``; extra ``postgres``).
+"""The PostgreSQL backend: a shared store in five tables (``postgresql://user@host/db``; extra ``postgres``).
 
 URL: any libpq URL (``postgresql://`` or ``postgres://``; ``sslmode=``, ``options=`` and
 the other libpq parameters pass through), plus ``table_prefix=`` (default ``agent_magic_``)
@@ -10,18 +10,26 @@ them beforehand instead)::
                          main transcript; mtime is the server's time of the last append
     <prefix>entries      the lines, in append order (an identity column), JSONB; a uuid is
                          unique per transcript (a partial unique index), so retries store once
+    <prefix>summaries    one row per session: its summary (``list_session_summaries``), JSON
     <prefix>blobs        content-addressed bytes (digest -> bytea)
     <prefix>leases       one writer per session; granted and checked by the server's clock
 
-An append is one statement: it upserts the transcript row first, which locks it until
-commit, so concurrent appends to one transcript commit one after another and their
-identity values follow commit order (a reader never sees a later batch before an
-earlier one). Deleting a main transcript cascades to its sub-transcripts.
+An append upserts the transcript row first, which locks it until commit, so concurrent
+appends to one transcript commit one after another and their identity values follow
+commit order (a reader never sees a later batch before an earlier one). An append to a
+transcript that feeds the session's summary (the main one, ``meta``) then, in the same
+transaction, locks the session's summary row, folds the entries it actually stored into
+it (:func:`~agent_magic.store.summary.fold_summary`) and writes it back stamped with the
+transcript's new mtime, so the summary never misses or double-counts a batch, whichever
+host appends. A session written before summaries existed gets its summary folded from
+all its entries on its next append. Deleting a main transcript cascades to its
+sub-transcripts and removes its summary.
 
 JSONB cannot hold everything JSON can: a NUL character in a string is refused, NaN and
 Infinity are not JSON, and numbers written with a positive exponent (``1e+300``) come back
 as integers. Such entries are kept as their UTF-8 JSON text in a ``bytea`` column instead,
-so every entry loads back deep-equal.
+so every entry loads back deep-equal. Summaries are kept as ``json`` (the text verbatim),
+or as ``bytea`` text when they hold NaN or Infinity.
 
 One connection per store object, opened on first use and shared by its calls in turn;
 a connection the server dropped (idle timeout, restart) is replaced and the call
@@ -52,13 +60,14 @@ from .base import (
     StoreError,
     dedupe_by_uuid,
 )
+from .summary import FOLDED_SUBPATHS, fold_summary, folds
 
 _T = TypeVar("_T")
 _Conn = psycopg.AsyncConnection[TupleRow]
 
 DEFAULT_TABLE_PREFIX = "agent_magic_"
 _PREFIX_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
-_TABLES = ("transcripts", "entries", "blobs", "leases")
+_TABLES = ("transcripts", "entries", "summaries", "blobs", "leases")
 # Text JSONB would refuse (a NUL in a string) or change (a positive exponent: 1e+300 comes
 # back as an integer). False positives (the same text inside a string) only cost JSONB.
 _NOT_FOR_JSONB = re.compile(r"\\u0000|[0-9][eE]\+")
@@ -83,6 +92,14 @@ CREATE TABLE IF NOT EXISTS {entries} (
     CHECK ((entry IS NULL) <> (entry_json IS NULL))
 );
 CREATE UNIQUE INDEX IF NOT EXISTS {entries_uuid} ON {entries} (transcript_id, uuid) WHERE uuid IS NOT NULL;
+CREATE TABLE IF NOT EXISTS {summaries} (
+    project_key text NOT NULL,
+    session_id text NOT NULL,
+    mtime bigint NOT NULL DEFAULT 0,
+    data json,
+    data_json bytea,
+    PRIMARY KEY (project_key, session_id)
+);
 CREATE TABLE IF NOT EXISTS {blobs} (
     digest text PRIMARY KEY,
     data bytea NOT NULL
@@ -96,17 +113,33 @@ CREATE TABLE IF NOT EXISTS {leases} (
 );
 """
 
+# Returns the transcript's new mtime (epoch ms, as list_sessions reports it) and the uuids
+# actually inserted. clock_timestamp(), not now(): taken once the row is locked, so a
+# transcript's mtime follows commit order even when transactions began in another order.
 _APPEND = """
 WITH t AS (
-    INSERT INTO {transcripts} (project_key, session_id, subpath) VALUES (%s, %s, %s)
-    ON CONFLICT (project_key, session_id, subpath) DO UPDATE SET mtime = now()
-    RETURNING id
+    INSERT INTO {transcripts} (project_key, session_id, subpath, mtime) VALUES (%s, %s, %s, clock_timestamp())
+    ON CONFLICT (project_key, session_id, subpath) DO UPDATE SET mtime = clock_timestamp()
+    RETURNING id, mtime
+), ins AS (
+    INSERT INTO {entries} (transcript_id, uuid, entry, entry_json)
+    SELECT t.id, e.uuid, e.entry::jsonb, e.entry_json
+    FROM t, unnest(%s::text[], %s::text[], %s::bytea[]) WITH ORDINALITY AS e (uuid, entry, entry_json, n)
+    ORDER BY e.n
+    ON CONFLICT (transcript_id, uuid) WHERE uuid IS NOT NULL DO NOTHING
+    RETURNING uuid
 )
-INSERT INTO {entries} (transcript_id, uuid, entry, entry_json)
-SELECT t.id, e.uuid, e.entry::jsonb, e.entry_json
-FROM t, unnest(%s::text[], %s::text[], %s::bytea[]) WITH ORDINALITY AS e (uuid, entry, entry_json, n)
-ORDER BY e.n
-ON CONFLICT (transcript_id, uuid) WHERE uuid IS NOT NULL DO NOTHING
+SELECT (extract(epoch FROM t.mtime) * 1000)::bigint,
+       ARRAY(SELECT uuid FROM ins WHERE uuid IS NOT NULL)
+FROM t
+"""
+
+# Creates the session's summary row if missing and locks it until commit (the no-op update
+# takes the lock and returns the row as it stands); data and data_json are NULL in a new row.
+_LOCK_SUMMARY = """
+INSERT INTO {summaries} AS s (project_key, session_id) VALUES (%s, %s)
+ON CONFLICT (project_key, session_id) DO UPDATE SET mtime = s.mtime
+RETURNING s.mtime, s.data, s.data_json
 """
 
 _LOAD = """
@@ -145,6 +178,14 @@ def _check_digest(digest: str) -> str:
     return digest
 
 
+def _summary_columns(data: dict[str, Any]) -> tuple[str | None, bytes | None]:
+    """``data`` as the ``json`` column takes it, or as the text for ``data_json`` (NaN, Infinity)."""
+    try:
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False), None
+    except ValueError:
+        return None, json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
@@ -157,7 +198,7 @@ class PostgresSessionStore(SessionStoreBackend):
     conninfo
         A libpq URL or ``key=value`` string.
     table_prefix
-        Prefix of the four table names (letters, digits and ``_``, at most 40).
+        Prefix of the five table names (letters, digits and ``_``, at most 40).
 
     Raises
     ------
@@ -204,6 +245,16 @@ class PostgresSessionStore(SessionStoreBackend):
         self._sql_schema = q(_SCHEMA)
         self._sql_append = q(_APPEND)
         self._sql_load = q(_LOAD)
+        self._sql_lock_summary = q(_LOCK_SUMMARY)
+        self._sql_write_summary = q(
+            "UPDATE {summaries} SET mtime = %s, data = %s::json, data_json = %s "
+            "WHERE project_key = %s AND session_id = %s"
+        )
+        self._sql_summaries = q(
+            "SELECT session_id, mtime, data, data_json FROM {summaries} "
+            "WHERE project_key = %s AND (data IS NOT NULL OR data_json IS NOT NULL)"
+        )
+        self._sql_delete_summary = q("DELETE FROM {summaries} WHERE project_key = %s AND session_id = %s")
         self._sql_list_sessions = q(
             "SELECT session_id, (extract(epoch FROM mtime) * 1000)::bigint FROM {transcripts} "
             "WHERE project_key = %s AND subpath = ''"
@@ -283,17 +334,31 @@ class PostgresSessionStore(SessionStoreBackend):
     async def _ensure_schema(self, conn: _Conn) -> None:
         names = [self.table_prefix + t for t in _TABLES]
         cur = await conn.execute(
-            "SELECT count(*) FROM pg_class WHERE relname = ANY(%s) AND relkind IN ('r', 'p') "
+            "SELECT relname FROM pg_class WHERE relname = ANY(%s) AND relkind IN ('r', 'p') "
             "AND pg_table_is_visible(oid)",
             [names],
         )
-        row = await cur.fetchone()
-        if row is not None and row[0] == len(names):
+        found = {r[0] for r in await cur.fetchall()}
+        missing = [n for n in names if n not in found]
+        if not missing:
             return  # no DDL at all: a user without CREATE on the schema can use tables a DBA made
-        async with conn.transaction():
-            # Concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalog: take turns.
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ["agent-magic store " + self.table_prefix])
-            await conn.execute(self._sql_schema)
+        try:
+            async with conn.transaction():
+                # Concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalog: take turns.
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(%s))", ["agent-magic store " + self.table_prefix]
+                )
+                await conn.execute(self._sql_schema)
+        except psycopg.errors.InsufficientPrivilege as e:
+            if not found:
+                raise  # none there yet: the general message (may create, or have them created)
+            # Tables a DBA made for an older agent-magic, which had fewer: say which one is new.
+            tables = " and ".join(missing)
+            raise StoreError(
+                f"The PostgreSQL session store {self._target} has no table {tables} and {self._user} may not "
+                f"create it: have it created by a user who may (opening the store once as that user does it), "
+                f"then grant {self._user} SELECT, INSERT, UPDATE, DELETE on it."
+            ) from e
 
     async def _run(self, op: Callable[[_Conn], Awaitable[_T]], *, retry: bool = True) -> _T:
         async with self._guard():
@@ -366,10 +431,57 @@ class PostgresSessionStore(SessionStoreBackend):
         params = (key["project_key"], key["session_id"], _subpath(key), uuids, as_jsonb, as_bytes)
 
         async def op(conn: _Conn) -> None:
-            await conn.execute(self._sql_append, params)
+            if not folds(dict(key)):
+                await conn.execute(self._sql_append, params)
+                return
+            async with conn.transaction():
+                cur = await conn.execute(self._sql_append, params)
+                row = await cur.fetchone()
+                assert row is not None  # the upsert always returns the transcript's row
+                mtime, inserted = int(row[0]), set(row[1])
+                # Only what this call stored: a batch sent again (its answer was lost) folds nothing.
+                stored = [e for e, u in zip(fresh, uuids, strict=True) if u is None or u in inserted]
+                await self._fold(conn, key, stored, mtime)
 
         # A retry after a lost answer stores entries without a uuid twice: then the caller decides.
         await self._run(op, retry=all(u is not None for u in uuids))
+
+    async def _fold(self, conn: _Conn, key: SessionKey, stored: list[dict[str, Any]], mtime: int) -> None:
+        """Fold ``stored`` into the session's summary (inside the append's transaction)."""
+        session = (key["project_key"], key["session_id"])
+        row = await (await conn.execute(self._sql_lock_summary, session)).fetchone()
+        assert row is not None
+        prev_mtime, data, data_json = row
+        if data is None and data_json is None:
+            # No summary yet: a new session, or one written before summaries existed. Fold
+            # everything its feeding transcripts hold (this call's entries included), main first.
+            summary: dict[str, Any] | None = None
+            for sub in ["", *sorted(FOLDED_SUBPATHS)]:
+                cur = await conn.execute(self._sql_load, (*session, sub))
+                entries = [e if raw is None else json.loads(raw) for e, raw in await cur.fetchall()]
+                sub_key = {"project_key": session[0], "session_id": session[1], **({"subpath": sub} if sub else {})}
+                if entries or summary is None:
+                    summary = fold_summary(summary, sub_key, entries)
+            assert summary is not None
+        else:
+            prev = {"session_id": session[1], "mtime": prev_mtime,
+                    "data": data if data_json is None else json.loads(data_json)}
+            summary = fold_summary(prev, dict(key), stored)
+        # The transcript's mtime (what list_sessions reports for a main append); never back in
+        # time, so the summary is never older than the session's listed mtime.
+        new_mtime = max(mtime, int(prev_mtime))
+        as_json, as_bytes = _summary_columns(summary["data"])
+        await conn.execute(self._sql_write_summary, (new_mtime, as_json, as_bytes, *session))
+
+    async def list_session_summaries(self, project_key: str) -> list[dict[str, Any]]:
+        async def op(conn: _Conn) -> list[tuple[str, int, Any, bytes | None]]:
+            cur = await conn.execute(self._sql_summaries, [project_key])
+            return await cur.fetchall()
+
+        return [
+            {"session_id": sid, "mtime": int(mtime), "data": data if raw is None else json.loads(raw)}
+            for sid, mtime, data, raw in await self._run(op)
+        ]
 
     async def load(self, key: SessionKey) -> list[dict[str, Any]] | None:
         params = (key["project_key"], key["session_id"], _subpath(key))
@@ -396,8 +508,12 @@ class PostgresSessionStore(SessionStoreBackend):
         async def op(conn: _Conn) -> None:
             if sub:
                 await conn.execute(self._sql_delete_sub, (key["project_key"], key["session_id"], sub))
-            else:  # the main transcript takes its sub-transcripts along
+                return
+            async with conn.transaction():
+                # The main transcript takes its sub-transcripts along, then its summary: in the order
+                # an append locks them (transcript row, then summary row), so the two never deadlock.
                 await conn.execute(self._sql_delete_session, (key["project_key"], key["session_id"]))
+                await conn.execute(self._sql_delete_summary, (key["project_key"], key["session_id"]))
 
         await self._run(op)
 

@@ -10,16 +10,24 @@ no ``:`` inside them can be mistaken for a separator::
     <prefix>uuids:<project>:<session>[:<subpath>]      set     the entry uuids stored in that transcript
     <prefix>subkeys:<project>:<session>                set     the session's subpaths
     <prefix>sessions:<project>                         zset    session id -> last main write, epoch ms
+    <prefix>summaries:<project>                        hash    session id -> its summary, JSON
     <prefix>blob:<digest>                              string  content-addressed bytes
     <prefix>lease:<session>                            hash    the writer lease (holder, renewed_ms,
                                                                acquired_ms), expiring by PEXPIRE
 
 Redis keeps no modification times, so appends record the server's clock in the
 ``sessions`` sorted set (as the Agent SDK's reference Redis adapter does). An
-append (uuid check, RPUSH, uuid record, index update) and taking the lease are
-Lua scripts, atomic for every client of the server; deleting a session watches
-its ``subkeys`` set so a sub-transcript created meanwhile is deleted too. Times
-(``mtime``, lease ages) come from the server's clock, the one clock all hosts share.
+append to a sub-transcript (uuid check, RPUSH, uuid record, index update) and
+taking the lease are Lua scripts, atomic for every client of the server. An
+append that changes the session's summary (the main transcript, ``meta``) folds
+in Python (:func:`~agent_magic.store.summary.fold_summary`), so it is an
+optimistic transaction instead: WATCH the lists that feed the summary, read the
+summary, the uuids already stored and the server's time in one script, then
+MULTI/EXEC the entries, the index and the new summary together; a concurrent
+append or delete of the session makes EXEC fail and the append runs again. The
+summary's ``mtime`` is the time its ``sessions`` score gets. Deleting a session
+watches its ``subkeys`` set so a sub-transcript created meanwhile is deleted too.
+Times (``mtime``, lease ages) come from the server's clock, the one clock all hosts share.
 
 It needs Redis 5 or later (or Valkey): one server, or a primary with replicas, not
 Redis Cluster (the scripts and the delete touch keys of several hash slots).
@@ -34,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -51,7 +59,9 @@ from .base import (
     SessionListEntry,
     SessionStoreBackend,
     StoreError,
+    dedupe_by_uuid,
 )
+from .summary import FOLDED_SUBPATHS, fold_summary, folds
 
 DEFAULT_PREFIX = "agent-magic:"
 
@@ -101,6 +111,25 @@ return #fresh
 """
 )
 
+# What a summary-changing append needs to know, read at once after WATCH.
+# KEYS: the summaries hash, the transcript's uuid set, then the lists that feed the summary.
+# ARGV: the session id, then the batch's uuids.
+# Returns {now, the summary's JSON or '', how many entries those lists hold when there is
+# no summary yet (else 0), {1 or 0 for each uuid: stored already}}.
+_PEEK = (
+    _NOW_MS
+    + """
+local prev = redis.call('HGET', KEYS[1], ARGV[1]) or ''
+local stored = 0
+if prev == '' then
+  for i = 3, #KEYS do stored = stored + redis.call('LLEN', KEYS[i]) end
+end
+local flags = {}
+for i = 2, #ARGV do flags[#flags + 1] = redis.call('SISMEMBER', KEYS[2], ARGV[i]) end
+return {now, prev, stored, flags}
+"""
+)
+
 # KEYS: the lease. ARGV: holder, ttl in ms, '1' to take a live lease over.
 # Returns {1, holder, acquired_ms} when taken or renewed, {0, holder, age_ms} when another holds it.
 _ACQUIRE = (
@@ -130,7 +159,7 @@ end
 return 0
 """
 
-_SCRIPTS = {"append": _APPEND, "acquire": _ACQUIRE, "release": _RELEASE}
+_SCRIPTS = {"append": _APPEND, "peek": _PEEK, "acquire": _ACQUIRE, "release": _RELEASE}
 
 
 def _quote(part: str) -> str:
@@ -139,6 +168,10 @@ def _quote(part: str) -> str:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _check_digest(digest: str) -> str:
@@ -280,6 +313,9 @@ class RedisSessionStore(SessionStoreBackend):
     def _sessions_key(self, project_key: str) -> str:
         return f"{self.prefix}sessions:{_quote(project_key)}"
 
+    def _summaries_key(self, project_key: str) -> str:
+        return f"{self.prefix}summaries:{_quote(project_key)}"
+
     def _blob_key(self, digest: str) -> str:
         return f"{self.prefix}blob:{_check_digest(digest)}"
 
@@ -290,17 +326,109 @@ class RedisSessionStore(SessionStoreBackend):
     async def append(self, key: SessionKey, entries: list[dict[str, Any]]) -> None:
         if not entries:
             return
-        sub = key.get("subpath")
-        args: list[str] = [sub or key["session_id"], "1" if sub else "0"]
         for e in entries:
             if not isinstance(e, dict):
                 raise TypeError(f"a transcript entry is a JSON object, not {type(e).__name__}")
+        if folds(dict(key)):
+            await self._append_folding(key, entries)
+            return
+        sub = key.get("subpath")
+        args: list[str] = [sub or key["session_id"], "1" if sub else "0"]
+        for e in entries:
             uid = e.get("uuid")
             args.append(uid if isinstance(uid, str) else "")
-            args.append(json.dumps(e, ensure_ascii=False, separators=(",", ":")))
+            args.append(_dumps(e))
         index = self._subkeys_key(key) if sub else self._sessions_key(key["project_key"])
         async with self._errors():
             await self._script("append")(keys=[self._list_key(key), self._uuids_key(key), index], args=args)
+
+    async def _append_folding(self, key: SessionKey, entries: list[dict[str, Any]]) -> None:
+        """Append to a transcript that feeds the session's summary, and fold the summary, in one EXEC."""
+        sub = key.get("subpath")
+        session_id = key["session_id"]
+        # The main transcript first: a backfill folds in that order (the header before the title).
+        feeding: list[SessionKey] = [{"project_key": key["project_key"], "session_id": session_id}]
+        feeding += [{**feeding[0], "subpath": s} for s in sorted(FOLDED_SUBPATHS)]
+        lists = [self._list_key(k) for k in feeding]
+        summaries = self._summaries_key(key["project_key"])
+        uuids = list(dict.fromkeys(u for e in entries if isinstance(u := e.get("uuid"), str) and u))
+        client = self._client()
+        async with self._errors(), client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    # Every append that stores something, and every delete, changes one of these
+                    # lists: if one does before EXEC, EXEC fails and this runs again.
+                    await pipe.watch(*lists)
+                    now, prev_json, stored, flags = await self._peek(
+                        pipe, [summaries, self._uuids_key(key), *lists], [session_id, *uuids]
+                    )
+                    fresh = dedupe_by_uuid({u for u, f in zip(uuids, flags, strict=True) if f}, entries)
+                    prev = self._parse_summary(prev_json, summaries) if prev_json else None
+                    if prev is None and int(stored):
+                        # The session predates summaries: fold all of it once.
+                        summary = await self._refold(pipe, key, feeding, lists, fresh)
+                    elif fresh:
+                        summary = fold_summary(prev, dict(key), fresh)
+                    else:
+                        return  # nothing new: the transcript and its summary stand as they are
+                    summary["mtime"] = max(int(now), int(prev.get("mtime") or 0) if prev else 0)
+                    pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                    if fresh:
+                        pipe.rpush(self._list_key(key), *(_dumps(e) for e in fresh))
+                        new_uuids = [u for e in fresh if isinstance(u := e.get("uuid"), str) and u]
+                        if new_uuids:
+                            pipe.sadd(self._uuids_key(key), *new_uuids)
+                        if sub:
+                            pipe.sadd(self._subkeys_key(key), sub)
+                        else:
+                            pipe.zadd(self._sessions_key(key["project_key"]), {session_id: int(now)})
+                    pipe.hset(summaries, session_id, _dumps(summary))
+                    await pipe.execute()
+                    return
+                except redis.exceptions.WatchError:
+                    continue
+
+    async def _peek(self, pipe: redis.asyncio.client.Pipeline, keys: list[str], args: list[str]) -> list[Any]:
+        # Run on the watching connection, not queued: its answer decides what MULTI writes.
+        script = self._script("peek")
+        try:
+            answer = await pipe.evalsha(script.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            await pipe.script_load(script.script)
+            answer = await pipe.evalsha(script.sha, len(keys), *keys, *args)
+        return cast("list[Any]", answer)
+
+    async def _refold(
+        self,
+        pipe: redis.asyncio.client.Pipeline,
+        key: SessionKey,
+        feeding: list[SessionKey],
+        lists: list[str],
+        fresh: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        """The summary of everything the session's feeding transcripts hold, plus ``fresh``."""
+        summary: dict[str, Any] | None = None
+        for k, name in zip(feeding, lists, strict=True):
+            raw = await pipe.lrange(name, 0, -1)
+            stored = self._parse_items(name, raw)
+            if k.get("subpath") == key.get("subpath"):
+                stored += fresh
+            if stored or summary is None:
+                summary = fold_summary(summary, dict(k), stored)
+        assert summary is not None
+        return summary
+
+    def _parse_summary(self, raw: bytes | str, name: str) -> dict[str, Any]:
+        try:
+            summary = json.loads(raw)
+        except ValueError:
+            summary = None
+        if not isinstance(summary, dict) or not isinstance(summary.get("data"), dict):
+            raise StoreError(
+                f"A value of the Redis hash {name!r} at {self.location} is not a session summary: "
+                "another program writes under this key prefix. Give agent-magic its own (?prefix=...)."
+            )
+        return summary
 
     async def load(self, key: SessionKey) -> list[dict[str, Any]] | None:
         name = self._list_key(key)
@@ -308,6 +436,9 @@ class RedisSessionStore(SessionStoreBackend):
             raw = await self._client().lrange(name, 0, -1)
         if not raw:
             return None
+        return self._parse_items(name, raw)
+
+    def _parse_items(self, name: str, raw: Sequence[bytes | str]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for i, item in enumerate(raw):
             try:
@@ -328,6 +459,12 @@ class RedisSessionStore(SessionStoreBackend):
             found = await self._client().zrange(self._sessions_key(project_key), 0, -1, withscores=True)
         pairs = cast("list[tuple[bytes, float]]", found)  # withscores: (member, score) pairs
         return [{"session_id": _text(member), "mtime": int(score)} for member, score in pairs]
+
+    async def list_session_summaries(self, project_key: str) -> list[dict[str, Any]]:
+        name = self._summaries_key(project_key)
+        async with self._errors():
+            found = await self._client().hgetall(name)  # one reply, however many sessions
+        return [self._parse_summary(value, name) for value in cast("dict[bytes, bytes]", found).values()]
 
     async def delete(self, key: SessionKey) -> None:
         client = self._client()
@@ -351,6 +488,7 @@ class RedisSessionStore(SessionStoreBackend):
             pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
             pipe.delete(*names)
             pipe.zrem(self._sessions_key(key["project_key"]), key["session_id"])
+            pipe.hdel(self._summaries_key(key["project_key"]), key["session_id"])
 
         async with self._errors():
             await client.transaction(remove, subkeys)
