@@ -1,9 +1,10 @@
 """The PostgreSQL backend of the shared session store, against a real server the tests start.
 
 The server (``tests/pg_server.py``) runs once per test session in a temp folder; each
-test uses its own table prefix, so tests never see each other's rows. Blobs and the
-writer lease, the same for every backend, are tested in ``test_store_contract.py``
-(with the lease timed by the server's clock).
+test uses its own table prefix, so tests never see each other's rows. Blobs, the
+writer lease (timed by the server's clock) and session summaries, the same for every
+backend, are tested in ``test_store_contract.py``; here, what only PostgreSQL's
+tables do to summaries: JSONB's limits, and a table missing from an older version.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from agent_magic.store.postgres import PostgresSessionStore
 from agent_magic.store.summary import summary_info
 
 from .pg_server import PostgresServer, find_bindir, free_port, running_server
+from .test_store_contract import header, turn
 
 
 @pytest.fixture(scope="session")
@@ -268,7 +270,7 @@ def test_tables_made_for_an_older_version_name_the_table_to_add(pg: PostgresServ
     async def go() -> None:
         await _sql(pg, f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
         admin = _store(pg, prefix)
-        await admin.append(key, [HEADER, *_turn("a", 0)])
+        await admin.append(key, [header("s"), *turn("a", 0)])
         await admin.aclose()
         # As a DBA set up an agent-magic that had no summaries table.
         await _sql(pg, f"DROP TABLE {prefix}summaries")
@@ -286,7 +288,7 @@ def test_tables_made_for_an_older_version_name_the_table_to_add(pg: PostgresServ
             await admin.list_sessions("p")
             await admin.aclose()
             await _sql(pg, f"GRANT SELECT, INSERT, UPDATE, DELETE ON {prefix}summaries TO {role}")
-            await limited.append(key, _turn("a", 1))
+            await limited.append(key, turn("a", 1))
             # The session written before the table existed is folded whole on its next append.
             [summary] = await limited.list_session_summaries("p")
             info = summary_info(summary)
@@ -297,102 +299,6 @@ def test_tables_made_for_an_older_version_name_the_table_to_add(pg: PostgresServ
     anyio.run(go)
 
 
-HEADER = {"type": "session", "session_id": "s1", "cwd": "/w", "scope": "/w", "model": "m",
-          "timestamp": "2026-12-05T00:00:00.000Z"}
-
-
-def _turn(host: str, i: int) -> list[dict[str, Any]]:
-    """One batch: a prompt and its answer, both with uuids (so a re-sent batch is stored once)."""
-    ts = f"2026-12-05T00:{i // 60:02d}:{i % 60:02d}.000Z"
-    return [
-        {"type": "user", "is_prompt": True, "message": {"role": "user", "content": f"p {host}{i}"},
-         "uuid": f"{host}-{i}-q", "timestamp": ts},
-        {"type": "assistant", "message": {"role": "assistant", "content": [{"type": "text", "text": "ok"}]},
-         "uuid": f"{host}-{i}-a", "timestamp": ts},
-    ]
-
-
-def test_summaries_count_each_stored_prompt_once_across_hosts(pg: PostgresServer) -> None:
-    prefix = _prefix()
-    one, two, reader = _store(pg, prefix), _store(pg, prefix), _store(pg, prefix)
-    key: SessionKey = {"project_key": "/home/me/project", "session_id": "s1"}
-
-    async def send(store: PostgresSessionStore, host: str) -> None:
-        for i in range(50):
-            await store.append(key, _turn(host, i))
-
-    async def name(store: PostgresSessionStore) -> None:
-        for i in range(20):
-            await store.append({**key, "subpath": "meta"}, [{"type": "meta", "title": f"T{i}"}])
-
-    async def both(*, rename: bool = False) -> None:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(send, one, "a")
-            tg.start_soon(send, two, "b")
-            if rename:
-                tg.start_soon(name, reader)
-
-    async def go() -> None:
-        await one.append(key, [HEADER])
-        # A third host renames the session meanwhile: its appends fold into the same summary.
-        await both(rename=True)
-        [summary] = await reader.list_session_summaries("/home/me/project")
-        assert summary["session_id"] == "s1" and summary["data"]["am"]["turns"] == 100
-        assert summary["data"]["am"]["title"] == "T19"
-        # Never older than the session's listed write time (newer when a rename came last) ...
-        [listed] = await reader.list_sessions("/home/me/project")
-        assert summary["mtime"] >= listed["mtime"] > 1e12
-        # ... and stamped with that very time by an append to the main transcript.
-        await one.append(key, _turn("a", 50))
-        [summary] = await reader.list_session_summaries("/home/me/project")
-        [listed] = await reader.list_sessions("/home/me/project")
-        assert summary["mtime"] == listed["mtime"]
-        loaded = await reader.load(key)
-        assert loaded is not None and len(loaded) == 203
-        info = summary_info(summary)
-        assert info is not None and info.num_turns == 101 and (info.cwd, info.model) == ("/w", "m")
-        first = next(e for e in loaded if e.get("is_prompt"))  # whichever host landed first
-        assert info.first_prompt == first["message"]["content"]
-        assert info.created_at == 1796428800000  # the header's timestamp
-
-        # Both hosts send every batch again (answers lost): nothing is stored, nothing counts twice;
-        # the write time moves on in both listings alike.
-        await both()
-        assert await reader.load(key) == loaded
-        [again] = await reader.list_session_summaries("/home/me/project")
-        assert again["data"] == summary["data"]
-        [listed] = await reader.list_sessions("/home/me/project")
-        assert again["mtime"] == listed["mtime"] >= summary["mtime"]
-
-        # The meta sub-transcript (title) folds in; a subagent's prompts do not.
-        await two.append({**key, "subpath": "meta"}, [{"type": "meta", "title": "Named"}])
-        await two.append({**key, "subpath": "subagents/agent-1"}, _turn("sub", 0))
-        [titled] = await reader.list_session_summaries("/home/me/project")
-        info = summary_info(titled)
-        assert info is not None and (info.title, info.num_turns) == ("Named", 101)
-        assert titled["mtime"] >= again["mtime"]
-
-        # Listing is per project, and delete removes the session's summary.
-        other: SessionKey = {"project_key": "/elsewhere", "session_id": "s2"}
-        await one.append(other, [{**HEADER, "session_id": "s2"}])
-        assert [s["session_id"] for s in await reader.list_session_summaries("/elsewhere")] == ["s2"]
-        await one.delete(key)
-        assert await reader.list_session_summaries("/home/me/project") == []
-        assert len(await reader.list_session_summaries("/elsewhere")) == 1
-        await two.append(key, [HEADER, *_turn("c", 0)])
-        [fresh] = await reader.list_session_summaries("/home/me/project")
-        assert fresh["data"]["am"]["turns"] == 1
-
-    async def main() -> None:
-        try:
-            await go()
-        finally:
-            for s in (one, two, reader):
-                await s.aclose()
-
-    anyio.run(main)
-
-
 def test_summaries_keep_what_jsonb_cannot_hold(pg: PostgresServer) -> None:
     store = _store(pg)
     key: SessionKey = {"project_key": "p", "session_id": "s1"}
@@ -401,7 +307,7 @@ def test_summaries_keep_what_jsonb_cannot_hold(pg: PostgresServer) -> None:
 
     async def go() -> None:
         try:
-            await store.append(key, [HEADER, prompt])
+            await store.append(key, [header("s1"), prompt])
             [summary] = await store.list_session_summaries("p")
             assert summary["data"]["am"]["first_prompt"] == "nul\x00 and 1e+300"
             await store.append(key, [{"type": "result", "uuid": "r", "total_cost_usd": math.nan}])

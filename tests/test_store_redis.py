@@ -1,8 +1,9 @@
 """The Redis backend of the shared session store, against a real ``redis-server`` the tests start.
 
-The SDK's conformance suite, uuid idempotency and order across hosts, and the errors
-a person sees when the server or the password is wrong. Blobs and the writer lease,
-the same for every backend, are tested in ``test_store_contract.py``.
+The SDK's conformance suite, uuid idempotency and order across hosts, a session stored
+before summaries existed, and the errors a person sees when the server or the password
+is wrong. Blobs, the writer lease and session summaries, the same for every backend,
+are tested in ``test_store_contract.py``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from agent_magic.store import SessionKey, StoreError, open_session_store
 from agent_magic.store.redis import RedisSessionStore
 from agent_magic.store.summary import summary_info
 from tests.redis_server import RedisServer, free_port
+from tests.test_store_contract import header, turn
 
 
 def _start(folder: Path, password: str | None = None) -> RedisServer:
@@ -196,91 +198,6 @@ def test_concurrent_appends_keep_each_writers_order(stores: Stores) -> None:
     stores.run(go)
 
 
-HEADER = {"type": "session", "session_id": "s1", "cwd": "/w", "scope": "/w", "model": "m",
-          "timestamp": "2026-12-05T00:00:00.000Z"}
-
-
-def _turn(host: str, i: int) -> list[dict[str, Any]]:
-    """One batch: a prompt and its answer, both with uuids (so a re-sent batch is stored once)."""
-    ts = f"2026-12-05T00:{i // 60:02d}:{i % 60:02d}.000Z"
-    return [
-        {"type": "user", "is_prompt": True, "message": {"role": "user", "content": f"p {host}{i}"},
-         "uuid": f"{host}-{i}-q", "timestamp": ts},
-        {"type": "assistant", "message": {"role": "assistant", "content": [{"type": "text", "text": "ok"}]},
-         "uuid": f"{host}-{i}-a", "timestamp": ts},
-    ]
-
-
-def test_summaries_count_each_stored_prompt_once_across_hosts(stores: Stores) -> None:
-    one, two, reader = stores(), stores(), stores()
-    project = KEY["project_key"]
-
-    async def send(store: RedisSessionStore, host: str) -> None:
-        for i in range(50):
-            await store.append(KEY, _turn(host, i))
-
-    async def name(store: RedisSessionStore) -> None:
-        for i in range(20):
-            await store.append({**KEY, "subpath": "meta"}, [{"type": "meta", "title": f"T{i}"}])
-
-    async def both(*, rename: bool = False) -> None:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(send, one, "a")
-            tg.start_soon(send, two, "b")
-            if rename:
-                tg.start_soon(name, reader)
-
-    async def go() -> None:
-        await one.append(KEY, [HEADER])
-        # A third host renames the session meanwhile: its appends fold into the same summary.
-        await both(rename=True)
-        [summary] = await reader.list_session_summaries(project)
-        assert summary["session_id"] == "s1" and summary["data"]["am"]["turns"] == 100
-        assert summary["data"]["am"]["title"] == "T19"
-        # Never older than the session's listed write time (newer when a rename came last) ...
-        [listed] = await reader.list_sessions(project)
-        assert summary["mtime"] >= listed["mtime"] > 1e12
-        # ... and stamped with that very time by an append to the main transcript.
-        await one.append(KEY, _turn("a", 50))
-        [summary] = await reader.list_session_summaries(project)
-        [listed] = await reader.list_sessions(project)
-        assert summary["mtime"] == listed["mtime"]
-        loaded = await reader.load(KEY)
-        assert loaded is not None and len(loaded) == 203
-        info = summary_info(summary)
-        assert info is not None and info.num_turns == 101 and (info.cwd, info.model) == ("/w", "m")
-        first = next(e for e in loaded if e.get("is_prompt"))  # whichever host landed first
-        assert info.first_prompt == first["message"]["content"]
-        assert info.created_at == 1796428800000  # the header's timestamp
-
-        # Both hosts send every batch again (answers lost): nothing is stored, nothing counts twice.
-        await both()
-        assert await reader.load(KEY) == loaded
-        assert await reader.list_session_summaries(project) == [summary]
-
-        # The meta sub-transcript (title) folds in; a subagent's prompts do not.
-        await two.append({**KEY, "subpath": "meta"}, [{"type": "meta", "title": "Named"}])
-        await two.append({**KEY, "subpath": "subagents/agent-1"}, _turn("sub", 0))
-        [titled] = await reader.list_session_summaries(project)
-        info = summary_info(titled)
-        assert info is not None and (info.title, info.num_turns) == ("Named", 101)
-        assert titled["mtime"] >= summary["mtime"]
-
-        # Listing is per project, and delete removes the session's summary.
-        other: SessionKey = {"project_key": "/elsewhere", "session_id": "s2"}
-        await one.append(other, [{**HEADER, "session_id": "s2"}])
-        assert [s["session_id"] for s in await reader.list_session_summaries("/elsewhere")] == ["s2"]
-        await one.delete(KEY)
-        assert await reader.list_session_summaries(project) == []
-        assert len(await reader.list_session_summaries("/elsewhere")) == 1
-        # Appending again after a delete starts a new summary.
-        await two.append(KEY, [HEADER, *_turn("c", 0)])
-        [again] = await reader.list_session_summaries(project)
-        assert again["data"]["am"]["turns"] == 1
-
-    stores.run(go)
-
-
 def test_a_session_stored_before_summaries_is_folded_whole_on_its_next_append(
     stores: Stores, redis_server: RedisServer
 ) -> None:
@@ -289,7 +206,7 @@ def test_a_session_stored_before_summaries_is_folded_whole_on_its_next_append(
     store = stores()
 
     async def go() -> None:
-        await store.append(KEY, [HEADER, *_turn("a", 0), *_turn("a", 1)])
+        await store.append(KEY, [header("s1"), *turn("a", 0), *turn("a", 1)])
         await store.append({**KEY, "subpath": "meta"}, [{"type": "meta", "title": "Old"}])
         raw = redis.asyncio.Redis.from_url(redis_server.url)
         try:  # as an older agent-magic left it: no summaries
@@ -297,11 +214,11 @@ def test_a_session_stored_before_summaries_is_folded_whole_on_its_next_append(
         finally:
             await raw.aclose()
         assert await store.list_session_summaries(KEY["project_key"]) == []
-        await store.append(KEY, _turn("a", 1))  # stored already: still folds what is there
+        await store.append(KEY, turn("a", 1))  # stored already: still folds what is there
         [summary] = await store.list_session_summaries(KEY["project_key"])
         info = summary_info(summary)
         assert info is not None and (info.num_turns, info.title, info.first_prompt) == (2, "Old", "p a0")
-        await store.append(KEY, _turn("a", 2))
+        await store.append(KEY, turn("a", 2))
         [summary] = await store.list_session_summaries(KEY["project_key"])
         assert summary["data"]["am"]["turns"] == 3
 
