@@ -461,14 +461,7 @@ def test_summaries_are_listed_per_project_and_go_with_their_session(hosts: Hosts
         "file",
         "redis",
         "postgresql",
-        pytest.param(
-            "s3",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="S3SessionStore remembers per transcript the uuids it wrote (_written) and "
-                "drops them after another host deleted the session: neither stored nor counted",
-            ),
-        ),
+        "s3",
     ],
     indirect=True,
 )

@@ -397,6 +397,11 @@ class S3SessionStore(SessionStoreBackend):
         folder = self._key_dir(key)
         # A copy: the uuids count as written only once the put has succeeded.
         fresh = dedupe_by_uuid(set(self._written.get(folder, ())), entries)
+        if len(fresh) < len(dedupe_by_uuid(set(), entries)) and not await self._list_here(folder, "checking a transcript"):
+            # Uuids this object wrote, but the transcript is gone (another host deleted the
+            # session): they are new again. One LIST, only when a batch is sent twice.
+            self._written.pop(folder, None)
+            fresh = dedupe_by_uuid(set(), entries)
         if not fresh:
             return
         data = b"".join(
