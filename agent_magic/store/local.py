@@ -582,7 +582,7 @@ class SessionStore:
             fork_of=ref,
             info=info,
         )
-        if info is None and ref is not None:
+        if info is None:  # (a fork at a message, or of nothing: named "fork before turn 1 of …")
             scanned = self.scan_info(new_id)
             if scanned is not None:
                 self.index.upsert(scanned)
