@@ -48,6 +48,15 @@ def chat(api: FakeAnthropicServer, n: int, *, words: int = 200, **options: objec
     return sid
 
 
+def project_session(api: FakeAnthropicServer, workspace: Path, n: int) -> Session:
+    """A project and a session of its first ``n`` checkpointed turns (files, cells, Bash)."""
+    make_project(workspace)
+    session = Session(api, workspace)
+    session.run(four_turns(workspace)[:n])
+    assert session.session_id
+    return session
+
+
 def prompts(sid: str) -> list[str]:
     return [m.message["content"] if isinstance(m.message["content"], str) else m.message["content"][0]["text"]
             for m in am.get_session_messages(sid) if m.type == "user" and m.is_prompt]
@@ -114,11 +123,9 @@ def test_forks_of_forks_at_any_message(fake_api: FakeAnthropicServer, home: Path
 
 
 def test_checkpoints_are_inherited_and_rewind_in_the_fork(fake_api: FakeAnthropicServer, home: Path, workspace: Path) -> None:
-    make_project(workspace)
-    turns = four_turns(workspace)
-    original = Session(fake_api, workspace)
-    original.run(turns[:3])
+    original = project_session(fake_api, workspace, 3)
     assert original.session_id
+    turns = four_turns(workspace)
     msgs = am.get_session_messages(original.session_id)
     third_prompt = [i for i, m in enumerate(msgs) if m.type == "user" and m.is_prompt][2]
     # A fork up to turn 2's last message inherits the checkpoints of turns 1 and 2, not turn 3's.
@@ -140,10 +147,7 @@ def test_checkpoints_are_inherited_and_rewind_in_the_fork(fake_api: FakeAnthropi
 
 
 def test_deleting_a_parent_first_makes_its_forks_whole(fake_api: FakeAnthropicServer, home: Path, workspace: Path) -> None:
-    make_project(workspace)
-    turns = four_turns(workspace)
-    root = Session(fake_api, workspace)
-    root.run(turns[:2])
+    root = project_session(fake_api, workspace, 2)
     assert root.session_id
     middle = am.fork_session(root.session_id)
     child = am.fork_session(middle)
@@ -164,9 +168,7 @@ def test_deleting_a_parent_first_makes_its_forks_whole(fake_api: FakeAnthropicSe
 
 @pytest.mark.parametrize("n", [1, 2])
 def test_a_crash_while_forks_are_made_whole_loses_nothing(fake_api: FakeAnthropicServer, home: Path, workspace: Path, n: int) -> None:
-    make_project(workspace)
-    root = Session(fake_api, workspace)
-    root.run(four_turns(workspace)[:2])
+    root = project_session(fake_api, workspace, 2)
     assert root.session_id
     children = [am.fork_session(root.session_id) for _ in range(2)]
     fake_api.add(text("fork answer"))
@@ -191,9 +193,7 @@ def test_a_crash_while_forks_are_made_whole_loses_nothing(fake_api: FakeAnthropi
 
 
 def test_an_exported_fork_carries_what_it_inherits(fake_api: FakeAnthropicServer, home: Path, workspace: Path, tmp_path: Path) -> None:
-    make_project(workspace)
-    root = Session(fake_api, workspace)
-    root.run(four_turns(workspace)[:2])
+    root = project_session(fake_api, workspace, 2)
     assert root.session_id
     fork = am.fork_session(root.session_id)
     bundle = am.export_session(fork, tmp_path)
