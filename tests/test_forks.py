@@ -231,3 +231,15 @@ def test_a_pointer_loop_written_by_hand_is_an_error_not_a_hang(home: Path, works
     own_file(home, a).write_text(json.dumps(header) + "\n")
     with pytest.raises(SessionNotFoundError, match="loop"):
         store.read_entries(b)
+
+
+def test_a_fork_over_an_older_copy_of_its_parent_says_so(fake_api: FakeAnthropicServer, home: Path, workspace: Path) -> None:
+    sid = chat(fake_api, 3, words=3, cwd=workspace)
+    fork = am.fork_session(sid)
+    # As if this host had the parent from before its third turn (another host made the fork).
+    lines = own_file(home, sid).read_bytes().splitlines(keepends=True)
+    own_file(home, sid).write_bytes(b"".join(lines[:-3]))
+    with pytest.raises(SessionNotFoundError) as e:
+        am.get_session_messages(fork)
+    msg = str(e.value)
+    assert "older" in msg and "agent-magic sync" in msg and "\n" not in msg

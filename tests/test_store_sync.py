@@ -538,3 +538,18 @@ def test_a_fresh_host_lists_shared_sessions_from_summaries_without_downloading_t
     # Using one pulls it (and, for the fork, its parent).
     assert am.get_session_info(fork, home=home_b).num_turns == 3
     assert [m.uuid for m in am.get_session_messages(fork, home=home_b)] == [m.uuid for m in am.get_session_messages(sid, home=home_a)]
+
+
+def test_a_fork_pulled_onto_a_host_with_an_older_copy_of_its_parent_brings_the_parent_up_to_date(
+    fake_api: FakeAnthropicServer, tmp_path: Path, workspace: Path, shared: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_api.set_default(text("ok"))
+    home_a, home_b = tmp_path / "a", tmp_path / "b"
+    sid, _ = _run(AgentOptions(home=home_a, cwd=workspace, session_store=shared), ["one", "two"])
+    monkeypatch.setenv("AGENT_MAGIC_STORE", shared)
+    assert am.get_session_info(sid, home=home_b).num_turns == 2  # host B has the 2-turn copy
+    _run(AgentOptions(home=home_a, cwd=workspace, resume=sid, session_store=shared), ["three"])
+    fork = am.fork_session(sid, home=home_a)  # points at all 3 turns
+    want = [m.uuid for m in am.get_session_messages(fork, home=home_a)]
+    assert [m.uuid for m in am.get_session_messages(fork, home=home_b)] == want
+    assert am.get_session_info(sid, home=home_b).num_turns == 3

@@ -139,7 +139,23 @@ def _upper_lines(store: SessionStore, session_id: str, header_line: bytes, seen:
     n = ref["lines"]
     if len(upper) >= n:
         return upper[:n]
-    return upper + _complete(own[1:])[: n - len(upper)]
+    lines = upper + _complete(own[1:])[: n - len(upper)]
+    if len(lines) < n:
+        # The parent only grows: a shorter one is an older copy (from another host, say).
+        raise SessionNotFoundError(
+            parent,
+            f"Session {session_id[:8]} continues session {parent[:8]}, whose copy on this host is older than the fork "
+            f"({len(lines)} of {n} lines). Fetch it with `agent-magic sync`.",
+        )
+    return lines
+
+
+def conversation_length(store: SessionStore, session_id: str) -> int:
+    """How many conversation lines the session has here (its inherited ones included); 0 if it is not here."""
+    try:
+        return len(conversation_lines(store, session_id)) - 1
+    except SessionNotFoundError:
+        return 0
 
 
 def records(store: SessionStore, session_id: str) -> list[dict[str, Any]]:

@@ -197,7 +197,8 @@ class SessionSync:
         if not remote_lines:
             return None
         ref = forks.fork_ref(remote_lines[0]) if isinstance(remote_lines[0], dict) else None
-        if ref is not None and not self.local.exists(ref["session_id"]) and _depth < forks.MAX_DEPTH:
+        if ref is not None and _depth < forks.MAX_DEPTH and forks.conversation_length(self.local, ref["session_id"]) < ref["lines"]:
+            # The parent it points into is missing here, or an older copy of it.
             await self.pull(ref["session_id"], blobs=blobs, _depth=_depth + 1)
         remote_records = (await self.remote.load(self.key(session_id, RECORDS)) or []) if self.has_blobs else []
         out = SyncResult()
