@@ -1,9 +1,10 @@
 """The S3 backend of the shared session store, against a real S3 API (moto's server mode).
 
 The SDK's conformance suite, two hosts appending to one transcript, a batch
-another store object stored already (put again, counted once), listing summaries
-through a project's pack, and the one-line errors for an unreachable endpoint, a
-missing bucket and refused credentials. Blobs, the writer lease (including racing
+another store object stored already (put again, counted once), a transcript's
+parts merged into one object (each entry read once by readers and writers racing
+the merges), listing summaries through a project's pack, and the one-line errors
+for an unreachable endpoint, a missing bucket and refused credentials. Blobs, the writer lease (including racing
 acquirers, decided by the server's conditional puts) and session summaries (racing
 appenders included), the same for every backend, are tested in
 ``test_store_contract.py``.
@@ -28,6 +29,7 @@ pytest.importorskip("obstore")
 
 from agent_magic._errors import ConfigurationError
 from agent_magic.store import SessionKey, StoreError, open_session_store
+from agent_magic.store import s3 as s3_backend
 from agent_magic.store.s3 import S3SessionStore
 
 from .s3_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, MotoS3, closed_port, moto_s3
@@ -187,6 +189,329 @@ def test_a_batch_another_store_object_stored_is_put_again_but_loaded_and_counted
         assert b"a-0-q" not in raw
 
     run(go)
+
+
+def _objects(s3: MotoS3, prefix: str, folder: str = "projects/proj/s/main") -> list[str]:
+    """The names of the objects in a transcript's folder."""
+    listed = s3.client().list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/{folder}/")
+    return sorted(o["Key"].rsplit("/", 1)[-1] for o in listed.get("Contents", ()))
+
+
+def _batch(n: int, tag: str = "") -> list[dict[str, Any]]:
+    """A small batch: an entry with a uuid, and one without (never de-duplicated) every other time."""
+    batch: list[dict[str, Any]] = [{"type": "user", "uuid": f"{tag}u{n}", "n": n, "from": tag}]
+    if n % 2:
+        batch.append({"type": "progress", "n": n, "from": tag})
+    return batch
+
+
+def test_many_appends_are_merged_and_load_returns_each_entry_once(s3: MotoS3) -> None:
+    prefix = f"merge-{uuid.uuid4().hex}"
+    store = make_store(s3, prefix)
+    key: SessionKey = {"project_key": "proj", "session_id": "s"}
+    expected = [e for n in range(200) for e in _batch(n)]
+    most = 0
+
+    async def go() -> None:
+        nonlocal most
+        for n in range(200):
+            await store.append(key, _batch(n))
+            most = max(most, len(_objects(s3, prefix)))
+        assert await store.load(key) == expected
+        assert await make_store(s3, prefix).load(key) == expected
+        names = _objects(s3, prefix)
+        assert most <= s3_backend._MERGE_AFTER + 1 and len(names) <= s3_backend._MERGE_AFTER + 1
+        # One merged object, named by the range of parts it holds, and the parts appended since.
+        [merged] = [n for n in names if n.endswith(".merged.jsonl")]
+        first, last, mtime = merged[: -len(".merged.jsonl")].split("_")
+        assert first < last and len(mtime) == 13
+        body = s3.client().get_object(Bucket=BUCKET, Key=f"{prefix}/projects/proj/s/main/{merged}")["Body"].read()
+        head = json.loads(body.splitlines()[0])["merged"]
+        assert [p for p, _ in head] == sorted(p for p, _ in head) and head[0][0] == f"{first}.jsonl"
+        assert len(head) == 200 - (len(names) - 1)  # every part appended, except those since
+        assert all(n > f"{last}.jsonl" for n in names if n != merged)
+
+    run(go)
+
+
+def test_merging_keeps_list_sessions_mtime(s3: MotoS3, monkeypatch: pytest.MonkeyPatch) -> None:
+    prefix = f"merge-mtime-{uuid.uuid4().hex}"
+    store = make_store(s3, prefix)
+    key: SessionKey = {"project_key": "proj", "session_id": "s"}
+    folder = store._key_dir(key)
+    gets: list[str] = []
+    real_get = store._get
+
+    async def counting_get(path: str, doing: str) -> Any:
+        gets.append(path)
+        return await real_get(path, doing)
+
+    monkeypatch.setattr(store, "_get", counting_get)
+
+    async def merge_after_a_second(merge: Any) -> None:
+        [before] = await store.list_sessions("proj")
+        await anyio.sleep(1.1)  # S3's LastModified has seconds: a merged object's own would be later
+        monkeypatch.setattr(s3_backend, "_MERGE_AFTER", 4)
+        await merge()
+        monkeypatch.setattr(s3_backend, "_MERGE_AFTER", 64)
+        assert len(_objects(s3, prefix)) == 1
+        assert await store.list_sessions("proj") == [before]
+        [summary] = await store.list_session_summaries("proj")
+        assert summary["mtime"] >= before["mtime"]
+
+    async def go() -> None:
+        for n in range(6):
+            await store.append(key, _batch(n))
+        # Merged by another host's load.
+        await merge_after_a_second(lambda: make_store(s3, prefix).load(key))
+        for n in range(6, 11):
+            await store.append(key, _batch(n))
+        # Merged by the writer, which GETs only the other host's merged object: the parts it wrote it knows.
+        gets.clear()
+        await merge_after_a_second(lambda: _merge(store, folder))
+        [got] = [g for g in gets if "/projects/" in g]
+        assert got.endswith(".merged.jsonl")
+        expected = [e for n in range(11) for e in _batch(n)]
+        assert await store.load(key) == expected == await make_store(s3, prefix).load(key)
+
+    run(go)
+
+
+async def _merge(store: S3SessionStore, folder: str) -> None:
+    await store._merge_if_due(folder, await store._read(folder, "merging"))
+
+
+def test_a_reader_racing_a_merge_reads_each_entry_once(s3: MotoS3, monkeypatch: pytest.MonkeyPatch) -> None:
+    prefix = f"merge-race-{uuid.uuid4().hex}"
+    writer, merger, reader = (make_store(s3, prefix) for _ in range(3))
+    writer._merge_refused = reader._merge_refused = True  # only the merger merges
+    monkeypatch.setattr(s3_backend, "_MERGE_AFTER", 4)
+    key: SessionKey = {"project_key": "proj", "session_id": "s"}
+    expected: list[dict[str, Any]] = []
+    lists: list[list[str]] = []
+    real_list, real_delete = reader._list_here, merger._delete
+
+    async def append(n: int, to: SessionKey = key) -> None:
+        await writer.append(to, _batch(n))
+        if to == key:
+            expected.extend(_batch(n))
+
+    async def listed_then(during: Any) -> Any:
+        """The reader's load, with ``during()`` run between its first listing and its GETs."""
+
+        async def list_here(folder: str, doing: str) -> Any:
+            listed = await real_list(folder, doing)
+            lists.append(sorted(m["path"].rsplit("/", 1)[-1] for m in listed))
+            if len(lists) == 1:
+                await during()
+            return listed
+
+        lists.clear()
+        monkeypatch.setattr(reader, "_list_here", list_here)
+        try:
+            return await reader.load(key)
+        finally:
+            monkeypatch.setattr(reader, "_list_here", real_list)
+
+    async def go() -> None:
+        for n in range(10):
+            await append(n)
+        # It listed ten parts, merged and deleted before its GETs: it lists again and reads the merged object.
+        assert await listed_then(lambda: merger.load(key)) == expected
+        assert len(lists) == 2 and len(lists[0]) == 10 and [n[-13:] for n in lists[1]] == [".merged.jsonl"]
+
+        # It lists the merged object and the parts it holds (merged, not deleted yet), and GETs them all.
+        for n in range(10, 16):
+            await append(n)
+
+        async def delete_after_a_load(paths: list[str], doing: str) -> None:
+            assert await reader.load(key) == expected
+            await real_delete(paths, doing)
+
+        monkeypatch.setattr(merger, "_delete", delete_after_a_load)
+        assert await merger.load(key) == expected
+
+        # It lists the parts and the merged object holding them, and GETs after the parts are deleted:
+        # the merged object it listed holds them, so it need not list again.
+        other: SessionKey = {"project_key": "proj", "session_id": "other"}
+        for n in range(6):
+            await append(n, other)
+        put, listing, deleted = anyio.Event(), anyio.Event(), anyio.Event()
+
+        async def delete_once_listed(paths: list[str], doing: str) -> None:
+            put.set()  # the merged object is there; its parts are not deleted yet
+            await listing.wait()
+            await real_delete(paths, doing)
+            deleted.set()
+
+        async def list_then_wait(folder: str, doing: str) -> Any:
+            listed = await real_list(folder, doing)
+            lists.append(sorted(m["path"].rsplit("/", 1)[-1] for m in listed))
+            listing.set()
+            await deleted.wait()
+            return listed
+
+        monkeypatch.setattr(merger, "_delete", delete_once_listed)
+        monkeypatch.setattr(reader, "_list_here", list_then_wait)
+        lists.clear()
+        got: list[Any] = []
+
+        async def read_other() -> None:
+            await put.wait()
+            got.append(await reader.load(other))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(merger.load, other)
+            tg.start_soon(read_other)
+        assert got == [[e for n in range(6) for e in _batch(n)]]
+        assert len(lists) == 1 and len(lists[0]) == 7
+        monkeypatch.setattr(reader, "_list_here", real_list)
+        monkeypatch.setattr(merger, "_delete", real_delete)
+
+        # It lists a merged object that is merged again (and deleted) before its GET: it lists again.
+        for n in range(16, 22):
+            await append(n)
+        assert await listed_then(lambda: merger.load(key)) == expected
+        assert len(lists) == 2 and len(lists[0]) == 7 and len(lists[1]) == 1 and lists[0][0] != lists[1][0]
+
+    run(go)
+
+
+def test_readers_and_mergers_in_a_loop_never_see_a_duplicate_or_a_gap(s3: MotoS3, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(s3_backend, "_MERGE_AFTER", 3)
+    prefix = f"merge-loop-{uuid.uuid4().hex}"
+    writer, merger, reader = (make_store(s3, prefix) for _ in range(3))
+    key: SessionKey = {"project_key": "proj", "session_id": "s"}
+    expected = [e for n in range(60) for e in _batch(n)]
+    loads: list[list[dict[str, Any]]] = []
+    done = anyio.Event()
+
+    async def write() -> None:
+        for n in range(60):
+            await writer.append(key, _batch(n))  # merges every few appends
+        done.set()
+
+    async def load_in_a_loop(store: S3SessionStore) -> None:
+        while not done.is_set():
+            loads.append(await store.load(key) or [])  # merges too, past 3 objects
+
+    async def go() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write)
+            tg.start_soon(load_in_a_loop, merger)
+            tg.start_soon(load_in_a_loop, reader)
+        assert len(loads) > 10
+        for got in loads:
+            # The writer appends one batch at a time: any read sees the first so many, each once.
+            assert got == expected[: len(got)]
+        assert await make_store(s3, prefix).load(key) == expected
+
+    run(go)
+
+
+def test_two_hosts_appending_and_merging_lose_nothing(s3: MotoS3, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(s3_backend, "_MERGE_AFTER", 4)
+    prefix = f"merge-hosts-{uuid.uuid4().hex}"
+    a, b = make_store(s3, prefix), make_store(s3, prefix)
+    key: SessionKey = {"project_key": "proj", "session_id": "s"}
+
+    async def write(store: S3SessionStore, tag: str) -> None:
+        for n in range(40):
+            await store.append(key, _batch(n, tag))
+            if n % 7 == 0:
+                await store.load(key)
+            await anyio.lowlevel.checkpoint()
+
+    async def go() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write, a, "a")
+            tg.start_soon(write, b, "b")
+        lines = await make_store(s3, prefix).load(key)
+        assert lines is not None
+        for tag in ("a", "b"):
+            # All of each host's entries, once each, in its order.
+            assert [e for e in lines if e["from"] == tag] == [e for n in range(40) for e in _batch(n, tag)]
+        assert len(lines) == 2 * 60
+        assert await a.load(key) == lines == await b.load(key)
+        assert len(_objects(s3, prefix)) <= 2 * 4
+
+    run(go)
+
+
+def test_two_hosts_merging_the_same_parts_write_one_object(s3: MotoS3, monkeypatch: pytest.MonkeyPatch) -> None:
+    prefix = f"merge-same-{uuid.uuid4().hex}"
+    a, b = make_store(s3, prefix), make_store(s3, prefix)
+    key: SessionKey = {"project_key": "proj", "session_id": "s"}
+    folder = a._key_dir(key)
+    expected = [e for n in range(8) for e in _batch(n)]
+
+    async def go() -> None:
+        for n in range(8):
+            await a.append(key, _batch(n))
+        monkeypatch.setattr(s3_backend, "_MERGE_AFTER", 4)
+        read_a, read_b = await a._read(folder, "test"), await b._read(folder, "test")
+        await a._merge_if_due(folder, read_a)
+        await b._merge_if_due(folder, read_b)  # the create-only put is refused: b deletes nothing
+        [merged] = _objects(s3, prefix)
+        assert merged.endswith(".merged.jsonl")
+        assert await make_store(s3, prefix).load(key) == expected
+
+    run(go)
+
+
+def test_a_part_landing_inside_a_merged_range_keeps_its_place(s3: MotoS3, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A put that lands after a merge listed the folder, named before the merge's last part."""
+    monkeypatch.setattr(s3_backend, "_MERGE_AFTER", 4)
+    prefix = f"merge-late-{uuid.uuid4().hex}"
+    store = make_store(s3, prefix)
+    key: SessionKey = {"project_key": "proj", "session_id": "s"}
+
+    async def go() -> None:
+        for n in range(5):
+            await store.append(key, _batch(n))  # the fifth merges
+        [merged] = _objects(s3, prefix)
+        parts = [p for p, _ in json.loads(
+            s3.client().get_object(Bucket=BUCKET, Key=f"{prefix}/projects/proj/s/main/{merged}")["Body"].read().splitlines()[0]
+        )["merged"]]
+        late = parts[2][:-len(".jsonl")] + "x.jsonl"  # sorts between the third and the fourth part
+        s3.client().put_object(
+            Bucket=BUCKET, Key=f"{prefix}/projects/proj/s/main/{late}", Body=b'{"type":"late","n":-1}\n{"type":"user","uuid":"u1"}\n'
+        )
+        expected = [*_batch(0), *_batch(1), *_batch(2), {"type": "late", "n": -1}, *_batch(3), *_batch(4)]
+        assert await make_store(s3, prefix).load(key) == expected
+        for n in range(5, 9):
+            await store.append(key, _batch(n))  # merged again, the late part with the rest
+        expected += [e for n in range(5, 9) for e in _batch(n)]
+        assert len(_objects(s3, prefix)) == 1
+        assert await make_store(s3, prefix).load(key) == expected
+
+    run(go)
+
+
+def test_a_store_that_may_not_merge_still_loads(s3: MotoS3, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(s3_backend, "_MERGE_AFTER", 4)
+    store = make_store(s3)
+    key: SessionKey = {"project_key": "proj", "session_id": "s"}
+    real_put = store._put
+
+    async def refusing_put(path: str, data: bytes, doing: str, mode: Any = None) -> str | None:
+        if path.endswith(".merged.jsonl"):
+            raise StoreError("S3 refused access (AccessDenied)")
+        return await real_put(path, data, doing, mode)
+
+    monkeypatch.setattr(store, "_put", refusing_put)
+
+    async def go() -> None:
+        for n in range(12):
+            await store.append(key, _batch(n))
+        assert await store.load(key) == [e for n in range(12) for e in _batch(n)]
+        assert len(_objects(s3, store.prefix)) == 12
+
+    run(go)
+    # Said once, not at every append or load.
+    assert [r.getMessage() for r in caplog.records if "merging" in r.getMessage()] == [
+        "Stopped merging S3 transcript parts (S3 refused access (AccessDenied)); loads read each part."
+    ]
 
 
 def test_summaries_come_from_a_pack_and_follow_appends_and_deletes(s3: MotoS3, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,7 +10,8 @@ ECS / EC2 role; not profiles in ``~/.aws`` (export one with
 Layout under the prefix::
 
     projects/<project key, %-quoted>/<session id>/main/<part>.jsonl           main transcript
-    projects/<project key>/<session id>/sub/<subpath parts>/<part>.jsonl      sub-transcripts
+    projects/<project key>/<session id>/main/<first>_<last>_<mtime>.merged.jsonl   parts merged into one
+    projects/<project key>/<session id>/sub/<subpath parts>/<part>.jsonl      sub-transcripts (merged the same way)
     summaries/<project key>/<session id>.json                                 each session's summary
     summary-packs/<project key>.json                                          a copy of a project's summaries
     blobs/<digest>                                                            content-addressed bytes
@@ -25,6 +26,31 @@ past every part it saw, so a host whose clock is behind still appends after
 what it read); the random suffix keeps two hosts' names apart. An entry's
 ``uuid`` is dropped when this store object already wrote it to that key, and
 ``load`` keeps the first occurrence of each uuid (a retried put that had landed).
+
+So that a long session stays a few objects (a ``load`` GETs each one), a
+transcript folder holding more than 64 objects is merged into one: by a ``load``
+that lists it so, or by an ``append`` (a store object counts the folder's
+objects from its last listing plus its own appends since, and lists it again
+past 64). The merged object is named ``<first>_<last>_<mtime>.merged.jsonl``
+(the range of part names it holds, ``<first>`` to ``<last>`` without ``.jsonl``,
+and the newest ``LastModified`` among them, which ``list_sessions`` reports for
+it instead of its own). Its first line is
+``{"merged": [[<part>, <lines>], ...]}``: every part it holds, in name order, those of merged objects it took in
+included; then each part's lines in turn, without those ``load`` drops (repeated
+uuids, lines that are not JSON objects). ``load`` reads each part name once,
+from whichever listed object holds it (each copy gives the same entries), so
+parts not yet deleted, an older merged object and two hosts' overlapping merges
+are all harmless, and a part that landed inside a merged range after that
+merge's listing (a writer whose clock is behind, or two puts in flight) keeps
+its place: merging never changes what ``load`` returns (entries without a uuid
+included). A merge is a create-only put (of two hosts merging the same objects
+one writes and the other deletes nothing), then the delete of exactly what it
+listed: nothing is deleted before an object holding it exists, so a listing
+always finds every part somewhere (S3 lists consistently). A ``load`` that finds
+an object gone since its listing lists again, unless a merged object it listed
+holds that part. A merge rewrites the whole transcript; a store object keeps the
+last merged object it read or wrote and the parts it wrote since, so a writer's
+merge GETs only other hosts' new parts.
 
 Each ``append`` to a main transcript (or to ``meta``) then folds what it stored
 into the session's summary object (:func:`~agent_magic.store.summary.fold_summary`):
@@ -58,6 +84,7 @@ This needs a store that honours ``If-None-Match`` and ``If-Match`` on ``PutObjec
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -70,7 +97,7 @@ import threading
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeGuard
 
 import anyio
 import obstore
@@ -101,8 +128,13 @@ if TYPE_CHECKING:
     from obstore.store import ClientConfig, RetryConfig, S3Config
 
 _SUFFIX = ".jsonl"
-#: Parallel GETs / HEADs per call: one load of a long session is many small parts.
+_MERGED_SUFFIX = ".merged.jsonl"
+#: Parallel GETs / HEADs per call: a load reads up to _MERGE_AFTER small parts.
 _CONCURRENCY = 16
+#: A transcript folder with more objects than this is merged into one (by an append or a load).
+_MERGE_AFTER = 64
+#: Listings of one transcript in a load, when merges keep deleting what it listed.
+_READ_ATTEMPTS = 8
 #: Conditional puts lost to another host before the lease gives up (each loss re-reads it).
 _LEASE_ATTEMPTS = 8
 #: The same for a session's summary: every append to the session races for it.
@@ -157,6 +189,35 @@ class _Refused(Exception):
     """A conditional put lost: the object exists, or changed since it was read."""
 
 
+#: One part's lines: in its own object, or in a merged one (there without those ``load`` would drop).
+_Segment = tuple[str, Sequence[bytes]]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Piece:
+    """One object of a transcript's folder, read: a part, or a merged object."""
+
+    name: str
+    #: The parts it holds, in name order: itself, or those a merged object's first line names.
+    segments: Sequence[_Segment]
+    #: Epoch ms: a part's LastModified; a merged object's, the newest of its parts'.
+    mtime: int
+    merged: bool
+    e_tag: str = ""
+
+    @property
+    def parts(self) -> frozenset[str]:
+        return frozenset(name for name, _ in self.segments)
+
+
+class _Transcript(NamedTuple):
+    """A transcript folder as one read found it."""
+
+    pieces: list[_Piece]  # every object listed (and not gone), read
+    entries: list[dict[str, Any]]  # what load returns
+    segments: list[_Segment]  # every part, in name order, with the lines of those entries
+
+
 class S3SessionStore(SessionStoreBackend):
     """A shared store in an S3 bucket (see the module docstring).
 
@@ -194,6 +255,14 @@ class S3SessionStore(SessionStoreBackend):
         self._written: dict[str, set[str]] = {}
         # A listing that may not write the pack (read-only credentials) stops trying.
         self._pack_refused = False
+        # Objects in each transcript folder as far as this object knows (its last listing, plus
+        # its appends since): an append lists the folder again, to merge it, past _MERGE_AFTER.
+        self._objects: dict[str, int] = {}
+        # Objects of each folder this object read or wrote, by path and ETag, that a merge need not GET
+        # again: the last merged object, and the parts written since.
+        self._known: dict[str, dict[tuple[str, str], _Piece]] = {}
+        # A merge that failed (read-only credentials) is not tried again by this object.
+        self._merge_refused = False
 
     @classmethod
     def from_url(cls, url: str) -> S3SessionStore:
@@ -345,8 +414,8 @@ class S3SessionStore(SessionStoreBackend):
         except BaseError as e:
             raise self._error(e, doing) from e
 
-    async def _put(self, path: str, data: bytes, doing: str, mode: PutMode | None = None) -> None:
-        """Put ``data``.
+    async def _put(self, path: str, data: bytes, doing: str, mode: PutMode | None = None) -> str | None:
+        """Put ``data``; the new object's ETag.
 
         Raises
         ------
@@ -354,13 +423,14 @@ class S3SessionStore(SessionStoreBackend):
             A conditional put whose condition did not hold (another writer was first).
         """
         try:
-            await obstore.put_async(self._store(), path, data, mode=mode, use_multipart=False)
+            result = await obstore.put_async(self._store(), path, data, mode=mode, use_multipart=False)
         except (AlreadyExistsError, PreconditionError) as e:
             raise _Refused from e
         except (BaseError, FileNotFoundError) as e:
             if "<Code>ConditionalRequestConflict</Code>" in str(e):
                 raise _Refused from e  # AWS's 409: a concurrent conditional write to the same key
             raise self._error(e, doing) from e
+        return result["e_tag"]
 
     async def _read_versioned(self, path: str, doing: str, needs: str) -> tuple[dict[str, Any], UpdateVersion] | None:
         """A JSON object (``{}`` if the object holds something else) and its version, for a conditional put."""
@@ -408,13 +478,23 @@ class S3SessionStore(SessionStoreBackend):
             json.dumps(e, ensure_ascii=False, separators=(",", ":")).encode() + b"\n" for e in fresh
         )
         part = _names.next()
-        await self._put(f"{folder}/{part}", data, "appending to a transcript")
+        e_tag = await self._put(f"{folder}/{part}", data, "appending to a transcript")
+        if e_tag:
+            self._known.setdefault(folder, {})[(f"{folder}/{part}", e_tag)] = _piece(part, data, 0, e_tag)
         if folds(dict(key)):
             # After the part, so the summary's LastModified is never before the transcript's.
             await self._fold(key, part, fresh)
         # Only now: should the summary's update fail, a retried batch is folded (and its part put again).
         uuids = {e["uuid"] for e in fresh if isinstance(e.get("uuid"), str) and e["uuid"]}
         self._written.setdefault(folder, set()).update(uuids)
+        self._objects[folder] = self._objects.get(folder, 0) + 1
+        if self._objects[folder] > _MERGE_AFTER and not self._merge_refused:
+            try:
+                transcript = await self._read(folder, "merging a transcript's parts")
+            except StoreError as e:
+                self._stop_merging(e)
+                return
+            await self._merge_if_due(folder, transcript)
 
     async def _fold(self, key: SessionKey, part: str, fresh: list[dict[str, Any]]) -> None:
         """Fold ``fresh`` (stored as ``part``) into the session's summary object, by compare-and-swap."""
@@ -439,39 +519,104 @@ class S3SessionStore(SessionStoreBackend):
         )
 
     async def load(self, key: SessionKey) -> list[dict[str, Any]] | None:
-        doing = "reading a transcript"
-        parts = sorted(m["path"] for m in await self._list_here(self._key_dir(key), doing))
-        if not parts:
+        folder = self._key_dir(key)
+        transcript = await self._read(folder, "reading a transcript")
+        if transcript is None:
             return None
-        bodies: list[bytes | None] = [None] * len(parts)
+        _names.seen([max(piece.parts) for piece in transcript.pieces])
+        await self._merge_if_due(folder, transcript)
+        return transcript.entries
+
+    async def _read(self, folder: str, doing: str) -> _Transcript | None:
+        """Every object in a transcript's folder, read, and the entries ``load`` returns; None if there are none.
+
+        Raises
+        ------
+        StoreError
+            Merges kept deleting what this read listed, _READ_ATTEMPTS times.
+        """
+        read: dict[tuple[str, str], _Piece | None] = {}  # by path and ETag; None: gone since listed
+        known = self._known.get(folder, {})
+        for _ in range(_READ_ATTEMPTS):
+            listed = [(m["path"], m["e_tag"] or "", _ms(m)) for m in await self._list_here(folder, doing)]
+            if not listed:
+                return None
+            for path, e_tag, ms in listed:
+                hit = known.get((path, e_tag))
+                if hit is not None and read.get((path, e_tag)) is None:
+                    # A part's mtime is its LastModified, which only a listing tells.
+                    read[(path, e_tag)] = hit if hit.merged else dataclasses.replace(hit, mtime=ms)
+            await self._read_pieces([o for o in listed if read.get(o[:2]) is None], read, doing)
+            pieces = [read[(path, e_tag)] for path, e_tag, _ in listed]
+            present = [piece for piece in pieces if piece is not None]
+            held = frozenset().union(*(piece.parts for piece in present if piece.merged))
+            gone = [path.rsplit("/", 1)[-1] for (path, _, _), piece in zip(listed, pieces, strict=True) if piece is None]
+            # A part deleted since the listing is no loss if a merged object listed holds it; otherwise a merge
+            # ran in between and wrote what we did not list: list again (what was read is kept).
+            if present and all(name in held and not name.endswith(_MERGED_SUFFIX) for name in gone):
+                return _transcript(present)
+        raise StoreError(
+            f"A transcript in {self._where()} kept changing while it was read (other hosts merging its parts): try again."
+        )
+
+    async def _read_pieces(
+        self, objects: list[tuple[str, str, int]], into: dict[tuple[str, str], _Piece | None], doing: str
+    ) -> None:
+        """GET ``objects`` (path, ETag, LastModified ms), a few at a time."""
 
         async def fetch(i: int) -> None:
-            got = await self._get(parts[i], doing)
-            if got is not None:  # None: deleted since the listing
-                bodies[i] = got[0]
+            path, e_tag, ms = objects[i]
+            got = await self._get(path, doing)
+            into[(path, e_tag)] = None if got is None else _piece(path.rsplit("/", 1)[-1], got[0], ms, e_tag)
 
-        await _each(range(len(parts)), fetch)
-        if all(body is None for body in bodies):
-            return None  # deleted since the listing
-        _names.seen([p.rsplit("/", 1)[-1] for p in parts])
+        await _each(range(len(objects)), fetch)
 
-        out: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        for body in bodies:
-            for line in (body or b"").splitlines():
-                try:
-                    obj = json.loads(line)
-                except ValueError:
-                    continue
-                if not isinstance(obj, dict):
-                    continue
-                uid = obj.get("uuid")
-                if isinstance(uid, str) and uid:
-                    if uid in seen:
-                        continue  # a batch retried after its first put had landed: the first copy wins
-                    seen.add(uid)
-                out.append(obj)
-        return out
+    async def _merge_if_due(self, folder: str, transcript: _Transcript | None) -> None:
+        """Merge what ``transcript`` read into one object if there are more than _MERGE_AFTER."""
+        if transcript is None:
+            self._objects[folder] = 0
+            return
+        self._objects[folder] = len(transcript.pieces)
+        # Keep what was listed of what we knew, and the biggest merged object read.
+        known = self._known.setdefault(folder, {})
+        listed = {(f"{folder}/{p.name}", p.e_tag) for p in transcript.pieces}
+        for gone in known.keys() - listed:
+            del known[gone]
+        biggest = max((p for p in transcript.pieces if p.merged), key=lambda p: len(p.parts), default=None)
+        if biggest is not None and biggest.e_tag:
+            known[(f"{folder}/{biggest.name}", biggest.e_tag)] = biggest
+        if len(transcript.pieces) <= _MERGE_AFTER or self._merge_refused:
+            return
+        segments = transcript.segments
+        mtime = max(piece.mtime for piece in transcript.pieces)
+        name = f"{_stem(segments[0][0])}_{_stem(segments[-1][0])}_{mtime:013d}{_MERGED_SUFFIX}"
+        head = [[part, len(lines)] for part, lines in segments]
+        body = b"".join(
+            line + b"\n"
+            for line in (
+                json.dumps({"merged": head}, ensure_ascii=False, separators=(",", ":")).encode(),
+                *(line for _, lines in segments for line in lines),
+            )
+        )
+        doing = "merging a transcript's parts"
+        try:
+            e_tag = await self._put(f"{folder}/{name}", body, doing, mode="create")
+            # Only once the merged object is there: a reader that listed the parts finds them in it.
+            await self._delete([f"{folder}/{p.name}" for p in transcript.pieces if p.name != name], doing)
+        except _Refused:
+            return  # another host merged the same objects just now; what it deletes, its object holds
+        except StoreError as e:
+            self._stop_merging(e)
+            return
+        self._objects[folder] = 1
+        self._known[folder] = {}
+        if e_tag:
+            self._known[folder][(f"{folder}/{name}", e_tag)] = _Piece(name, segments, mtime, merged=True, e_tag=e_tag)
+
+    def _stop_merging(self, e: StoreError) -> None:
+        # Only an optimisation: every part stays readable without it (e.g. with read-only credentials).
+        self._merge_refused = True
+        log.warning("Stopped merging S3 transcript parts (%s); loads read each part.", e)
 
     async def list_sessions(self, project_key: str) -> list[SessionListEntry]:
         base = self._path("projects", _quote(project_key))
@@ -480,7 +625,8 @@ class S3SessionStore(SessionStoreBackend):
             parts = meta["path"][len(base) + 1 :].split("/")
             if len(parts) == 3 and parts[1] == "main":
                 sid = urllib.parse.unquote(parts[0])
-                mtime = int(meta["last_modified"].timestamp() * 1000)
+                # A merged object's own LastModified is when it was merged, not when its parts were written.
+                mtime = _merged_mtime(parts[2]) or _ms(meta)
                 newest[sid] = max(newest.get(sid, 0), mtime)
         return [{"session_id": sid, "mtime": mtime} for sid, mtime in newest.items()]
 
@@ -490,11 +636,14 @@ class S3SessionStore(SessionStoreBackend):
             folder = self._key_dir(key)
             # Only this subkey's parts: "a" must not take "a/b" with it.
             objects = await self._list_here(folder, doing)
-            self._written.pop(folder, None)
+            for known in (self._written, self._objects, self._known):
+                known.pop(folder, None)
         else:
             folder = self._session_dir(key["project_key"], key["session_id"])
             objects = await self._list(folder, doing)
             self._written = {f: u for f, u in self._written.items() if not f.startswith(folder + "/")}
+            self._objects = {f: n for f, n in self._objects.items() if not f.startswith(folder + "/")}
+            self._known = {f: k for f, k in self._known.items() if not f.startswith(folder + "/")}
         paths = [m["path"] for m in objects]
         if not key.get("subpath"):
             paths.append(self._summary_path(key["project_key"], key["session_id"]))
@@ -709,6 +858,75 @@ def _uuid_tag(entry: dict[str, Any]) -> str | None:
 
 def _is_summary(value: Any) -> TypeGuard[dict[str, Any]]:
     return isinstance(value, dict) and isinstance(value.get("session_id"), str) and isinstance(value.get("data"), dict)
+
+
+def _piece(name: str, body: bytes, last_modified_ms: int, e_tag: str = "") -> _Piece:
+    lines = body.splitlines()
+    if not name.endswith(_MERGED_SUFFIX) or not lines:
+        return _Piece(name, [(name, lines)], last_modified_ms, merged=False, e_tag=e_tag)
+    try:
+        head = json.loads(lines[0])
+    except ValueError:
+        head = None
+    listed = head.get("merged") if isinstance(head, dict) else None
+    if not isinstance(listed, list) or not listed or not all(
+        isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and p[0] and isinstance(p[1], int) for p in listed
+    ):
+        # Not what a merge writes: read its lines as one part's.
+        return _Piece(name, [(name, lines[1:])], last_modified_ms, merged=False, e_tag=e_tag)
+    segments: list[_Segment] = []
+    at = 1
+    for part, count in listed:
+        segments.append((part, lines[at : at + max(count, 0)]))
+        at += max(count, 0)
+    mtime = _merged_mtime(name) or last_modified_ms
+    return _Piece(name, segments, mtime, merged=True, e_tag=e_tag)
+
+
+def _transcript(pieces: list[_Piece]) -> _Transcript:
+    """What ``load`` returns from these objects: each part's entries once, parts in name order.
+
+    A part held by several objects (merged objects, one that took in another, the part
+    itself not yet deleted) is read once, from any: a merged object leaves out only lines
+    ``load`` would drop, so each copy gives the same entries.
+    """
+    entries: list[dict[str, Any]] = []
+    segments: list[_Segment] = []
+    seen: set[str] = set()
+    last = None
+    for part, lines in sorted((segment for piece in pieces for segment in piece.segments), key=lambda s: s[0]):
+        if part == last:
+            continue
+        last = part
+        kept: list[bytes] = []
+        for line in lines:
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(obj, dict):
+                continue
+            uid = obj.get("uuid")
+            if isinstance(uid, str) and uid:
+                if uid in seen:
+                    continue  # a batch retried after its first put had landed: the first copy wins
+                seen.add(uid)
+            entries.append(obj)
+            kept.append(line)
+        segments.append((part, kept))
+    return _Transcript(pieces, entries, segments)
+
+
+def _stem(part: str) -> str:
+    return part[: -len(_SUFFIX)] if part.endswith(_SUFFIX) else part
+
+
+def _merged_mtime(name: str) -> int | None:
+    """The mtime a merged object's name records (None for a part)."""
+    if not name.endswith(_MERGED_SUFFIX):
+        return None
+    stamp = name[: -len(_MERGED_SUFFIX)].rsplit("_", 1)[-1]
+    return int(stamp) if stamp.isdigit() else None
 
 
 def _ms(meta: ObjectMeta) -> int:
