@@ -103,15 +103,12 @@ def list_sessions(
 
 
 def _shared_rows(store: SessionStore) -> list[SessionInfo] | None:
-    """The shared store's sessions as listing rows (pulled whole, without backups, if it keeps no summaries)."""
+    """The shared store's sessions as listing rows, from its summaries (None when it cannot be reached)."""
     from .store import StoreError
-    from .store.sync import list_blocking, pull_blocking
+    from .store.sync import list_blocking
 
     try:
-        rows = list_blocking(store)
-        if rows is None:
-            pull_blocking(store, None, blobs=False)
-        return rows
+        return list_blocking(store)
     except StoreError as e:
         log.warning("Listing only this host's sessions: %s", e)
         return None

@@ -299,9 +299,6 @@ class AgentClient:
             on_index=self._on_index if persist else None,
         )
         seed_meter(self._rt)
-        if persist and self._sync is not None:
-            rt = self._rt
-            rt.before_result = lambda: self._push(rt.session.session_id)
         self._session_id = sid
         self._known_size = store.transcript_size(sid) if (persist and store is not None) else -1
 
@@ -488,8 +485,7 @@ class AgentClient:
                 finally:
                     tg.cancel_scope.cancel()  # the pusher, if the turn ended without a result
         finally:
-            rt.after_step = None
-            rt.before_result = lambda: self._push(sid)
+            rt.after_step = rt.before_result = None
         if failure is not None:
             raise failure
 

@@ -35,6 +35,7 @@ from .base import (
     dedupe_by_uuid,
     now_ms,
 )
+from .jsonl import atomic_write_bytes
 from .summary import fold_summary, folds
 
 _SUFFIX = ".jsonl"
@@ -114,7 +115,8 @@ class FileSessionStore(SessionStoreBackend):
             summary = fold_summary(prev, dict(key), fresh)
             # The write time list_sessions reports (the transcript's mtime), never going back.
             summary["mtime"] = max(written_ms, int(prev.get("mtime", 0)) if prev else 0)
-            self._write_replace(path, json.dumps(summary, ensure_ascii=False).encode())
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, json.dumps(summary, ensure_ascii=False).encode())
 
     async def list_session_summaries(self, project_key: str) -> list[dict[str, Any]]:
         folder = self.root / "summaries" / _quote(project_key)
@@ -203,13 +205,6 @@ class FileSessionStore(SessionStoreBackend):
     async def put_blob(self, digest: str, data: bytes) -> None:
         path = self._blob_path(digest)
         await asyncio.to_thread(self._write_new, path, data)
-
-    @staticmethod
-    def _write_replace(path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
 
     @staticmethod
     def _write_new(path: Path, data: bytes) -> None:

@@ -63,7 +63,7 @@ def fork_ref(header: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _header_of(line: bytes) -> dict[str, Any]:
+def header_of(line: bytes) -> dict[str, Any]:
     try:
         obj = json.loads(line)
     except ValueError:
@@ -128,7 +128,7 @@ def _upper_lines(store: SessionStore, session_id: str, header_line: bytes, seen:
     side = _side(store, session_id)
     if side is not None:
         return side[0]
-    ref = fork_ref(_header_of(header_line))
+    ref = fork_ref(header_of(header_line))
     if ref is None:
         return []
     parent = ref["session_id"]
@@ -332,7 +332,7 @@ def materialize(store: SessionStore, session_id: str) -> bool:
     own = read_raw_lines(store.transcript_path(session_id))
     lines = _upper_lines(store, session_id, own[0], (session_id,))
     recs = [dumps_line(r) for r in inherited_records(store, session_id)]
-    head = {"type": "inherited", "of": fork_ref(_header_of(own[0])), "lines": len(lines), "records": len(recs)}
+    head = {"type": "inherited", "of": fork_ref(header_of(own[0])), "lines": len(lines), "records": len(recs)}
     atomic_write_bytes(side_path(store, session_id), dumps_line(head) + b"".join(lines) + b"".join(recs))
     crash_point("fork.whole")
     return True
@@ -341,6 +341,6 @@ def materialize(store: SessionStore, session_id: str) -> bool:
 def whole_bytes(store: SessionStore, session_id: str) -> tuple[bytes, bytes]:
     """A session's transcript and checkpoint records with nothing inherited by reference (for bundles)."""
     lines = conversation_lines(store, session_id)
-    header = {k: v for k, v in _header_of(lines[0]).items() if k != REF_KEY}
+    header = {k: v for k, v in header_of(lines[0]).items() if k != REF_KEY}
     transcript = (dumps_line(header) if header else lines[0]) + b"".join(_complete(lines[1:]))
     return transcript, b"".join(dumps_line(r) for r in records(store, session_id))

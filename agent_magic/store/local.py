@@ -48,6 +48,7 @@ from .jsonl import (
     read_raw_lines,
     read_raw_lines_from_last,
 )
+from .summary import FIRST_PROMPT_CHARS
 from .transcript import (
     _HEADER_STRINGS,
     BOUNDARY_MARKER,
@@ -68,7 +69,6 @@ MIN_PREFIX = 4
 
 
 FORK_REF = forks.REF_KEY
-_header_of = forks._header_of
 
 
 # ---------------------------------------------------------------------------
@@ -264,7 +264,7 @@ class SessionStore:
         if not path.exists():
             raise SessionNotFoundError(session_id)
         first, lines = read_raw_lines_from_last(path, BOUNDARY_MARKER, is_boundary_line)
-        if (lines and is_boundary_line(lines[0])) or forks.fork_ref(_header_of(first)) is None:
+        if (lines and is_boundary_line(lines[0])) or forks.fork_ref(forks.header_of(first)) is None:
             return parse_lines([first, *lines] if first else lines, path)
         # A fork with no compaction of its own: the live part may begin in its parent.
         entries = self.read_entries(session_id)
@@ -329,7 +329,7 @@ class SessionStore:
                 break
         else:
             tokens = None
-            ref = forks.fork_ref(_header_of(lines[0])) if lines and size <= (256 << 10) else None
+            ref = forks.fork_ref(forks.header_of(lines[0])) if lines and size <= (256 << 10) else None
             if ref is not None and "last_prompt" not in ref and self.exists(ref["session_id"]):
                 return self._context_of(ref["session_id"], model)  # a fork with no turn of its own yet
         if model is None:
@@ -558,7 +558,7 @@ class SessionStore:
             ref["turns"] = len(prompts)
             ref["cost"] = sum(float(c) for c in costs if isinstance(c, (int, float)))
             if prompts:
-                ref["first_prompt"] = prompt_text(prompts[0].get("message"))[:500]
+                ref["first_prompt"] = prompt_text(prompts[0].get("message"))[:FIRST_PROMPT_CHARS]
         else:
             ref, forked_at = forks.whole_ref(self, session_id, header)
             if ref["lines"] == 0:
@@ -569,7 +569,7 @@ class SessionStore:
                 ref["turns"] = info.num_turns
                 ref["cost"] = info.total_cost_usd or 0.0
                 if info.first_prompt:
-                    ref["first_prompt"] = info.first_prompt[:500]
+                    ref["first_prompt"] = info.first_prompt[:FIRST_PROMPT_CHARS]
         new_id = self.create(
             cwd=cwd or _opt_str(header.get("cwd")) or "",
             scope=scope or _opt_str(header.get("scope")) or _opt_str(header.get("cwd")) or "",

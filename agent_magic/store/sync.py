@@ -268,18 +268,9 @@ class SessionSync:
     async def remote_session_ids(self) -> list[str]:
         return [e["session_id"] for e in await self.remote.list_sessions(self.project_key)]
 
-    async def remote_infos(self) -> list[SessionInfo] | None:
-        """Every shared session's listing row, from the store's summaries (no transcript is read).
-
-        None when the store keeps no summaries (an SDK store without ``list_session_summaries``).
-        """
-        lister = getattr(self.remote, "list_session_summaries", None)
-        if lister is None:
-            return None
-        try:
-            summaries = await lister(self.project_key)
-        except NotImplementedError:
-            return None
+    async def remote_infos(self) -> list[SessionInfo]:
+        """Every shared session's listing row, from the store's summaries (no transcript is read)."""
+        summaries = await self.remote.list_session_summaries(self.project_key)
         names = display_names(summaries)
         return [info for s in summaries if (info := summary_info(s, names)) is not None]
 
@@ -464,12 +455,12 @@ def pull_blocking(local: SessionStore, id_or_prefix: str | None = None, *, blobs
 
 
 def list_blocking(local: SessionStore, *, url: str | None = None) -> list[SessionInfo] | None:
-    """The shared store's listing rows from its summaries; None without a store or summaries."""
+    """The shared store's listing rows from its summaries; None without a shared store."""
     setting = url or os.environ.get("AGENT_MAGIC_STORE")
     if not setting:
         return None
 
-    async def work(sync: SessionSync) -> list[SessionInfo] | None:
+    async def work(sync: SessionSync) -> list[SessionInfo]:
         return await sync.remote_infos()
 
     result: list[SessionInfo] | None = _in_thread(setting, local, work)
