@@ -312,3 +312,66 @@ def rewind(
         store.set_current(info.scope, new_id)
         result.new_session_id = new_id
     return result
+
+
+def set_kernel_tools(session_id: str, names: list[str], *, home: Home = None) -> None:
+    """Remember the kernel tools a session uses (by function name), in its ``meta.json``.
+
+    Parameters
+    ----------
+    session_id
+        A session id or a unique prefix of one.
+    names
+        Names of Python functions in the kernel; duplicates are dropped, order kept.
+        An empty list forgets them.
+    home
+        The session store (default ``$AGENT_MAGIC_HOME``).
+
+    Raises
+    ------
+    SessionNotFoundError
+        No such session here or in the shared store.
+    ConfigurationError
+        A name is not a Python identifier (or is a keyword).
+    """
+    import keyword
+
+    if isinstance(names, str) or not isinstance(names, list | tuple):
+        raise ConfigurationError("Kernel tool names must be a list of Python identifiers.")
+    kept: list[str] = []
+    for name in names:
+        if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+            raise ConfigurationError(f"Kernel tool name {name!r} is not a Python identifier.")
+        if name not in kept:
+            kept.append(name)
+    store = _store(home)
+    sid = _resolve(store, session_id)
+    store._write_meta(sid, {"kernel_tools": kept})
+
+
+def get_kernel_tools(session_id: str, *, home: Home = None) -> list[str]:
+    """The kernel tools remembered with a session (see :func:`set_kernel_tools`).
+
+    Parameters
+    ----------
+    session_id
+        A session id or a unique prefix of one.
+    home
+        The session store (default ``$AGENT_MAGIC_HOME``).
+
+    Returns
+    -------
+    list of str
+        Function names, in the order they were set; empty when none were.
+
+    Raises
+    ------
+    SessionNotFoundError
+        No such session here or in the shared store.
+    """
+    store = _store(home)
+    sid = _resolve(store, session_id)
+    raw = store._read_meta(sid).get("kernel_tools")
+    if not isinstance(raw, list):
+        return []
+    return [n for n in raw if isinstance(n, str) and n.isidentifier()]
