@@ -50,7 +50,7 @@ from ._messages import (
     ToolUseBlock,
     UserMessage,
 )
-from ._options import AgentOptions, PermissionMode
+from ._options import AgentDefinition, AgentOptions, PermissionMode
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -61,8 +61,10 @@ if TYPE_CHECKING:
         fork_session,
         get_session_info,
         get_session_messages,
+        get_subagent_messages,
         list_checkpoints,
         list_sessions,
+        list_subagents,
         rename_session,
         rewind,
         rewind_files,
@@ -82,6 +84,7 @@ if TYPE_CHECKING:
     from .checkpoints import CellChange, CheckpointInfo, Conflict, FileChange, RewindResult
     from .store import LeaseHeldError, SessionStoreBackend, StoreError, open_session_store
     from .store.transcript import SessionInfo, SessionMessage
+    from .tools.sdk_mcp import SdkMcpTool, create_sdk_mcp_server, tool
 
 _LAZY = {
     "AgentClient": "._client",
@@ -118,6 +121,11 @@ _LAZY = {
     "SessionStoreBackend": ".store",
     "StoreError": ".store",
     "LeaseHeldError": ".store",
+    "list_subagents": "._api",
+    "get_subagent_messages": "._api",
+    "tool": ".tools.sdk_mcp",
+    "create_sdk_mcp_server": ".tools.sdk_mcp",
+    "SdkMcpTool": ".tools.sdk_mcp",
 }
 
 
@@ -160,6 +168,7 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
 
 __all__ = [
     "AgentClient",
+    "AgentDefinition",
     "AgentMagicError",
     "AgentOptions",
     "AmbiguousIdError",
@@ -186,6 +195,7 @@ __all__ = [
     "ProviderError",
     "ResultMessage",
     "RewindResult",
+    "SdkMcpTool",
     "SessionError",
     "SessionExistsError",
     "SessionInfo",
@@ -206,15 +216,18 @@ __all__ = [
     "UserMessage",
     "__version__",
     "checkpoint_log",
+    "create_sdk_mcp_server",
     "current_session",
     "delete_session",
     "export_session",
     "fork_session",
     "get_session_info",
     "get_session_messages",
+    "get_subagent_messages",
     "import_session",
     "list_checkpoints",
     "list_sessions",
+    "list_subagents",
     "load_ipython_extension",
     "open_session_store",
     "query",
@@ -223,5 +236,6 @@ __all__ = [
     "rewind_files",
     "set_current_session",
     "tag_session",
+    "tool",
     "unload_ipython_extension",
 ]

@@ -12,7 +12,7 @@ import math
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -38,6 +38,10 @@ from .store.sync import LEASE_TTL_S, SessionSync, holder_name, is_full_id, share
 from .store.transcript import SessionState
 from .tools import builtin_tools
 from .tools.base import ChangeRecorder, NotebookBridge, NullRecorder, Tool
+
+if TYPE_CHECKING:
+    from ._memory import MemoryFile
+    from .tools.mcp import McpServers
 
 
 class AgentClient:
@@ -85,6 +89,10 @@ class AgentClient:
         #: Lines written here and not yet in the shared store (0 without one); what the last push said.
         self.sync_pending = 0
         self.sync_error: str | None = None
+        self._mcp: McpServers | None = None
+        #: The memory files in the system prompt now, and what they were read from (see _memory.signature).
+        self.memory: list[MemoryFile] = []
+        self._memory_sig: tuple[tuple[str, int, int], ...] | None = None
 
     # -- lifecycle -----------------------------------------------------------
     async def __aenter__(self) -> AgentClient:
@@ -123,6 +131,9 @@ class AgentClient:
         if tg is not None:
             if self._turn_scope is not None:
                 self._turn_scope.cancel()
+            if self._mcp is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._mcp.aclose()  # its servers' tasks run in the task group
             await tg.__aexit__(None, None, None)
         if self._rt is not None:
             await self._rt.provider.aclose()
@@ -277,15 +288,13 @@ class AgentClient:
         else:
             recorder = NullRecorder()
         workspace = [cwd] + [Path(d).expanduser().resolve() for d in opts.add_dirs]
-        system = opts.system_prompt if opts.system_prompt is not None else default_system_prompt(cwd, scope, tools)
-        if opts.append_system_prompt:
-            system = f"{system}\n\n{opts.append_system_prompt}"
+        system = self._system_prompt(cwd, scope, tools)
         deny = parse_rules(opts.disallowed_tools)
         self._rt = Runtime(
             options=opts,
             session=state,
             provider=provider,
-            tools={t.name: t for t in tools if not any(r.tool == t.name and r.content is None for r in deny)},
+            tools=offered(tools, deny),
             recorder=recorder,
             model=model,
             system_prompt=system,
@@ -303,14 +312,100 @@ class AgentClient:
         self._known_size = store.transcript_size(sid) if (persist and store is not None) else -1
 
     def _tools(self) -> list[Tool]:
+        """Built-in tools, then ``extra_tools``, the ``Agent`` tool and MCP servers' tools (first name wins)."""
         opts = self.options
         tools = builtin_tools(opts.tools)
+        if opts.agents:
+            from ._subagents import AgentTool
+
+            tools.append(AgentTool(opts.agents))
         names = {t.name for t in tools}
-        for t in opts.extra_tools:
+        for t in [*opts.extra_tools, *(self._mcp.tools() if self._mcp is not None else [])]:
             if t.name not in names:
                 tools.append(t)
                 names.add(t.name)
         return tools
+
+    def _system_prompt(self, cwd: Path, scope: str, tools: list[Tool]) -> str:
+        """The system prompt: the given or built-in one, then project memory, then ``append_system_prompt``."""
+        from . import _memory
+
+        opts = self.options
+        sources = opts.setting_sources or []
+        self._memory_sig = _memory.signature(cwd, sources)
+        self.memory = _memory.find_memory_files(cwd, sources)
+        parts = [opts.system_prompt if opts.system_prompt is not None else default_system_prompt(cwd, scope, tools)]
+        parts.append(_memory.memory_prompt(self.memory))
+        if opts.append_system_prompt:
+            parts.append(opts.append_system_prompt)
+        return "\n\n".join(p for p in parts if p)
+
+    def set_extra_tools(self, tools: list[Tool]) -> None:
+        """Replace the tools given beside the built-in ones (``extra_tools``) for the next turns.
+
+        The notebook uses it when the person registers kernel functions (``%agent tool``).
+        """
+        self.options = self.options.copy(extra_tools=list(tools))
+        if self._rt is not None:
+            self._rt.options = self.options
+            self._rt.tools = offered(self._tools(), self._rt.deny_rules)
+
+    def mcp_status(self) -> list[dict[str, Any]]:
+        """Each MCP server's name, type, state (pending, connected, failed, stopped), tools and error."""
+        if self._mcp is not None:
+            return self._mcp.status()
+        return [
+            {"name": name, "type": _server_type(config), "state": "pending", "tools": [], "error": None}
+            for name, config in self._mcp_configs().items()
+        ]
+
+    def _mcp_configs(self) -> dict[str, Any]:
+        """``mcp_servers`` (a dict or a JSON file), over the project's ``.mcp.json`` when ``project`` memory is on."""
+        opts = self.options
+        cwd = self._rt.session.cwd if self._rt is not None else opts.resolved_cwd()
+        configs: dict[str, Any] = {}
+        if "project" in (opts.setting_sources or []):
+            from .tools.mcp import load_project_mcp_servers
+
+            configs.update(load_project_mcp_servers(cwd))
+        given = opts.mcp_servers
+        if isinstance(given, (str, os.PathLike)):
+            configs.update(_read_mcp_file(Path(given).expanduser()))
+        elif given:
+            configs.update(given)
+        return configs
+
+    async def _prepare_turn(self, rt: Runtime) -> list[str]:
+        """Before a turn: reload changed memory files, start MCP servers, offer the current tools.
+
+        Returns one-line notices (servers that failed to start) for the person.
+        """
+        from . import _memory
+
+        notices: list[str] = []
+        if self._mcp is None:
+            configs = self._mcp_configs()
+            if configs:
+                from .tools.mcp import McpServers
+
+                assert self._tg is not None
+                self._mcp = McpServers(configs, cwd=rt.session.cwd, env=rt.env)
+                self._mcp.bind(self._tg)
+        if self._mcp is not None:
+            notices = await self._mcp.start()
+        tools = self._tools()
+        offer = offered(tools, rt.deny_rules)
+        if list(offer) != list(rt.tools):
+            rt.fixed_chars = None  # what every request carries changed: measure it again
+        rt.tools = offer
+        if _memory.signature(rt.session.cwd, self.options.setting_sources or []) != self._memory_sig:
+            rt.system_prompt = self._system_prompt(rt.session.cwd, rt.session.scope, tools)
+            rt.fixed_chars = None
+        return notices
+
+    def memory_files(self) -> list[dict[str, Any]]:
+        """The memory files in the system prompt: path, source (project, user, local) and characters."""
+        return [{"path": str(f.path), "source": f.source, "chars": len(f.text)} for f in self.memory]
 
     def _on_index(self, what: str, data: dict[str, Any]) -> None:
         store, rt = self._store, self._rt
@@ -428,6 +523,7 @@ class AgentClient:
                 self._result_sent = True
 
         try:
+            notices = await self._prepare_turn(rt)
             init = {
                 "session_id": rt.session.session_id,
                 "cwd": str(rt.session.cwd),
@@ -443,8 +539,14 @@ class AgentClient:
                 "provider": rt.provider.name,
                 "turn": rt.session.num_turns + 1,
             }
+            if self._mcp is not None:
+                init["mcp_servers"] = [{"name": st["name"], "status": st["state"]} for st in self._mcp.status()]
+            if self.memory:
+                init["memory"] = [str(f.path) for f in self.memory]
             init["context_tokens"], init["context_window"] = context_now(rt)
             await emit(SystemMessage("init", init))
+            for notice in notices:
+                await emit(SystemMessage("warning", {"message": notice}))
             if self._sync is not None and rt.session.store is not None:
                 await self._turn_with_pushes(rt, prompt, emit, self._sync)
             else:
@@ -596,7 +698,7 @@ class AgentClient:
         allowed = {
             "model", "permission_mode", "max_turns", "max_budget_usd", "allowed_tools", "disallowed_tools",
             "can_use_tool", "hooks", "max_tokens", "prices", "include_partial_messages",
-            "thinking", "effort", "compaction", "compact_threshold", "context_window",
+            "thinking", "effort", "compaction", "compact_threshold", "context_window", "output_format",
         }
         unknown = set(changes) - allowed
         if unknown:
@@ -724,6 +826,31 @@ class AgentClient:
             finally:
                 self._release_lock()
         return log.rewind(checkpoint_id, dry_run=dry_run, force=force, bridge=self.notebook_bridge)
+
+
+def offered(tools: list[Tool], deny: list[Any]) -> dict[str, Tool]:
+    """The tools the model is offered: every one no deny rule removes whole (``Bash``, ``mcp__db``)."""
+    return {t.name: t for t in tools if not any(r.content is None and r.names(t.name) for r in deny)}
+
+
+def _server_type(config: Any) -> str:
+    if isinstance(config, dict):
+        return str(config.get("type") or ("stdio" if "command" in config else "unknown"))
+    return "unknown"
+
+
+def _read_mcp_file(path: Path) -> dict[str, Any]:
+    """The servers of a JSON file holding ``{"mcpServers": {...}}`` (or the mapping itself)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigurationError(f"mcp_servers: cannot read {path} ({type(e).__name__}: {e}).") from None
+    servers = data.get("mcpServers", data) if isinstance(data, dict) else None
+    if not isinstance(servers, dict):
+        raise ConfigurationError(f'mcp_servers: {path} must hold {{"mcpServers": {{"name": {{...}}}}}}.')
+    return servers
 
 
 class _FilesRead(dict[str, int]):

@@ -1,10 +1,14 @@
-"""Hooks: async callbacks at PreToolUse, PostToolUse, UserPromptSubmit, Stop and PreCompact.
+"""Hooks: async callbacks at PreToolUse, PostToolUse, UserPromptSubmit, Stop, PreCompact,
+SubagentStart and SubagentStop.
 
 The callback shape is the Agent SDK's: ``async def cb(input, tool_use_id, context) -> dict``.
 ``input`` carries ``hook_event_name``, ``session_id``, ``transcript_path``, ``cwd``,
 ``permission_mode`` and, per event, ``tool_name``/``tool_input``/``tool_use_id``
 (PreToolUse), plus ``tool_response`` (PostToolUse), ``prompt`` (UserPromptSubmit),
-``trigger`` (``"auto"``/``"manual"``) and ``custom_instructions`` (PreCompact).
+``trigger`` (``"auto"``/``"manual"``) and ``custom_instructions`` (PreCompact),
+``agent_id``/``agent_type`` (SubagentStart; SubagentStop adds ``agent_transcript_path`` and
+``stop_hook_active``). Tool hooks inside a subagent carry its ``agent_id`` and ``agent_type``;
+a SubagentStop hook that blocks sends its reason to the subagent once, as Stop does.
 A PreCompact hook cannot stop a compaction (a session past its window has no
 other way on); its ``additionalContext`` is added to the summary's instructions.
 
@@ -31,7 +35,7 @@ from typing import Any
 import anyio
 
 HookCallback = Callable[[dict[str, Any], "str | None", dict[str, Any]], Awaitable[dict[str, Any]]]
-HOOK_EVENTS = ("PreToolUse", "PostToolUse", "UserPromptSubmit", "Stop", "PreCompact")
+HOOK_EVENTS = ("PreToolUse", "PostToolUse", "UserPromptSubmit", "Stop", "PreCompact", "SubagentStart", "SubagentStop")
 
 
 @dataclass

@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 
 from . import _compaction as compaction
+from . import _structured as structured
 from ._context import ContextMeter, default_thinking
 from ._errors import CompactionError, ConfigurationError, ProviderError, ToolError
 from ._hooks import run_hooks
@@ -141,6 +142,8 @@ class Runtime:
     #: Called (never awaited) after each step is written: the prompt, each response, each
     #: batch of tool results (the shared store's per-step push runs in the background).
     after_step: Callable[[], None] | None = None
+    #: Added to every hook input (a subagent's ``agent_id``, ``agent_type``, the parent's ``session_id``).
+    hook_fields: dict[str, Any] = field(default_factory=dict)
 
     @property
     def permission_mode(self) -> str:
@@ -181,6 +184,9 @@ class _Turn:
     interrupt_requested: bool = False
     had_response: bool = False
     last_text: str = ""
+    #: With ``output_format``: the validated answer, and how often the model was asked again.
+    structured_output: Any = None
+    structured_retries: int = 0
 
 
 async def run_turn(
@@ -217,7 +223,7 @@ async def run_turn(
                 # checkpoint bookkeeping and the result line stay ours.
                 await engine(rt, turn, emit)
             else:
-                await _turn_body(rt, turn, emit)
+                await turn_body(rt, turn, emit)
         except ProviderError as e:
             turn.subtype = "error_during_execution"
             turn.result_text = str(e)
@@ -269,6 +275,8 @@ async def run_turn(
         result_entry["result"] = turn.result_text
     if turn.errors:
         result_entry["errors"] = turn.errors
+    if turn.structured_output is not None:
+        result_entry["structured_output"] = turn.structured_output
     if turn.api_status is not None:
         result_entry["api_error_status"] = turn.api_status
     if ctx_tokens is not None:
@@ -298,6 +306,8 @@ async def run_turn(
         context_tokens=ctx_tokens,
         context_window=ctx_window,
     )
+    if turn.structured_output is not None:
+        result.structured_output = turn.structured_output
     if rt.before_result is not None:
         with anyio.CancelScope(shield=True):
             result.sync_pending = await rt.before_result()
@@ -360,9 +370,9 @@ async def prompt_submit_hook(rt: Runtime, turn: _Turn, emit: Emit) -> list[str] 
     outcome = await run_hooks(
         rt.options.hooks,
         "UserPromptSubmit",
-        _hook_base(rt, "UserPromptSubmit") | {"prompt": prompt_text(rt.session.entries[-1]["message"])},
+        hook_base(rt, "UserPromptSubmit") | {"prompt": prompt_text(rt.session.entries[-1]["message"])},
     )
-    await _report_hook(outcome, emit)
+    await report_hook(outcome, emit)
     if outcome.decision == "block" or outcome.stop:
         turn.subtype = "error_during_execution"
         turn.result_text = f"A hook blocked the prompt: {outcome.reason or outcome.stop_reason}"
@@ -375,13 +385,17 @@ async def prompt_submit_hook(rt: Runtime, turn: _Turn, emit: Emit) -> list[str] 
     return extra
 
 
-async def _turn_body(rt: Runtime, turn: _Turn, emit: Emit) -> None:
+async def turn_body(rt: Runtime, turn: _Turn, emit: Emit) -> None:
+    """The model and tool rounds of one turn whose prompt is the session's last entry (a subagent runs one too)."""
     s = rt.session
     opts = rt.options
     price = price_for(rt.model, opts.prices)
 
     if await prompt_submit_hook(rt, turn, emit) is None:
         return
+    schema = opts.output_format["schema"] if opts.output_format else None
+    if schema is not None:
+        s.append({"type": "user", "is_prompt": False, "message": {"role": "user", "content": [{"type": "text", "text": structured.instructions(schema)}]}})
 
     messages = s.api_messages()
     tool_specs = [t.spec() for t in rt.tools.values()]
@@ -501,8 +515,8 @@ async def _turn_body(rt: Runtime, turn: _Turn, emit: Emit) -> None:
             turn.result_text = f"Stopped: this query cost ${turn.cost:.4f}, reaching max_budget_usd=${opts.max_budget_usd:g}."
             return
         if not tool_uses:
-            stop = await run_hooks(opts.hooks, "Stop", _hook_base(rt, "Stop") | {"stop_hook_active": stop_hook_active})
-            await _report_hook(stop, emit)
+            stop = await run_hooks(opts.hooks, "Stop", hook_base(rt, "Stop") | {"stop_hook_active": stop_hook_active})
+            await report_hook(stop, emit)
             if stop.decision == "block" and not stop_hook_active and stop.reason and stop.reason.strip():
                 stop_hook_active = True
                 more = {"role": "user", "content": [{"type": "text", "text": stop.reason}]}
@@ -512,6 +526,22 @@ async def _turn_body(rt: Runtime, turn: _Turn, emit: Emit) -> None:
             if response.stop_reason == "max_tokens":
                 turn.errors.append("The answer was cut off at max_tokens.")
             turn.result_text = turn.last_text
+            if schema is not None:
+                valid, value, problem = structured.parse(turn.last_text, schema)
+                if valid:
+                    turn.structured_output = value
+                elif turn.structured_retries < structured.MAX_RETRIES:
+                    turn.structured_retries += 1
+                    more = {"role": "user", "content": [{"type": "text", "text": structured.retry_prompt(problem)}]}
+                    s.append({"type": "user", "is_prompt": False, "message": more})
+                    messages.append(more)
+                    continue
+                else:
+                    turn.subtype = "error_max_structured_output_retries"
+                    turn.result_text = (
+                        f"The answer did not match the output schema after {structured.MAX_RETRIES + 1} tries: {problem}"
+                    )
+                    turn.errors.append(turn.result_text)
             return
 
         turn.pending_tools = list(tool_uses)
@@ -578,17 +608,18 @@ def _event_forwarder(rt: Runtime, emit: Emit) -> Callable[[dict[str, Any]], Awai
     return on_event
 
 
-def _hook_base(rt: Runtime, event: str) -> dict[str, Any]:
+def hook_base(rt: Runtime, event: str) -> dict[str, Any]:
+    """The fields every hook input has (and a subagent's ``agent_id``/``agent_type``)."""
     return {
         "hook_event_name": event,
         "session_id": rt.session.session_id,
         "transcript_path": rt.transcript_path,
         "cwd": str(rt.session.cwd),
         "permission_mode": rt.permission_mode,
-    }
+    } | rt.hook_fields
 
 
-async def _report_hook(outcome: Any, emit: Emit) -> None:
+async def report_hook(outcome: Any, emit: Emit) -> None:
     for err in outcome.errors:
         log.warning("%s", err)
         await emit(SystemMessage("hook_error", {"message": err}))
@@ -627,11 +658,11 @@ async def _run_tool(
     pre = await run_hooks(
         opts.hooks,
         "PreToolUse",
-        _hook_base(rt, "PreToolUse") | {"tool_name": tu.name, "tool_input": tool_input, "tool_use_id": tu.id},
+        hook_base(rt, "PreToolUse") | {"tool_name": tu.name, "tool_input": tool_input, "tool_use_id": tu.id},
         tool_use_id=tu.id,
         target=tu.name,
     )
-    await _report_hook(pre, emit)
+    await report_hook(pre, emit)
     if pre.updated_input is not None:
         tool_input = pre.updated_input
     if pre.stop:
@@ -649,6 +680,9 @@ async def _run_tool(
         read_files=rt.read_files,
         notebook_bridge=rt.notebook_bridge,
         add_dirs=rt.workspace[1:],
+        runtime=rt,
+        turn=turn,
+        emit=emit,
     )
     behavior, decision = permission_for(rt, tu.name, tool, tool_input, ctx, pre.decision)
     if behavior == "deny":
@@ -683,12 +717,12 @@ async def _run_tool(
     post = await run_hooks(
         opts.hooks,
         "PostToolUse",
-        _hook_base(rt, "PostToolUse")
+        hook_base(rt, "PostToolUse")
         | {"tool_name": tu.name, "tool_input": tool_input, "tool_use_id": tu.id, "tool_response": _response_for_hook(result)},
         tool_use_id=tu.id,
         target=tu.name,
     )
-    await _report_hook(post, emit)
+    await report_hook(post, emit)
     if post.stop:
         turn.stop_requested = post.stop_reason or "a hook stopped the turn"
     extra = list(post.additional_context)

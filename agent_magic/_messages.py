@@ -185,6 +185,7 @@ ResultSubtype = Literal[
     "error_max_turns",
     "error_max_budget_usd",
     "error_during_execution",
+    "error_max_structured_output_retries",
     "interrupted",
 ]
 
@@ -217,6 +218,8 @@ class ResultMessage:
     context_window: int | None = None
     #: With a shared store: lines written here that have not reached it yet (None: no shared store).
     sync_pending: int | None = None
+    #: With ``output_format``: the final answer parsed and validated against its schema.
+    structured_output: Any = None
 
 
 @dataclass

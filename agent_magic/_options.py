@@ -74,6 +74,79 @@ def validate_thinking(thinking: Any) -> None:
     )
 
 
+SETTING_SOURCES: tuple[str, ...] = ("user", "project", "local")
+
+
+def validate_output_format(output_format: Any) -> None:
+    """Raise ConfigurationError unless ``output_format`` is ``{"type": "json_schema", "schema": <a JSON schema>}``."""
+    if not isinstance(output_format, dict) or output_format.get("type") != "json_schema":
+        raise ConfigurationError('output_format must be {"type": "json_schema", "schema": {...}}.')
+    schema = output_format.get("schema")
+    if not isinstance(schema, dict):
+        raise ConfigurationError("output_format['schema'] must be a JSON schema (a dict).")
+    import jsonschema
+
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as e:
+        raise ConfigurationError(f"output_format['schema'] is not a valid JSON schema: {e.message}") from None
+
+
+@dataclass
+class AgentDefinition:
+    """A subagent the model can call with the ``Agent`` tool (the Agent SDK's fields).
+
+    Parameters
+    ----------
+    description
+        When to use it; the model reads this to choose a subagent.
+    prompt
+        The subagent's system prompt.
+    tools
+        Tool names it may use (default: the parent's tools, without ``Agent``).
+    disallowedTools
+        Tool names it may not use.
+    model
+        ``"inherit"`` (default), or a model name; ``"sonnet"``, ``"opus"`` and ``"haiku"`` name the
+        newest model of that family the parent's provider knows.
+    maxTurns
+        Maximum model responses of one subagent run.
+    permissionMode
+        Its permission mode (default: the parent's).
+    """
+
+    description: str
+    prompt: str
+    tools: list[str] | None = None
+    disallowedTools: list[str] | None = None
+    model: str | None = None
+    skills: list[str] | None = None
+    memory: str | None = None
+    mcpServers: list[str | dict[str, Any]] | None = None
+    initialPrompt: str | None = None
+    maxTurns: int | None = None
+    background: bool | None = None
+    effort: str | None = None
+    permissionMode: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.description, str) or not self.description.strip():
+            raise ConfigurationError("AgentDefinition needs a description: when should the model use it?")
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise ConfigurationError("AgentDefinition needs a prompt (the subagent's system prompt).")
+        unsupported = [n for n in ("skills", "memory", "initialPrompt", "background") if getattr(self, n)]
+        if unsupported:
+            raise ConfigurationError(f"AgentDefinition: {', '.join(unsupported)} is not supported by agent-magic yet; leave it unset.")
+        if any(not isinstance(m, str) for m in self.mcpServers or []):
+            raise ConfigurationError("AgentDefinition.mcpServers: name servers of the parent's mcp_servers (inline configs are not supported yet).")
+        if self.permissionMode is not None and self.permissionMode not in PERMISSION_MODES:
+            raise ConfigurationError(f"AgentDefinition.permissionMode {self.permissionMode!r} is not one of {', '.join(PERMISSION_MODES)}.")
+        if self.effort is not None and self.effort not in EFFORTS:
+            raise ConfigurationError(f"AgentDefinition.effort {self.effort!r} is not one of {', '.join(EFFORTS)}.")
+        if self.maxTurns is not None and self.maxTurns < 1:
+            raise ConfigurationError("AgentDefinition.maxTurns must be at least 1.")
+
+
 @dataclass
 class AgentOptions:
     """Settings for :func:`agent_magic.query` and :class:`agent_magic.AgentClient`.
@@ -166,6 +239,25 @@ class AgentOptions:
     effort
         ``"low"``, ``"medium"``, ``"high"``, ``"xhigh"`` or ``"max"`` (the API's default when
         unset; ``$AGENT_MAGIC_EFFORT``).
+    mcp_servers
+        MCP servers whose tools the agent may use, by name: ``{"name": config}`` with the
+        SDK's shapes (``{"type": "stdio", "command", "args", "env"}``, ``{"type": "http", "url",
+        "headers"}``, ``{"type": "sse", ...}``, or :func:`create_sdk_mcp_server`'s result), or
+        the path of a JSON file holding ``{"mcpServers": {...}}``. The model sees their tools as
+        ``mcp__<name>__<tool>``; permission rules and ``can_use_tool`` use those names
+        (``"mcp__name"`` covers all of a server's tools). Servers start at the first turn.
+    agents
+        Subagents the model can hand work to with the ``Agent`` tool:
+        ``{"name": AgentDefinition(description, prompt, tools=None, model=None)}``.
+    setting_sources
+        Where project memory is loaded from: ``"project"`` (``AGENTS.md`` / ``CLAUDE.md`` in
+        ``cwd`` and its parents, and the project's ``.mcp.json``), ``"user"`` (the same files in
+        the user's config folder), ``"local"`` (``CLAUDE.local.md``). None or ``[]``: nothing
+        (the SDK's default; the notebook magics turn ``project`` and ``user`` on).
+    output_format
+        ``{"type": "json_schema", "schema": {...}}``: the final answer must be JSON matching the
+        schema; the parsed value is :attr:`ResultMessage.structured_output` (the model is asked
+        again, at most twice, when its answer does not validate).
     session_store
         A shared store every write also reaches (after the local one): a URL
         (``s3://bucket/prefix``, ``postgresql://...``, ``redis://...``, ``file:///path``) or a
@@ -210,8 +302,22 @@ class AgentOptions:
     thinking: dict[str, Any] | None = None
     effort: str | None = None
     session_store: Any = None
+    mcp_servers: dict[str, Any] | str | os.PathLike[str] | None = None
+    agents: dict[str, AgentDefinition] | None = None
+    setting_sources: list[str] | None = None
+    output_format: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        for source in self.setting_sources or []:
+            if source not in SETTING_SOURCES:
+                raise ConfigurationError(f"setting_sources: unknown source {source!r}; use {', '.join(SETTING_SOURCES)}.")
+        if self.output_format is not None:
+            validate_output_format(self.output_format)
+        for name, definition in (self.agents or {}).items():
+            if not isinstance(definition, AgentDefinition):
+                raise ConfigurationError(f"agents[{name!r}] must be an AgentDefinition(description=..., prompt=...).")
+            if not name or not isinstance(name, str):
+                raise ConfigurationError("Subagent names must be non-empty strings.")
         if self.context_window is not None and self.context_window < 1000:
             raise ConfigurationError("context_window must be at least 1000 tokens.")
         if self.compaction is not None and self.compaction not in ("auto", "server", "client", "off"):

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from ._errors import ConfigurationError
 
-_RULE_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*(?:\((.*)\))?\s*$", re.S)
+_RULE_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.-]*(?:__\*)?)\s*(?:\((.*)\))?\s*$", re.S)
 
 
 @dataclass
@@ -101,8 +101,18 @@ class Rule:
     def __str__(self) -> str:
         return self.tool if self.content is None else f"{self.tool}({self.content})"
 
+    def names(self, tool: str) -> bool:
+        """Whether the rule is about ``tool``: its name, or for MCP tools (``mcp__server__tool``)
+        the server's (``mcp__server``, ``mcp__server__*``), as Claude Code's rules do."""
+        if self.tool == tool:
+            return True
+        if not tool.startswith("mcp__"):
+            return False
+        server = self.tool[:-3] if self.tool.endswith("__*") else self.tool
+        return server.startswith("mcp__") and server.count("__") == 1 and tool.startswith(server + "__")
+
     def matches(self, tool: str, value: str | None, cwd: Path, is_path: bool) -> bool:
-        if self.tool != tool:
+        if not self.names(tool):
             return False
         if self.content is None:
             return True

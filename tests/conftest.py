@@ -27,6 +27,8 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
     cfg = tmp_path_factory.mktemp("anthropic-config")
     monkeypatch.setenv("ANTHROPIC_CONFIG_DIR", str(cfg))
     monkeypatch.setenv("AGENT_MAGIC_MAX_RETRIES", "2")
+    # The person's own memory files (AGENTS.md in their config folder) stay out of every test's prompt.
+    monkeypatch.setenv("AGENT_MAGIC_CONFIG_DIR", str(tmp_path_factory.mktemp("agent-magic-config")))
     yield
     SessionStore.forget_instances()
 

@@ -54,7 +54,7 @@ import claude_agent_sdk as sdk
 from .._compaction import record_engine_compaction
 from .._errors import ConfigurationError, MissingAPIKeyError, ProviderError, ToolError
 from .._hooks import run_hooks
-from .._loop import _ask, _hook_base, _report_hook, permission_for, prompt_submit_hook
+from .._loop import _ask, hook_base, report_hook, permission_for, prompt_submit_hook
 from .._messages import (
     AssistantMessage,
     Message,
@@ -724,10 +724,10 @@ class ClaudeCodeEngine(Provider):
             return refuse(f"There is no tool named {name!r} in this session.")
         pre = await run_hooks(
             rt.options.hooks, "PreToolUse",
-            _hook_base(rt, "PreToolUse") | {"tool_name": name, "tool_input": tool_input, "tool_use_id": tool_use_id},
+            hook_base(rt, "PreToolUse") | {"tool_name": name, "tool_input": tool_input, "tool_use_id": tool_use_id},
             tool_use_id=tool_use_id, target=name,
         )
-        await _report_hook(pre, a.emit)
+        await report_hook(pre, a.emit)
         changed = pre.updated_input is not None
         if pre.updated_input is not None:
             tool_input = pre.updated_input
@@ -788,11 +788,11 @@ class ClaudeCodeEngine(Provider):
         name = our_tool_name(str(input.get("tool_name") or ""))
         post = await run_hooks(
             rt.options.hooks, "PostToolUse",
-            _hook_base(rt, "PostToolUse") | {"tool_name": name, "tool_input": input.get("tool_input") or {},
+            hook_base(rt, "PostToolUse") | {"tool_name": name, "tool_input": input.get("tool_input") or {},
                                             "tool_use_id": tool_use_id, "tool_response": input.get("tool_response")},
             tool_use_id=tool_use_id, target=name,
         )
-        await _report_hook(post, a.emit)
+        await report_hook(post, a.emit)
         extra = list(post.additional_context) + ([post.reason] if post.decision == "block" and post.reason else [])
         out: dict[str, Any] = {}
         if extra:

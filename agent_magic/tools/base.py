@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from .._errors import ToolError
 
@@ -147,6 +147,11 @@ class ToolContext:
     read_files: dict[str, int] = field(default_factory=dict)
     notebook_bridge: NotebookBridge | None = None
     add_dirs: list[Path] = field(default_factory=list)
+    #: For tools that run agent work of their own (the ``Agent`` tool): the calling turn's
+    #: runtime and state (``agent_magic._loop.Runtime`` / ``_Turn``) and its message emitter.
+    runtime: Any = None
+    turn: Any = None
+    emit: Any = None
 
     def resolve(self, file_path: str) -> Path:
         """Resolve a tool's path argument against the session cwd (symlinks and ``..`` resolved)."""
@@ -169,10 +174,12 @@ class Tool(ABC):
     unless a rule allows them.
     """
 
-    name: ClassVar[str]
-    description: ClassVar[str]
-    input_schema: ClassVar[dict[str, Any]]
-    kind: ClassVar[ToolKind] = "read"
+    # Plain attributes, set on the class by built-in tools and per instance by tools made at
+    # run time (MCP servers' tools, kernel functions, the Agent tool listing its subagents).
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+    kind: ToolKind = "read"
 
     @abstractmethod
     async def run(self, input: dict[str, Any], ctx: ToolContext) -> ToolResult:
