@@ -133,6 +133,65 @@ def get_session_messages(
     return store.messages(_resolve(store, session_id), limit=limit, offset=offset)
 
 
+def list_subagents(session_id: str, *, home: Home = None) -> list[str]:
+    """The ids of a session's subagents, in the order they were started.
+
+    Parameters
+    ----------
+    session_id
+        A session id or a unique prefix of one.
+    home
+        The session store (default ``$AGENT_MAGIC_HOME``).
+
+    Returns
+    -------
+    list of str
+        Agent ids (for :func:`get_subagent_messages`); empty when the session started none.
+
+    Raises
+    ------
+    SessionNotFoundError
+        No such session here or in the shared store.
+    """
+    from .store import subagents
+
+    store = _store(home)
+    return subagents.list_subagents(store, _resolve(store, session_id))
+
+
+def get_subagent_messages(
+    session_id: str, agent_id: str, *, home: Home = None, limit: int | None = None, offset: int = 0
+) -> list[SessionMessage]:
+    """The user and assistant messages of one of a session's subagents, oldest first.
+
+    Parameters
+    ----------
+    session_id
+        The parent session's id or a unique prefix of one.
+    agent_id
+        The subagent's id, as :func:`list_subagents` gives it.
+    home
+        The session store (default ``$AGENT_MAGIC_HOME``).
+    limit, offset
+        Pagination.
+
+    Returns
+    -------
+    list of SessionMessage
+        Each with the parent session's ``session_id``; empty for an unknown ``agent_id``.
+
+    Raises
+    ------
+    SessionNotFoundError
+        No such session here or in the shared store.
+    """
+    from .store import subagents
+
+    store = _store(home)
+    sid = _resolve(store, session_id)
+    return subagents.subagent_messages(store, sid, agent_id, limit=limit, offset=offset)
+
+
 def fork_session(
     session_id: str,
     up_to_message_id: str | None = None,

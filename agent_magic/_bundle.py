@@ -5,7 +5,8 @@ A bundle is a zip file::
     manifest.json         format, session id, what is inside
     transcript.jsonl      the session's transcript
     checkpoints.jsonl     its checkpoint records
-    meta.json             title, tag
+    meta.json             title, tag, kernel tools
+    subagents/agent-<id>.jsonl   its subagents' transcripts
     blobs/<sha256>        every backup the records refer to (zlib, as stored)
 
 Import never trusts the file: entry names must be exactly of this shape (no
@@ -34,7 +35,7 @@ from typing import Any
 from ._errors import BundleError, SessionExistsError
 from ._options import validate_session_id
 from .checkpoints import blobs_referenced
-from .store import forks
+from .store import forks, subagents
 from .store.home import FILE_MODE, iso_now, make_private_dir, new_uuid
 from .store.jsonl import atomic_write_bytes, dumps_line, parse_lines
 from .store.local import SessionStore
@@ -44,6 +45,7 @@ MAX_ENTRY_BYTES = 1 << 30  # 1 GiB per file, uncompressed
 MAX_TOTAL_BYTES = 4 << 30
 MAX_ENTRIES = 200_000
 _BLOB_NAME = re.compile(r"^blobs/([0-9a-f]{64})$")
+_SUBAGENT_NAME = re.compile(r"^subagents/agent-([A-Za-z0-9_-]{1,128})\.jsonl$")
 _FIXED = {"manifest.json", "transcript.jsonl", "checkpoints.jsonl", "meta.json"}
 
 
@@ -93,6 +95,10 @@ def export_session(session_id: str, path: str | os.PathLike[str], *, home: str |
                 z.writestr("checkpoints.jsonl", records_raw)
             if (d / "meta.json").exists():
                 z.write(d / "meta.json", "meta.json")
+            for agent_id in subagents.list_subagents(store, sid):
+                path = subagents.subagent_path(store, sid, agent_id)
+                # Whole lines only: a subagent still writing its last line is exported without it.
+                z.writestr(f"subagents/agent-{agent_id}.jsonl", b"".join(subagents.complete_lines(path)))
             assert store.blobs.root is not None
             for digest in sorted(blobs):
                 # Already compressed: store without deflating again.
@@ -151,7 +157,7 @@ def import_session(
             name = info.filename
             if name in names:
                 raise BundleError(f"{src} lists {name!r} twice.")
-            if name not in _FIXED and not _BLOB_NAME.match(name):
+            if name not in _FIXED and not _BLOB_NAME.match(name) and not _SUBAGENT_NAME.match(name):
                 raise BundleError(f"{src} has an unexpected entry {name!r}; refusing to import it.")
             mode = (info.external_attr >> 16) & 0o170000
             if mode and mode not in (0o100000,):
@@ -209,7 +215,23 @@ def import_session(
                 raise BundleError(f"{src}: meta.json is not JSON.") from None
             if not isinstance(meta, dict):
                 raise BundleError(f"{src}: meta.json is not an object.")
-            meta_raw = json.dumps({k: meta[k] for k in ("title", "tag") if isinstance(meta.get(k), str)}).encode()
+            kept = {k: meta[k] for k in ("title", "tag") if isinstance(meta.get(k), str)}
+            tools = meta.get("kernel_tools")
+            if isinstance(tools, list) and all(isinstance(t, str) and t.isidentifier() for t in tools):
+                kept["kernel_tools"] = tools
+            meta_raw = json.dumps(kept).encode()
+
+        agents: list[tuple[str, list[dict[str, Any]]]] = []
+        for name in sorted(names):
+            if (m := _SUBAGENT_NAME.match(name)) is None:
+                continue
+            agent_lines = parse_lines(read(name).splitlines(keepends=True), None)
+            if not agent_lines or agent_lines[0].get("type") != "session":
+                raise BundleError(f"{src}: the subagent transcript {name!r} has no header.")
+            head = dict(agent_lines[0], session_id=m.group(1), parent_session_id=sid)
+            if cwd is not None:
+                head["cwd"] = str(Path(cwd).expanduser().resolve())
+            agents.append((m.group(1), [head, *agent_lines[1:]]))
 
         if records_raw:
             recs = parse_lines(records_raw.splitlines(keepends=True), None)
@@ -246,6 +268,10 @@ def import_session(
                 atomic_write_bytes(staging / "checkpoints.jsonl", b"".join(dumps_line(r) for r in recs))
             if meta_raw:
                 atomic_write_bytes(staging / "meta.json", meta_raw)
+            if agents:
+                folder = make_private_dir(staging / subagents.SUBAGENTS_DIR)
+                for agent_id, agent_lines in agents:
+                    atomic_write_bytes(folder / f"agent-{agent_id}.jsonl", b"".join(dumps_line(e) for e in agent_lines))
             try:
                 os.rename(staging, store.session_dir(sid))
             except OSError as e:

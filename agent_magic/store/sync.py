@@ -6,17 +6,20 @@ an order that never leaves it inconsistent for a reader on another host:
 
 1. the backups the new checkpoint records name (content-addressed blobs);
 2. the new checkpoint records (sub-transcript ``checkpoints``);
-3. the new transcript lines (the main transcript), and the session's metadata.
+3. the new lines of its subagents' transcripts (sub-transcripts ``subagents/agent-<id>``,
+   :mod:`agent_magic.store.subagents`);
+4. the new transcript lines (the main transcript), and the session's metadata.
 
-How far each file was pushed is kept in ``sessions/<id>/sync.json``, so a push
+How far each file was pushed is kept in ``sessions/<id>/sync.json`` (a subagent's
+under its subpath), so a push
 sends only new lines and a failed one is simply retried later. Every pushed
 line carries a ``uuid`` (lines that have none get one naming their place), so a
 retried batch whose first attempt landed is stored once.
 
 :meth:`SessionSync.pull` brings a session the local store lacks (or a longer
 version of one it has: another host continued it) into the local store, with
-its checkpoint records and the backups they need, so resume, fork, rewind and
-listing work on it as on any local session.
+its checkpoint records, the backups they need and its subagents' transcripts, so
+resume, fork, rewind and listing work on it as on any local session.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any
 from .._errors import AgentMagicError
 from .._redact import redact_url, without_url_secrets
 from ..checkpoints.records import blobs_referenced
-from . import forks
+from . import forks, subagents
 from .base import SessionKey, SessionStoreBackend
 from .jsonl import atomic_write_bytes, crash_point, dumps_line, parse_lines, read_raw_lines
 from .local import SessionStore
@@ -89,9 +92,10 @@ class SyncResult:
     lines: int = 0
     records: int = 0
     blobs: int = 0
+    subagent_lines: int = 0
 
     def __bool__(self) -> bool:
-        return bool(self.lines or self.records or self.blobs)
+        return bool(self.lines or self.records or self.blobs or self.subagent_lines)
 
 
 class SessionSync:
@@ -125,7 +129,24 @@ class SessionSync:
             raw = {}
         st = {k: int(raw.get(k, 0)) for k in ("transcript", "checkpoints")}
         st.update({k: int(raw.get(k, -1)) for k in ("transcript_at", "checkpoints_at")})
+        # Subagent transcripts: ``subagents/agent-<id>`` (lines) and ``..._at`` (offset).
+        for k, v in raw.items() if isinstance(raw, dict) else ():
+            if isinstance(k, str) and k.startswith(subagents.SUBPATH_PREFIX) and isinstance(v, int):
+                st[k] = v
         return st
+
+    def _local_subagents(self, session_id: str) -> list[tuple[str, Any]]:
+        """``(subpath, path)`` of every subagent transcript of the session on this host."""
+        try:
+            names = sorted(e.name for e in os.scandir(subagents.subagents_dir(self.local, session_id)) if e.is_file())
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        out = []
+        for name in names:
+            agent_id = subagents.agent_id_of_file(name)
+            if agent_id is not None:
+                out.append((subagents.subpath(agent_id), subagents.subagent_path(self.local, session_id, agent_id)))
+        return out
 
     def _save_state(self, session_id: str, state: dict[str, int]) -> None:
         atomic_write_bytes(self._state_path(session_id), json.dumps(state).encode())
@@ -136,6 +157,8 @@ class SessionSync:
         pending = len(_tail(self.local.transcript_path(session_id), st["transcript"], st["transcript_at"])[0])
         if self.has_blobs:
             pending += len(_tail(self.local.checkpoints_path(session_id), st["checkpoints"], st["checkpoints_at"])[0])
+        for sub, path in self._local_subagents(session_id):
+            pending += len(_tail(path, st.get(sub, 0), st.get(f"{sub}_at", -1))[0])
         return pending
 
     # -- push -----------------------------------------------------------------------
@@ -167,6 +190,21 @@ class SessionSync:
             crash_point("sync.records")  # sent, not noted: the next push sends them again (same uuids)
             st["checkpoints"], st["checkpoints_at"] = base + len(rec_tail), rec_end
             out.records = len(new_records)
+            self._save_state(session_id, st)
+        # Subagents before the main lines: a host that reads the Agent tool's result finds its transcript.
+        for sub, path in self._local_subagents(session_id):
+            sub_tail, sub_end = _tail(path, st.get(sub, 0), st.get(f"{sub}_at", -1))
+            sub_lines = _parsed(sub_tail)
+            if not sub_lines:
+                continue
+            base = st.get(sub, 0)
+            kind = "s" + sub[len(subagents.SUBPATH_PREFIX) :] + ":"
+            await self.remote.append(
+                self.key(session_id, sub), [_with_uuid(e, session_id, kind, base + i) for i, e in enumerate(sub_lines)]
+            )
+            crash_point("sync.subagent")
+            st[sub], st[f"{sub}_at"] = base + len(sub_tail), sub_end
+            out.subagent_lines += len(sub_lines)
             self._save_state(session_id, st)
         tail, end = _tail(self.local.transcript_path(session_id), st["transcript"], st["transcript_at"])
         new_lines = _parsed(tail)
@@ -230,11 +268,33 @@ class SessionSync:
         if metas:
             meta = {k: v for k, v in metas[-1].items() if k not in ("type", "uuid")}
             atomic_write_bytes(d_ / "meta.json", json.dumps(meta).encode())
-        self._save_state(session_id, {"transcript": len(remote_lines), "checkpoints": len(remote_records) if self.has_blobs else 0})  # offsets: counted again at the next push
+        state: dict[str, int] = {"transcript": len(remote_lines), "checkpoints": len(remote_records) if self.has_blobs else 0}
+        state.update(await self._pull_subagents(session_id, out))
+        self._save_state(session_id, state)  # offsets: counted again at the next push
         info = self.local.scan_info(session_id)
         if info is not None:
             self.local.index.upsert(info)
         return out
+
+    async def _pull_subagents(self, session_id: str, out: SyncResult) -> dict[str, int]:
+        """Bring the session's subagent transcripts the shared store has longer; their line counts there."""
+        list_subkeys = getattr(self.remote, "list_subkeys", None)
+        if not callable(list_subkeys):
+            return {}  # a store with only the SDK's required methods cannot list them
+        counts: dict[str, int] = {}
+        for sub in await list_subkeys(self.key(session_id)):
+            agent_id = subagents.agent_id_of_subpath(sub) if isinstance(sub, str) else None
+            if agent_id is None:
+                continue
+            remote_lines = await self.remote.load(self.key(session_id, sub)) or []
+            path = subagents.subagent_path(self.local, session_id, agent_id)
+            have = len(_lines(path))
+            if len(remote_lines) > have:
+                body = b"".join(dumps_line(_without_uuid(e, session_id)) for e in remote_lines)
+                subagents.write_subagent_transcript(self.local, session_id, agent_id, body)
+                out.subagent_lines += len(remote_lines) - have
+            counts[sub] = len(remote_lines)
+        return counts
 
     async def _fetch_all(self, digests: set[str]) -> int:
         """Fetch the backups this host lacks, 16 at a time; returns how many came."""
