@@ -189,6 +189,21 @@ def test_a_subagent_writes_a_file_and_a_cell_and_the_parent_turns_rewind_undoes_
     # The parent transcript holds only the Agent call and its result, not the subagent's steps.
     parent = am.get_session_messages(sid)
     assert not any("NotebookEdit" in json.dumps(m.message) for m in parent)
+    # The notebook shows the subagent as one collapsible line with its tool lines inside.
+    from agent_magic.notebook._display import TurnView
+
+    view = TurnView(rich=True)
+    for m in msgs:
+        view.on_message(m)
+    md = view.markdown()
+    assert md.count("<details class='am-subagent'>") == 1
+    head, inside = md.split("<details class='am-subagent'>")
+    line = inside.split("</summary>")[0]
+    assert "<b>Agent</b>" in line and "writer: write notes" in line and "writer: 3 tool calls" in line
+    body = inside.split("</summary>", 1)[1]
+    assert [n for n in ("Read", "Write", "NotebookEdit") if f"**{n}**" in body or f"<b>{n}</b>" in body] == ["Read", "Write", "NotebookEdit"]
+    assert "Wrote notes.txt and set x = 2" in body and "The writer did it." in md.split("</details>")[-1]
+    assert "**Read**" not in head and "<b>Read</b>" not in head
 
 
 def test_stop_during_a_subagent_ends_both_quickly(fake_api: FakeAnthropicServer, home: Path, workspace: Path) -> None:

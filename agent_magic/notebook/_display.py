@@ -77,6 +77,9 @@ def notebook_edit_phrase(tool_input: dict[str, Any]) -> str:
 
 def _target(name: str, inp: dict[str, Any], cwd: str | None = None) -> str:
     description = inp.get("description")
+    if name == "Agent":
+        kind = inp.get("subagent_type")
+        return f"{kind}: {description}" if isinstance(kind, str) and isinstance(description, str) else str(kind or "")
     if name == "Python" and isinstance(description, str) and description.strip():
         # The agent's few words say more than the code's first line (the code is in the details).
         first = description.strip().splitlines()[0]
@@ -103,6 +106,8 @@ class _ToolCall:
     summary: str | None = None
     details: str | None = None
     details_lang: str = ""
+    #: A subagent's own tool calls (this call is its ``Agent`` call), shown inside its line.
+    children: list[_ToolCall] = field(default_factory=list)
 
 
 @dataclass
@@ -230,6 +235,8 @@ class TurnView:
                     last = self.segments[-1] if self.segments else None
                     if last is not None and last.live and last.kind == "thinking":
                         self._print_plain_thinking(last)
+        elif isinstance(msg, AssistantMessage) and msg.parent_tool_use_id:
+            self._subagent_calls(msg)
         elif isinstance(msg, AssistantMessage):
             # The complete message replaces what streamed (and covers providers that do not stream).
             streamed = [s for s in self.segments if s.live]
@@ -270,10 +277,29 @@ class TurnView:
                         call.details, call.details_lang = strip_cwd(data["diff"], self.provenance.get("cwd")), "diff"
                     elif b.text:
                         call.details = b.text
-                    self._print_plain_result(call)
+                    if msg.parent_tool_use_id:
+                        if not self.rich and not self.quiet:
+                            print(_redacted(f"    {'ok' if call.status == 'ok' else 'error'}: {call.summary or ''}"), flush=True)
+                    else:
+                        self._print_plain_result(call)
             self._dirty = True
         elif isinstance(msg, ResultMessage):
             self.finish(msg)
+
+    def _subagent_calls(self, msg: AssistantMessage) -> None:
+        """A subagent's response: its tool calls go inside its ``Agent`` line; its text is in the report."""
+        parent = self._tools.get(msg.parent_tool_use_id or "")
+        for b in msg.content:
+            if isinstance(b, ToolUseBlock):
+                call = _ToolCall(b.id, b.name, _target(b.name, b.input, self.provenance.get("cwd")))
+                self._tools[b.id] = call
+                if parent is not None:
+                    parent.children.append(call)
+                else:  # its Agent call is not on screen (cannot happen with our loop): show it plainly
+                    self.segments.append(_Segment("tool", tool=call))
+                if not self.rich and not self.quiet:
+                    print(_redacted(f"  > {call.name} {call.target}"), flush=True)
+        self._dirty = True
 
     def _live_segment(self, kind: str) -> _Segment:
         """The segment a stream delta of ``kind`` goes to: the last one if it is streaming, else a new one."""
@@ -548,7 +574,32 @@ def diff_html(diff: str) -> str:
     return f"<pre class='am-diff' style='{_PRE_STYLE}'>" + "".join(lines) + "</pre>"
 
 
+def _calls(n: int) -> str:
+    return f"{n} tool call" + ("" if n == 1 else "s")
+
+
+def _subagent_markdown(call: _ToolCall) -> str:
+    """An ``Agent`` call: one collapsible line; inside, the subagent's tool lines and its report."""
+    target = f" {_tick(call.target)}" if call.target else ""
+    if call.status == "running":
+        head = f"{_RUNNING_MARK} **{call.name}**{target} — *running… {_calls(len(call.children))}*"
+    else:
+        head = f"{_DONE_MARKS[call.status]} **{call.name}**{target} — {html.escape(call.summary or _calls(len(call.children)))}"
+    inner = "\n\n".join(_tool_markdown(c) for c in call.children)
+    report = ""
+    if call.status != "running" and call.details:
+        body = call.details if len(call.details) <= 4000 else call.details[:4000] + "\n[… cut …]"
+        fence = "````" if "```" in body else "```"
+        report = f"\n\n{fence}\n{body}\n{fence}"
+    return (
+        f"<details class='am-subagent'><summary>{_html_inline(head)}</summary>\n\n"
+        f"<div style='margin-left:1.4em'>\n\n{inner}{report}\n\n</div>\n\n</details>"
+    )
+
+
 def _tool_markdown(call: _ToolCall) -> str:
+    if call.name == "Agent" and (call.children or call.status == "running"):
+        return _subagent_markdown(call)
     if call.status == "running":
         head = f"{_RUNNING_MARK} **{call.name}**" + (f" {_tick(call.target)}" if call.target else "") + " — *running…*"
         return head
@@ -594,9 +645,10 @@ def _html_inline(md: str) -> str:
     return s
 
 
-def _tool_plain(call: _ToolCall) -> str:
+def _tool_plain(call: _ToolCall, indent: str = "") -> str:
     status = {"running": "...", "ok": "ok", "error": "error"}[call.status]
-    return f"> {call.name} {call.target} [{status}]" + (f" {call.summary}" if call.summary else "")
+    line = f"{indent}> {call.name} {call.target} [{status}]" + (f" {call.summary}" if call.summary else "")
+    return "\n".join([line, *(_tool_plain(c, indent + "  ") for c in call.children)])
 
 
 def ipython_publisher() -> Callable[[dict[str, Any], bool], None]:
