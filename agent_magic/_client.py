@@ -109,6 +109,7 @@ class AgentClient:
         opts = self.options
         provider = get_provider(opts.provider)
         provider.check()
+        _check_engine(provider, opts)
         self._provider = provider
         if opts.max_budget_usd is not None and price_for(model := self._model_for(None), opts.prices) is None:
             raise ConfigurationError(
@@ -706,6 +707,8 @@ class AgentClient:
         if not changes:
             return
         new = self.options.copy(**changes)
+        if self._provider is not None:
+            _check_engine(self._provider, new)
         old = self.options
         rt = self._rt
         if rt is not None:
@@ -826,6 +829,18 @@ class AgentClient:
             finally:
                 self._release_lock()
         return log.rewind(checkpoint_id, dry_run=dry_run, force=force, bridge=self.notebook_bridge)
+
+
+def _check_engine(provider: Any, options: AgentOptions) -> None:
+    """An engine runs its own loop (Claude Code): what our loop adds to a turn is not there."""
+    if getattr(provider, "run_turn_body", None) is None:
+        return
+    missing = [name for name in ("agents", "output_format") if getattr(options, name)]
+    if missing:
+        raise ConfigurationError(
+            f"{' and '.join(missing)} work with the anthropic and openai providers; the {provider.name} engine runs "
+            "its own loop. Use provider='anthropic', or leave them unset."
+        )
 
 
 def offered(tools: list[Tool], deny: list[Any]) -> dict[str, Tool]:

@@ -12,7 +12,15 @@ import nbformat
 import pytest
 
 import agent_magic as am
-from agent_magic import AgentDefinition, AgentOptions, AssistantMessage, HookMatcher, ResultMessage, SystemMessage, UserMessage
+from agent_magic import (
+    AgentDefinition,
+    AgentOptions,
+    AssistantMessage,
+    HookMatcher,
+    ResultMessage,
+    SystemMessage,
+    UserMessage,
+)
 from agent_magic.testing import FakeAnthropicServer, text, tool_use
 
 from .conftest import result_of, run_query

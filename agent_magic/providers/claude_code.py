@@ -54,7 +54,7 @@ import claude_agent_sdk as sdk
 from .._compaction import record_engine_compaction
 from .._errors import ConfigurationError, MissingAPIKeyError, ProviderError, ToolError
 from .._hooks import run_hooks
-from .._loop import _ask, hook_base, report_hook, permission_for, prompt_submit_hook
+from .._loop import _ask, hook_base, permission_for, prompt_submit_hook, report_hook
 from .._messages import (
     AssistantMessage,
     Message,

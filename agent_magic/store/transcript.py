@@ -67,6 +67,8 @@ class SessionMessage:
     timestamp: str | None = None
     parent_uuid: str | None = None
     is_prompt: bool = False
+    #: For a subagent's messages: the id of the ``Agent`` call in the parent session that ran it.
+    parent_tool_use_id: str | None = None
 
     @property
     def is_compact_boundary(self) -> bool:
