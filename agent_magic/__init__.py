@@ -84,7 +84,7 @@ if TYPE_CHECKING:
     from .checkpoints import CellChange, CheckpointInfo, Conflict, FileChange, RewindResult
     from .store import LeaseHeldError, SessionStoreBackend, StoreError, open_session_store
     from .store.transcript import SessionInfo, SessionMessage
-    from .tools.sdk_mcp import SdkMcpTool, create_sdk_mcp_server, tool
+    from .tools.sdk_mcp import McpSdkServerConfig, SdkMcpTool, create_sdk_mcp_server, tool
 
 _LAZY = {
     "AgentClient": "._client",
@@ -126,6 +126,7 @@ _LAZY = {
     "tool": ".tools.sdk_mcp",
     "create_sdk_mcp_server": ".tools.sdk_mcp",
     "SdkMcpTool": ".tools.sdk_mcp",
+    "McpSdkServerConfig": ".tools.sdk_mcp",
 }
 
 
@@ -185,6 +186,7 @@ __all__ = [
     "FileChange",
     "HookMatcher",
     "LeaseHeldError",
+    "McpSdkServerConfig",
     "Message",
     "MissingAPIKeyError",
     "PermissionMode",

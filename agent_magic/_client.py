@@ -353,12 +353,22 @@ class AgentClient:
 
     def mcp_status(self) -> list[dict[str, Any]]:
         """Each MCP server's name, type, state (pending, connected, failed, stopped), tools and error."""
-        if self._mcp is not None:
-            return self._mcp.status()
-        return [
-            {"name": name, "type": _server_type(config), "state": "pending", "tools": [], "error": None}
-            for name, config in self._mcp_configs().items()
-        ]
+        servers = self._mcp_servers()
+        return servers.status() if servers is not None else []
+
+    def _mcp_servers(self) -> McpServers | None:
+        """The session's MCP servers (made, not started, the first time they are asked for; None: none configured)."""
+        if self._mcp is None and self._tg is not None:
+            configs = self._mcp_configs()
+            if configs:
+                from .tools.mcp import McpServers
+
+                rt = self._rt
+                cwd = rt.session.cwd if rt is not None else self.options.resolved_cwd()
+                env = rt.env if rt is not None else subprocess_environment(self.options)
+                self._mcp = McpServers(configs, cwd=cwd, env=env)
+                self._mcp.bind(self._tg)
+        return self._mcp
 
     def _mcp_configs(self) -> dict[str, Any]:
         """``mcp_servers`` (a dict or a JSON file), over the project's ``.mcp.json`` when ``project`` memory is on."""
@@ -384,16 +394,9 @@ class AgentClient:
         from . import _memory
 
         notices: list[str] = []
-        if self._mcp is None:
-            configs = self._mcp_configs()
-            if configs:
-                from .tools.mcp import McpServers
-
-                assert self._tg is not None
-                self._mcp = McpServers(configs, cwd=rt.session.cwd, env=rt.env)
-                self._mcp.bind(self._tg)
-        if self._mcp is not None:
-            notices = await self._mcp.start()
+        servers = self._mcp_servers()
+        if servers is not None:
+            notices = await servers.start()
         tools = self._tools()
         offer = offered(tools, rt.deny_rules)
         if list(offer) != list(rt.tools):
@@ -524,7 +527,12 @@ class AgentClient:
                 self._result_sent = True
 
         try:
-            notices = await self._prepare_turn(rt)
+            # Starting MCP servers can take a while: Stop works here too (nothing is sent then).
+            notices: list[str] = []
+            with anyio.CancelScope() as starting:
+                self._set_scope(starting)
+                notices = await self._prepare_turn(rt)
+            self._set_scope(None)
             init = {
                 "session_id": rt.session.session_id,
                 "cwd": str(rt.session.cwd),
@@ -548,6 +556,13 @@ class AgentClient:
             await emit(SystemMessage("init", init))
             for notice in notices:
                 await emit(SystemMessage("warning", {"message": notice}))
+            if starting.cancelled_caught:
+                self.last_result = ResultMessage(
+                    subtype="interrupted", session_id=rt.session.session_id, num_turns=0, duration_ms=0, is_error=True,
+                    result="Interrupted while MCP servers were starting; the prompt was not sent.",
+                )
+                await emit(self.last_result)
+                return
             if self._sync is not None and rt.session.store is not None:
                 await self._turn_with_pushes(rt, prompt, emit, self._sync)
             else:
@@ -846,12 +861,6 @@ def _check_engine(provider: Any, options: AgentOptions) -> None:
 def offered(tools: list[Tool], deny: list[Any]) -> dict[str, Tool]:
     """The tools the model is offered: every one no deny rule removes whole (``Bash``, ``mcp__db``)."""
     return {t.name: t for t in tools if not any(r.content is None and r.names(t.name) for r in deny)}
-
-
-def _server_type(config: Any) -> str:
-    if isinstance(config, dict):
-        return str(config.get("type") or ("stdio" if "command" in config else "unknown"))
-    return "unknown"
 
 
 def _read_mcp_file(path: Path) -> dict[str, Any]:

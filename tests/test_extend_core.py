@@ -261,3 +261,27 @@ def test_an_unknown_subagent_type_is_a_tool_error(fake_api: FakeAnthropicServer,
     assert res.subtype == "success"
     sent = fake_api.message_requests[1].tool_results[0]
     assert sent["is_error"] is True and "no subagent 'nobody'" in json.dumps(sent)
+
+
+def test_stop_while_an_mcp_server_starts_ends_the_turn_at_once(fake_api: FakeAnthropicServer, home: Path, workspace: Path) -> None:
+    import sys
+
+    # A server that never answers the handshake: without Stop, the turn would wait for the startup timeout.
+    silent = {"type": "stdio", "command": sys.executable, "args": ["-c", "import time; time.sleep(120)"]}
+    fake_api.add(text("never asked"))
+
+    async def go() -> tuple[ResultMessage, float]:
+        async with am.AgentClient(AgentOptions(cwd=workspace, mcp_servers={"silent": silent})) as client:
+            assert [s["state"] for s in client.mcp_status()] == ["pending"]
+            await client.query("hello")
+            await anyio.sleep(0.5)
+            stopped = time.monotonic()
+            await client.interrupt()
+            async for m in client.receive_response():
+                if isinstance(m, ResultMessage):
+                    return m, time.monotonic() - stopped
+        raise AssertionError("no result")
+
+    res, took = anyio.run(go)
+    assert res.subtype == "interrupted" and took < 2.0 and "MCP servers were starting" in (res.result or "")
+    assert fake_api.message_requests == []  # nothing was sent
