@@ -7,6 +7,8 @@ Parse, dispatch, render: the work itself is done by the public API
 from __future__ import annotations
 
 import argparse
+import json
+import keyword
 import os
 import shlex
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
-from traitlets import Bool, CFloat, CInt, List, Unicode
+from traitlets import Bool, CFloat, CInt, Dict, List, Unicode
 
 from .. import _api
 from .._errors import (
@@ -32,6 +34,7 @@ from ._display import TurnView, ipython_publisher
 from ._views import plural
 
 if TYPE_CHECKING:
+    from ._functions import AnswerFormat, KernelFunctions
     from ._runner import ClientHost, Runner
 
 
@@ -57,6 +60,7 @@ class _Turn:
     host: ClientHost
     view: TurnView
     controls: Any
+    answer: AnswerFormat
 
 
 class _Parser(argparse.ArgumentParser):
@@ -84,6 +88,11 @@ def _cell_parser() -> _Parser:
     p.add_argument("--deny", metavar="RULE", action="append", default=[], help="deny a tool (repeatable)")
     p.add_argument("--with", dest="with_vars", metavar="VAR", action="append", default=[], help="describe kernel variable VAR to the agent (repeatable)")
     p.add_argument("--no-persist", action="store_true", help="keep this turn in memory only")
+    p.add_argument("--into", metavar="NAME", help="store the final answer in kernel variable NAME (the text, or with --schema the parsed value)")
+    p.add_argument(
+        "--schema", metavar="SPEC",
+        help="the answer must fit this JSON schema: a kernel variable holding a schema dict or a pydantic model class, or a .json file",
+    )
     p.add_argument("--quiet", action="store_true", help="show only the final answer")
     return p
 
@@ -129,6 +138,12 @@ def _line_parser() -> _Parser:
     s.add_argument("--session", metavar="ID")
     s = sub.add_parser("delete", add_help=False, help="delete session ID")
     s.add_argument("id")
+    s = sub.add_parser("tool", add_help=False, help="offer kernel functions NAME... to the agent as tools (--remove NAME takes one away)")
+    s.add_argument("names", nargs="*", metavar="NAME")
+    s.add_argument("--remove", metavar="NAME", action="append", default=[], help="stop offering this function")
+    sub.add_parser("tools", add_help=False, help="the kernel functions offered as tools")
+    sub.add_parser("mcp", add_help=False, help="the session's MCP servers and their state")
+    sub.add_parser("memory", add_help=False, help="the project memory files in the system prompt")
     # For the help only: _line takes the instructions literally, before shell-style splitting.
     s = sub.add_parser("compact", add_help=False, help="summarise the current session's conversation now to free context; the rest of the line says what to keep")
     s.add_argument("instructions", nargs=argparse.REMAINDER, metavar="INSTRUCTIONS")
@@ -151,9 +166,21 @@ Line magic -- sessions and checkpoints:
 Session and checkpoint ids may be given by any unique prefix of 4+ characters.
 `%agent compact [INSTRUCTIONS]` takes the rest of the line literally, e.g.
 `%agent compact keep the file names and the plotting code`.
+
+Kernel functions as tools: `%agent tool load_sales plot_kpis` lets the agent call them (without
+asking; deny rules still apply). The docstring describes them, type hints give the arguments; a
+pd.DataFrame / np.ndarray parameter takes the name of a kernel variable. They are remembered with
+the session: after a restart, run the cells that define them and they are offered again.
+
+Answers as values: `%%agent --into summary` stores the answer's text in `summary`;
+`%%agent --into rows --schema RowsSchema` stores the answer parsed against a JSON-schema dict,
+a pydantic model class (an instance of it) or a .json file.
+
 Configure defaults with %config AgentMagics.model = "...", permission_mode, max_turns,
-max_budget_usd, allowed_tools, effort, thinking; or AGENT_MAGIC_MODEL / AGENT_MAGIC_PROVIDER /
-AGENT_MAGIC_HOME / AGENT_MAGIC_EFFORT / AGENT_MAGIC_CONTEXT_WINDOW / AGENT_MAGIC_COMPACTION.
+max_budget_usd, allowed_tools, effort, thinking, mcp_servers ({{"name": {{"command": ...}}}}),
+setting_sources (["project", "user"]: AGENTS.md / CLAUDE.md and .mcp.json; [] turns them off);
+or AGENT_MAGIC_MODEL / AGENT_MAGIC_PROVIDER / AGENT_MAGIC_HOME / AGENT_MAGIC_EFFORT /
+AGENT_MAGIC_CONTEXT_WINDOW / AGENT_MAGIC_COMPACTION.
 """
 
 
@@ -230,6 +257,14 @@ class AgentMagics(Magics):
     ).tag(config=True)
     approval_timeout = CFloat(5.0, help="Seconds to wait for an approval prompt to appear before treating the run as headless.").tag(config=True)
     min_update_interval = CFloat(0.05, help="Seconds between display updates while streaming (grows with the answer).").tag(config=True)
+    mcp_servers = Dict(
+        help="MCP servers for the sessions: {name: {'command': ..., 'args': [...], 'env': {...}}} (stdio) or "
+        "{name: {'type': 'http', 'url': ...}}; a project's .mcp.json adds more when setting_sources has 'project'."
+    ).tag(config=True)
+    setting_sources = List(
+        Unicode(), default_value=["project", "user"],
+        help="Where project memory (AGENTS.md / CLAUDE.md) and .mcp.json are read from: 'project', 'user', 'local'; [] : nowhere.",
+    ).tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -244,6 +279,10 @@ class AgentMagics(Magics):
         self.runner.bridge.handlers["exec"] = self._handle_exec
         self.runner.bridge.handlers["variables"] = self._handle_variables
         self.runner.bridge.handlers["approval"] = self._handle_approval
+        from ._functions import CALL_KIND, KernelFunctions
+
+        self.functions: KernelFunctions = KernelFunctions(self.runner.bridge, lambda: self.user_ns)
+        self.runner.bridge.handlers[CALL_KIND] = self.functions.handle_call
 
     # -- environment -------------------------------------------------------
     @property
@@ -485,6 +524,55 @@ class AgentMagics(Magics):
         _api.delete_session(sid, home=self._home())
         print(f"Deleted session {sid[:8]}.")
 
+    def _cmd_tool(self, args: argparse.Namespace) -> None:
+        if not args.names and not args.remove:
+            raise UsageError("Name the function to offer: `%agent tool NAME [NAME...]` (or `--remove NAME`); `%agent tools` lists them.")
+        sid = self._current(required=False)
+        self.functions.restore(sid, home=self._home())
+        for name in args.remove:
+            self.functions.unregister(name)
+        specs = self.functions.register(args.names)
+        self.functions.save(sid, home=self._home())
+        for spec in specs:
+            print(f"{spec.name}{spec.signature} is a tool of this notebook's session: the agent calls it without asking.")
+        for name in args.remove:
+            print(f"{name} is no longer offered to the agent.")
+        missing = self.functions.missing_line()
+        if missing:
+            print(missing)
+
+    def _cmd_tools(self, args: argparse.Namespace) -> None:
+        from ._views import kernel_tools_table
+
+        self.functions.restore(self._current(required=False), home=self._home())
+        line = self.functions.missing_line()
+        missing = self.functions.missing()
+        if line is None and missing:
+            from ._functions import missing_functions_line
+
+            line = missing_functions_line(missing)
+        self._show(kernel_tools_table(self.functions.rows(), missing_line=line))
+
+    def _cmd_mcp(self, args: argparse.Namespace) -> None:
+        from ._views import mcp_table
+
+        sid = self._current(required=False)
+        host = self._host_for(sid, scope=self.current_scope(), home=self._home())
+        try:
+            servers = host.client.mcp_status()
+        finally:
+            if sid is None:  # a client opened only to ask: no session to keep it for
+                self.runner.close_client(host)
+        self._show(mcp_table(servers))
+
+    def _cmd_memory(self, args: argparse.Namespace) -> None:
+        from .._memory import find_memory_files
+        from ._views import memory_table
+
+        sources = list(self.setting_sources)
+        files = find_memory_files(Path.cwd(), sources) if sources else []
+        self._show(memory_table(files, sources=sources))
+
     def _compact(self, instructions: str | None) -> None:
         """``%agent compact``: summarise the current session's conversation now; one line says how much it freed."""
         from ._display import compaction_line, context_share
@@ -556,6 +644,13 @@ class AgentMagics(Magics):
             raise UsageError("--session-id names a new session; drop --resume, or add --fork to name the fork.")
         if args.new and (args.resume or args.fork):
             raise UsageError("--new starts a fresh session; it cannot be combined with --resume or --fork.")
+        if args.into is not None and (not args.into.isidentifier() or keyword.iskeyword(args.into)):
+            raise UsageError(f"--into {args.into}: not a Python variable name; use e.g. `--into answer`.")
+        if args.schema is not None and args.into is None:
+            raise UsageError("--schema needs --into NAME to store the parsed answer, e.g. `%%agent --into result --schema SPEC`.")
+        from ._functions import answer_format
+
+        answer = answer_format(args.schema, self.user_ns, Path.cwd())
         scope = self.current_scope()
         home = self._home()
         sid: str | None
@@ -567,20 +662,27 @@ class AgentMagics(Magics):
             sid = self._current(required=False)
         if args.fork and sid is None:
             raise UsageError("There is no session to fork yet: run a `%%agent` cell first (or add --resume ID).")
+        self.functions.restore(sid, home=home)
+        missing = self.functions.missing_line()
+        if missing:
+            print(missing)
         reasoning = self._reasoning(args)
         host = self._host_for(
             sid, scope=scope, home=home, fork=bool(args.fork), no_persist=bool(args.no_persist),
             model=args.model, session_id=args.session_id, **reasoning,
         )
         opts = host.client.options
+        host.client.set_extra_tools(self._kernel_tools())
         changes: dict[str, Any] = {
             **reasoning,
             "model": args.model or self.model or None,
             "permission_mode": args.permission_mode or self.permission_mode,
             "max_turns": args.max_turns or (self.max_turns or None),
             "max_budget_usd": args.max_budget_usd or (self.max_budget_usd or None),
-            "allowed_tools": list(self.allowed_tools) + list(args.allow),
+            # Registering a kernel function is the person's permission to call it.
+            "allowed_tools": list(self.allowed_tools) + list(args.allow) + [t.name for t in self.functions.tools()],
             "disallowed_tools": list(self.disallowed_tools) + list(args.deny),
+            "output_format": answer.output_format,
         }
         if changes["permission_mode"] not in PERMISSION_MODES:
             raise UsageError(f"Unknown permission mode {changes['permission_mode']!r}; use one of {', '.join(PERMISSION_MODES)}.")
@@ -594,7 +696,7 @@ class AgentMagics(Magics):
         factory = self._widget_factory()
         view.flush(force=True)
         controls = factory.turn_controls(self) if factory is not None else None
-        return _Turn(args, prompt, host, view, controls)
+        return _Turn(args, prompt, host, view, controls, answer)
 
     def _cleanup(self, turn: _Turn) -> None:
         turn.view.flush(force=True)
@@ -611,6 +713,8 @@ class AgentMagics(Magics):
         new_id = turn.host.client.session_id
         if new_id is not None and not turn.args.no_persist:
             self.runner.hosts[new_id] = turn.host
+            # Functions registered before the notebook had a session are remembered with it now.
+            self.functions.save(new_id, home=self._home())
         factory = self._widget_factory()
         if factory is not None:
             factory.session_bar(self, result, turn.view.provenance, turn.controls)
@@ -622,6 +726,21 @@ class AgentMagics(Magics):
             if result.subtype == "interrupted":
                 raise AgentTurnError("Interrupted: the session is intact; run another %%agent cell to continue.", "interrupted")
             raise AgentTurnError(result.result or result.subtype, result.subtype)
+        if turn.args.into is not None:
+            self._store_answer(turn, result)
+
+    def _store_answer(self, turn: _Turn, result: ResultMessage) -> None:
+        """``--into NAME``: the answer's text, or its structured output, in the kernel variable."""
+        from ._functions import AnswerError, answer_value
+
+        name = turn.args.into
+        try:
+            value = answer_value(turn.answer, result)
+        except AnswerError as e:
+            raise AgentTurnError(f"{e}; `{name}` is unchanged.", "error_during_execution") from None
+        self.user_ns[name] = value
+        if not (turn.args.quiet or self.quiet):
+            print(f"Stored the answer in `{name}` ({type(value).__name__}).")
 
     def _reasoning(self, args: argparse.Namespace) -> dict[str, Any]:
         """``effort`` and ``thinking`` for this turn: the cell's ``--effort``, else the traitlets."""
@@ -636,7 +755,10 @@ class AgentMagics(Magics):
     ) -> ClientHost:
         """The open client of session ``sid`` (opened now if needed; a new session for None)."""
         runner = self.runner
-        settings = (bool(self.kernel_tools), self.provider or None, self.store or None)
+        settings = (
+            bool(self.kernel_tools), self.provider or None, self.store or None,
+            json.dumps(self.mcp_servers, sort_keys=True, default=str), tuple(self.setting_sources),
+        )
         if sid is not None and not fork and not no_persist:
             host = runner.hosts.get(sid)
             if host is not None and host.settings == settings:
@@ -657,6 +779,8 @@ class AgentMagics(Magics):
             include_partial_messages=True,
             can_use_tool=self._can_use_tool,
             extra_tools=self._kernel_tools(),
+            mcp_servers=dict(self.mcp_servers) or None,
+            setting_sources=list(self.setting_sources),
             # Only what is set: options the provider's default covers stay unset.
             **{k: v for k, v in reasoning.items() if v is not None},
         )
@@ -667,12 +791,14 @@ class AgentMagics(Magics):
         return host
 
     def _kernel_tools(self) -> list[Any]:
-        if not self.kernel_tools or self.shell is None:
+        """Python and Variables (unless turned off), then the kernel functions registered with `%agent tool`."""
+        if self.shell is None:
             return []
         from ._kernel_tools import PythonTool, VariablesTool
 
         ns = lambda: self.user_ns  # noqa: E731
-        return [PythonTool(self.runner.bridge, ns), VariablesTool(self.runner.bridge, ns)]
+        builtin = [PythonTool(self.runner.bridge, ns), VariablesTool(self.runner.bridge, ns)] if self.kernel_tools else []
+        return [*builtin, *self.functions.tools()]
 
     def _attach_variables(self, prompt: str, names: list[str]) -> str:
         from ._kernel_tools import describe_value

@@ -310,3 +310,50 @@ class RewindView:
 
 def rewind_view(result: RewindResult, *, stale: list[str], links: list[dict[str, Any]] | None = None) -> RewindView:
     return RewindView(result, stale, list(links or []))
+
+
+def kernel_tools_table(rows: list[Any], *, missing_line: str | None = None) -> Table:
+    """``%agent tools``: each registered kernel function with its signature, first docstring line and status.
+
+    Parameters
+    ----------
+    rows
+        :class:`~._functions.FunctionRow` objects (name, signature, summary, status).
+    missing_line
+        The one line naming functions not defined yet, shown as the note.
+    """
+    table_rows = [[r.name, _short(r.signature, 60) or "-", _short(r.summary, 60) or "-", r.status] for r in rows]
+    if not rows:
+        note = "No kernel functions are tools yet: `%agent tool NAME` offers a function defined in this kernel to the agent."
+    else:
+        note = missing_line or "The agent calls these without asking; `%agent tool --remove NAME` takes one away."
+    return Table(["function", "signature", "description", "status"], table_rows, "Kernel functions offered as tools", note)
+
+
+def mcp_table(servers: list[dict[str, Any]]) -> Table:
+    """``%agent mcp``: each MCP server's name, transport, state, tools and error."""
+    rows = []
+    for s in servers:
+        tools = [str(t) for t in s.get("tools") or []]
+        shown = ", ".join(tools[:6]) + (f" (+{len(tools) - 6})" if len(tools) > 6 else "")
+        rows.append([str(s.get("name", "")), str(s.get("type") or "-"), str(s.get("state") or "-"), shown or "-", _short(str(s.get("error") or ""), 80) or "-"])
+    if servers:
+        note = "Servers start with the session's first turn; their tools are named mcp__SERVER__TOOL."
+    else:
+        note = (
+            "No MCP servers configured. Add one with `%config AgentMagics.mcp_servers = "
+            "{\"name\": {\"command\": \"...\", \"args\": [...]}}`, or a project `.mcp.json` (read when setting_sources has 'project')."
+        )
+    return Table(["server", "type", "state", "tools", "error"], rows, "MCP servers of this session", note)
+
+
+def memory_table(files: list[Any], *, sources: list[str]) -> Table:
+    """``%agent memory``: the memory files the system prompt includes (path, source, size)."""
+    rows = [[str(f.path), str(f.source), plural(int(getattr(f, "size", len(f.text.encode()))), "byte")] for f in files]
+    if not sources:
+        note = "Project memory is off: `%config AgentMagics.setting_sources = [\"project\", \"user\"]` turns it on."
+    elif not files:
+        note = f"No memory files found (sources: {', '.join(sources)}): write an AGENTS.md or CLAUDE.md in the project folder."
+    else:
+        note = f"Sources: {', '.join(sources)}. Files are read again when they change."
+    return Table(["file", "source", "size"], rows, "Project memory in the system prompt", note)
