@@ -55,3 +55,19 @@ def test_tiny_bench_reports_every_workload(tmp_path: Path) -> None:
             assert row["claude_code"]["median"] is not None, (row["label"], theirs)
         else:
             assert theirs == "not installed"
+
+
+def test_extend_bench_reports_every_part(tmp_path: Path) -> None:
+    """``bench/extend.py`` runs against real MCP servers and the fake API, and writes every figure."""
+    out = tmp_path / "extend.json"
+    proc = subprocess.run(
+        [sys.executable, "bench/extend.py", "--calls", "3", "--runs", "1", "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    doc = json.loads(out.read_text())
+    assert set(doc["per_call"]) == {"builtin", "sdk", "stdio", "http"}
+    assert all(row["ms_per_call"] > 0 for row in doc["per_call"].values())
+    assert {"stdio_start_ms", "http_start_ms", "stdio_close_ms"} == set(doc["server_start"])
+    assert doc["subagent"]["subagent_turn_ms"] > 0 and doc["memory_structured"]["memory_files"] == 2
+    assert "ms/call" in proc.stdout
