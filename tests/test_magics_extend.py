@@ -16,7 +16,8 @@ from IPython.core.interactiveshell import InteractiveShell
 
 import agent_magic as am
 from agent_magic import _api
-from agent_magic.notebook._functions import BadArgument, function_spec, parse_docstring
+from agent_magic.notebook._function_schema import BadArgument, parse_docstring
+from agent_magic.notebook._functions import function_spec
 from agent_magic.notebook._magics import AgentTurnError
 from agent_magic.testing import FakeAnthropicServer, text, tool_use
 

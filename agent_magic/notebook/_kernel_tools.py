@@ -24,6 +24,9 @@ from .._errors import ToolError
 from ..tools.base import Tool, ToolContext, ToolResult, require_str
 
 MAX_OUTPUT = 20_000
+#: Request kinds that run the agent's or the person's code on the main thread: cancelling the
+#: request (Stop, an interrupted turn) interrupts that code too.
+INTERRUPTIBLE = frozenset({"exec", "function"})
 _HIDDEN = {"In", "Out", "exit", "quit", "get_ipython", "open"}
 
 
@@ -168,7 +171,7 @@ class MainThreadBridge:
         try:
             return await fut
         except asyncio.CancelledError:
-            if kind == "exec" and self.executing.is_set():
+            if kind in INTERRUPTIBLE and self.executing.is_set():
                 # The turn was interrupted while the person's kernel runs our code: stop that code too.
                 import _thread
 

@@ -34,7 +34,8 @@ from ._display import TurnView, ipython_publisher
 from ._views import plural
 
 if TYPE_CHECKING:
-    from ._functions import AnswerFormat, KernelFunctions
+    from ._answers import AnswerFormat
+    from ._functions import KernelFunctions
     from ._runner import ClientHost, Runner
 
 
@@ -648,7 +649,7 @@ class AgentMagics(Magics):
             raise UsageError(f"--into {args.into}: not a Python variable name; use e.g. `--into answer`.")
         if args.schema is not None and args.into is None:
             raise UsageError("--schema needs --into NAME to store the parsed answer, e.g. `%%agent --into result --schema SPEC`.")
-        from ._functions import answer_format
+        from ._answers import answer_format
 
         answer = answer_format(args.schema, self.user_ns, Path.cwd())
         scope = self.current_scope()
@@ -731,7 +732,7 @@ class AgentMagics(Magics):
 
     def _store_answer(self, turn: _Turn, result: ResultMessage) -> None:
         """``--into NAME``: the answer's text, or its structured output, in the kernel variable."""
-        from ._functions import AnswerError, answer_value
+        from ._answers import AnswerError, answer_value
 
         name = turn.args.into
         try:
