@@ -242,3 +242,52 @@ def test_a_python_session_loads_over_acp_and_rewinds_by_extension(
 
     anyio.run(go)
     assert not made.exists()
+
+
+def test_fork_resume_close_and_a_conversation_rewind(
+    fake_api: FakeAnthropicServer, home: Path, workspace: Path, tmp_path: Path
+) -> None:
+    fake_api.add(text("one"), text("two"), text("after the rewind"))
+
+    async def go() -> None:
+        async with acp_agent(tmp_path / "agent.log") as (conn, client):
+            sid = (await conn.new_session(cwd=str(workspace), mcp_servers=[])).session_id
+            for words in ("first", "second"):
+                await conn.prompt(session_id=sid, prompt=[schema.TextContentBlock(type="text", text=words)])
+
+            fork = await conn.fork_session(session_id=sid, cwd=str(workspace), mcp_servers=[])
+            assert fork.session_id != sid
+            assert agent_magic.get_session_info(fork.session_id).parent_session_id == sid
+            mark = len(client.updates)
+            await conn.prompt(session_id=sid, prompt=[schema.TextContentBlock(type="text", text="/sessions")])
+            await client.wait_for(lambda: "this chat" in client.said(sid, mark))
+            assert fork.session_id[:8] in client.said(sid, mark)
+
+            mark = len(client.updates)
+            await conn.prompt(session_id=sid, prompt=[schema.TextContentBlock(type="text", text="/rewind 2 --conversation")])
+            await client.wait_for(lambda: "Conversation rewound" in client.said(sid, mark))
+            await conn.prompt(session_id=sid, prompt=[schema.TextContentBlock(type="text", text="again")])
+            sent = [m["content"][0]["text"] for m in fake_api.message_requests[-1].body["messages"]]
+            assert sent == ["first", "one", "again"]
+            assert agent_magic.get_session_info(sid).num_turns == 2  # the original is as it was
+
+            await conn.resume_session(session_id=fork.session_id, cwd=str(workspace), mcp_servers=[])
+            await conn.close_session(session_id=fork.session_id)
+            with pytest.raises(RequestError):
+                await conn.prompt(session_id=fork.session_id, prompt=[schema.TextContentBlock(type="text", text="gone")])
+            assert len(fake_api.message_requests) == 3
+
+    anyio.run(go)
+
+
+def test_mcp_servers_from_the_client_become_ours() -> None:
+    from agent_magic.acp.agent import mcp_servers
+
+    servers = [
+        schema.McpServerStdio(name="db", command="db-mcp", args=["--ro"], env=[schema.EnvVariable(name="DB", value="x")]),
+        schema.HttpMcpServer(type="http", name="web", url="https://mcp.example/", headers=[schema.HttpHeader(name="A", value="b")]),
+    ]
+    assert mcp_servers(servers) == {
+        "db": {"type": "stdio", "command": "db-mcp", "args": ["--ro"], "env": {"DB": "x"}},
+        "web": {"type": "http", "url": "https://mcp.example/", "headers": {"A": "b"}},
+    }

@@ -445,6 +445,11 @@ def serve(*, home: str | None = None, model: str | None = None, permission_mode:
         sys.stdout = protocol_out  # stdio_streams reads it once, here
         try:
             reader, writer = await acp.stdio_streams()
+        except ValueError:  # asyncio's pipe transports take pipes, sockets and terminals only
+            raise ConfigurationError(
+                "`agent-magic acp` talks ACP on stdin/stdout: an ACP client (Jupyter AI, Zed, a JetBrains IDE) starts it "
+                "with pipes; its stdout here is a file."
+            ) from None
         finally:
             sys.stdout = loop_stdout
         async with anyio.create_task_group() as tg:
