@@ -19,7 +19,14 @@ from acp import PROTOCOL_VERSION, RequestError, schema, spawn_agent_process
 
 import agent_magic
 from agent_magic import AgentClient, AgentOptions, ResultMessage
-from agent_magic.testing import FakeAnthropicServer, text, tool_use
+from agent_magic.testing import (
+    FakeAnthropicServer,
+    message,
+    text,
+    text_block,
+    thinking_block,
+    tool_use,
+)
 
 from .conftest import result_of, run_query
 
@@ -247,13 +254,17 @@ def test_a_python_session_loads_over_acp_and_rewinds_by_extension(
 def test_fork_resume_close_and_a_conversation_rewind(
     fake_api: FakeAnthropicServer, home: Path, workspace: Path, tmp_path: Path
 ) -> None:
-    fake_api.add(text("one"), text("two"), text("after the rewind"))
+    fake_api.add(message(thinking_block("Let me think."), text_block("one")), text("two"), text("after the rewind"))
 
     async def go() -> None:
         async with acp_agent(tmp_path / "agent.log") as (conn, client):
             sid = (await conn.new_session(cwd=str(workspace), mcp_servers=[])).session_id
             for words in ("first", "second"):
                 await conn.prompt(session_id=sid, prompt=[schema.TextContentBlock(type="text", text=words)])
+
+            await client.wait_for(lambda: "two" in client.said(sid))
+            thoughts = [_text(u) for u in client.of(sid, schema.AgentThoughtChunk)]
+            assert "".join(thoughts) == "Let me think." and "one" in client.said(sid)
 
             fork = await conn.fork_session(session_id=sid, cwd=str(workspace), mcp_servers=[])
             assert fork.session_id != sid
@@ -267,7 +278,7 @@ def test_fork_resume_close_and_a_conversation_rewind(
             await conn.prompt(session_id=sid, prompt=[schema.TextContentBlock(type="text", text="/rewind 2 --conversation")])
             await client.wait_for(lambda: "Conversation rewound" in client.said(sid, mark))
             await conn.prompt(session_id=sid, prompt=[schema.TextContentBlock(type="text", text="again")])
-            sent = [m["content"][0]["text"] for m in fake_api.message_requests[-1].body["messages"]]
+            sent = [b["text"] for m in fake_api.message_requests[-1].body["messages"] for b in m["content"] if b["type"] == "text"]
             assert sent == ["first", "one", "again"]
             assert agent_magic.get_session_info(sid).num_turns == 2  # the original is as it was
 
