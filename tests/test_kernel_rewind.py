@@ -1,0 +1,144 @@
+"""Rewinding kernel state in real kernels: the agent's code changes the person's variables; a rewind puts them back."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent_magic.testing import FakeAnthropicServer, text, tool_use
+
+from .kernel_harness import Kernel
+
+pytestmark = [pytest.mark.kernel]
+
+#: About 100 MB: four float64 columns of 3.3 million rows.
+SETUP = """
+%load_ext agent_magic
+import numpy as np, pandas as pd, warnings
+warnings.simplefilter("ignore")  # pandas 4 deprecates inplace=; the agent's code uses it anyway
+rng = np.random.default_rng(0)
+n = 3_300_000
+df = pd.DataFrame({"a": np.arange(n, dtype="float64"), "b": rng.random(n), "c": rng.random(n), "d": rng.random(n)})
+df_alias = df
+df_before = df.copy(deep=True)
+arr = np.arange(1_000_000, dtype="float64")
+arr_before = arr.copy()
+items = [1, 2, 3]
+items_alias = items
+label = "before"
+"""
+
+AGENT_CODE = """
+df.drop(columns=["b"], inplace=True)
+df["a"] = df["a"] * 2
+arr[:1000] = -1
+items.append(4)
+label = "after"
+created = {"made": "by the agent"}
+gen = (i * i for i in range(10))
+"""
+
+CHECK = """
+assert df.equals(df_before), "df"
+assert df is df_alias, "df identity"
+assert np.array_equal(arr, arr_before), "arr"
+assert items == [1, 2, 3] and items is items_alias, "items"
+assert label == "before", label
+assert "created" not in globals() and "gen" not in globals(), "created names"
+print("RESTORED")
+"""
+
+
+@pytest.fixture
+def kernel(fake_api: FakeAnthropicServer, home: Path, workspace: Path, tmp_path: Path) -> Iterator[Kernel]:
+    env = {
+        **fake_api.env(), "AGENT_MAGIC_HOME": str(home), "AGENT_MAGIC_MAX_RETRIES": "1",
+        "AGENT_MAGIC_CONFIG_DIR": str(tmp_path / "user-config"), "JPY_SESSION_NAME": str(workspace / "analysis.ipynb"),
+    }
+    k = Kernel(workspace, env)
+    try:
+        yield k
+    finally:
+        k.close()
+
+
+def _agent_turn(kernel: Kernel, fake_api: FakeAnthropicServer, code: str, prompt: str) -> str:
+    fake_api.add(tool_use("Python", {"code": code, "description": "change the data"}), text("Done."))
+    run = kernel.ok(f"%%agent --permission-mode bypassPermissions\n{prompt}")
+    return run.text
+
+
+def test_rewind_restores_the_variables_the_agents_code_changed(kernel: Kernel, fake_api: FakeAnthropicServer, home: Path) -> None:
+    kernel.ok(SETUP, timeout=120)
+    _agent_turn(kernel, fake_api, AGENT_CODE, "clean the data")
+    # The agent was told what a rewind cannot keep: the generator it made.
+    sent = json.dumps(fake_api.message_requests[1].tool_results[0])
+    assert "gen (a generator cannot be copied" in sent
+    kernel.ok("assert 'b' not in df.columns and items == [1, 2, 3, 4] and label == 'after' and arr[0] == -1")
+
+    preview = kernel.ok("%agent rewind --turn 1 --dry-run").text
+    assert "restore variable df (pandas.DataFrame" in preview and "in place" in preview
+    assert "restore variable arr (numpy.ndarray" in preview and "restore variable label" in preview
+    assert "delete variable created" in preview and "delete variable gen" in preview
+    assert "not restorable (variable): gen: a generator cannot be copied" in preview
+    kernel.ok("assert 'b' not in df.columns")  # a dry run changes nothing
+
+    done = kernel.ok("%agent rewind --turn 1").text
+    assert "Put back" in done or "put back" in done
+    assert "RESTORED" in kernel.ok(CHECK).text
+    usage = kernel.ok("%agent kernel-checkpoints").text
+    assert "Kernel variable snapshots" in usage and "1 snapshot" in usage
+
+
+def test_two_turns_rewound_at_once_and_no_kernel_leaves_variables(kernel: Kernel, fake_api: FakeAnthropicServer) -> None:
+    kernel.ok("%load_ext agent_magic\nimport numpy as np\nx = np.zeros(10)\ny = [1]\nz = 'z'")
+    _agent_turn(kernel, fake_api, "x += 1\ny.append(2)", "first")
+    _agent_turn(kernel, fake_api, "x *= 5\ny.append(3)\nz = 'changed'", "second")
+    kernel.ok("assert x[0] == 5 and y == [1, 2, 3] and z == 'changed'")
+    out = kernel.ok("%agent rewind --turn 2 --no-kernel").text
+    assert "Kernel variables were left as they are" in out
+    kernel.ok("assert x[0] == 5 and z == 'changed'")
+    kernel.ok("%agent rewind --turn 1")  # both turns: each name back to before its first change
+    kernel.ok("assert x[0] == 0 and y == [1] and z == 'z'")
+
+
+def test_snapshots_off_and_a_restart_are_said_not_hidden(kernel: Kernel, fake_api: FakeAnthropicServer) -> None:
+    kernel.ok("%load_ext agent_magic\nv = [1]")
+    _agent_turn(kernel, fake_api, "v.append(2)", "first")
+    kernel.restart()
+    kernel.ok("%load_ext agent_magic\nv = [1, 2]")
+    out = kernel.ok("%agent rewind --turn 1").text
+    assert "taken before the kernel restarted" in out
+    kernel.ok("assert v == [1, 2]")  # never applied to the new kernel's variables
+    kernel.ok("%config AgentMagics.kernel_snapshots = False")
+    _agent_turn(kernel, fake_api, "v.append(3)", "second")
+    kernel.ok("%agent rewind --turn 2")
+    kernel.ok("assert v == [1, 2, 3]")
+
+
+def test_the_slider_previews_and_rewinds_variables(kernel: Kernel, fake_api: FakeAnthropicServer) -> None:
+    import time
+
+    kernel.ok("%load_ext agent_magic\nimport numpy as np\nm = np.ones(1000)\nnotes = ['a']\nw = 1")
+    _agent_turn(kernel, fake_api, "m[:] = 7\nnotes.append('b')\nfresh = 3", "first")
+    _agent_turn(kernel, fake_api, "w = 2\ngen = (i for i in range(5))\nnext(gen)", "second")
+    kernel.ok("%agent checkpoints")
+    comm = kernel.find_widget("position")
+    kernel.send_custom(comm, {"type": "select", "position": 0})  # before turn 1: both turns undone
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (kernel.comms[comm].get("preview") or {}).get("variables"):
+        time.sleep(0.05)
+    preview = kernel.comms[comm]["preview"]
+    planned = {v["name"]: v["action"] for v in preview["variables"]}
+    assert planned == {"m": "restore", "notes": "restore", "fresh": "delete", "w": "restore", "gen": "delete"}, planned
+    assert [v["name"] for v in preview["variables_not_restored"]] == ["gen"]
+    kernel.ok("assert m[0] == 7 and w == 2")  # a preview changes nothing
+    kernel.send_custom(comm, {"type": "rewind"})
+    kernel.send_custom(comm, {"type": "confirm"})
+    while time.monotonic() < deadline and not (kernel.comms[comm].get("result") or {}).get("variables"):
+        time.sleep(0.05)
+    assert {v["name"] for v in kernel.comms[comm]["result"]["variables"]} == set(planned)
+    kernel.ok("assert (m == 1).all() and notes == ['a'] and w == 1\nassert 'fresh' not in globals() and 'gen' not in globals()")
