@@ -396,6 +396,20 @@ def rewind(
     return result
 
 
+def variable_snapshot_keys(session_id: str, *, home: Home = None) -> list[str]:
+    """The kernel-variable snapshots only this session's checkpoints use (none when forks of it exist,
+    which may rewind through them)."""
+    store = _store(home)
+    sid = _resolve(store, session_id)
+    if any(store.exists(child) for child in store.index.children(sid)):
+        return []
+    log = checkpoint_log(sid, home=home)
+    try:
+        return [str(r["key"]) for r in log.read_records() if r.get("r") == "variables" and r.get("key")]
+    finally:
+        log.records.close()
+
+
 def _rewind_kernel(sid: str, result: RewindResult, *, dry_run: bool, kernel: bool, home: Home) -> None:
     """The kernel-variable part of a rewind (its snapshots are in the checkpoint records)."""
     log = checkpoint_log(sid, home=home)

@@ -142,3 +142,55 @@ def test_the_slider_previews_and_rewinds_variables(kernel: Kernel, fake_api: Fak
         time.sleep(0.05)
     assert {v["name"] for v in kernel.comms[comm]["result"]["variables"]} == set(planned)
     kernel.ok("assert (m == 1).all() and notes == ['a'] and w == 1\nassert 'fresh' not in globals() and 'gen' not in globals()")
+
+
+def test_a_cell_whose_variables_came_back_is_not_marked_stale(kernel: Kernel, fake_api: FakeAnthropicServer, workspace: Path) -> None:
+    import nbformat
+
+    nb_path = workspace / "analysis.ipynb"
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x = 1")
+    cell.id = "load"
+    nb.cells = [cell]
+    nbformat.write(nb, str(nb_path))
+    kernel.ok("%load_ext agent_magic")
+    kernel.run("x = 1", cell_id="load")
+
+    def turn(prompt: str) -> None:
+        fake_api.add(
+            tool_use("Read", {"file_path": str(nb_path)}),
+            tool_use("NotebookEdit", {"notebook_path": str(nb_path), "cell_id": "load", "new_source": "x = 2"}),
+            tool_use("Python", {"code": "x = 2", "description": "use the new value"}),
+            text("x is 2 now."),
+        )
+        kernel.ok(f"%%agent --permission-mode bypassPermissions\n{prompt}")
+        kernel.run("x = 2", cell_id="load")  # the person runs the edited cell
+
+    turn("make x two")
+    out = kernel.ok("%agent rewind --turn 1").text
+    assert "restore variable x" in out and "Re-run" not in out, out  # x is back: the cell's state matches its code
+    kernel.ok("assert x == 1")
+    turn("make x two again")
+    out = kernel.ok("%agent rewind --turn 2 --no-kernel").text
+    assert "Re-run" in out and "load" in out, out  # x stays 2 while the cell says 1
+
+
+def test_a_rewind_without_the_kernel_says_variables_are_not_part_of_it(
+    kernel: Kernel, fake_api: FakeAnthropicServer, home: Path
+) -> None:
+    import subprocess
+    import sys
+
+    kernel.ok("%load_ext agent_magic\nv = [1]")
+    _agent_turn(kernel, fake_api, "v.append(2)", "first")
+    sid, cp = kernel.ok(
+        "from agent_magic import list_checkpoints, list_sessions\n"
+        "sid = list_sessions()[0].session_id\nprint(sid, list_checkpoints(sid)[0].checkpoint_id)"
+    ).text.split()
+    cli = subprocess.run(
+        [sys.executable, "-m", "agent_magic.cli", "rewind", sid, cp],
+        capture_output=True, text=True, env={**__import__("os").environ, "AGENT_MAGIC_HOME": str(home)}, timeout=60,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert "Kernel variables are not part of this rewind" in cli.stdout
+    kernel.ok("assert v == [1, 2]")

@@ -531,8 +531,10 @@ class AgentMagics(Magics):
         sid = self._resolve_session(args.id)
         for host in [h for k, h in self.runner.hosts.items() if k == sid]:
             self.runner.close_client(host)
+        keys = _api.variable_snapshot_keys(sid, home=self._home())
         _api.delete_session(sid, home=self._home())
-        print(f"Deleted session {sid[:8]}.")
+        freed = self.kernel_state.forget(keys)
+        print(f"Deleted session {sid[:8]}." + (f" Its kernel variable snapshots are gone too ({freed:,} bytes)." if freed else ""))
 
     def _cmd_tool(self, args: argparse.Namespace) -> None:
         if not args.names and not args.remove:
