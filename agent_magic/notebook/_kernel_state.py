@@ -229,3 +229,52 @@ def sweep_dead_kernels(parent: Path) -> int:
             shutil.rmtree(entry.path, ignore_errors=True)
             removed += 1
     return removed
+
+
+def kernel_rewind(session_id: str, checkpoint_id: str, dry_run: bool) -> str:
+    """The variable part of a rewind in this kernel, for the JupyterLab sidebar.
+
+    The sidebar rewinds files and cells through the Jupyter server, where no kernel is; then it
+    evaluates this call in the notebook's kernel (a silent execute request's ``user_expressions``,
+    so it runs on the main thread, after any running cell) to preview or restore the variables
+    with the rewinder the extension registered, exactly as ``%agent rewind`` does.
+
+    Parameters
+    ----------
+    session_id, checkpoint_id
+        The session and the checkpoint to rewind to before (ids or unique prefixes).
+    dry_run
+        Only say what a rewind would do.
+
+    Returns
+    -------
+    str
+        JSON (ASCII only): ``{"loaded", "dry_run", "variables", "variables_not_restored",
+        "variable_warnings", "kernel_note"}`` as in :class:`~agent_magic.checkpoints.RewindResult`.
+        ``loaded`` is false, with a note, when agent_magic is not loaded in this kernel; a session
+        or checkpoint that is not found is a note too.
+    """
+    from IPython.core.getipython import get_ipython
+
+    from .. import _api
+    from .._errors import AgentMagicError
+    from . import state
+
+    result = RewindResult(checkpoint_id, dry_run)
+    st = state(get_ipython())  # type: ignore[no-untyped-call]  # IPython leaves it unannotated
+    loaded = st is not None and _api._kernel_rewinder is not None
+    if st is None or not loaded:
+        result.kernel_note = "agent_magic is not loaded in this kernel (run `%load_ext agent_magic`)."
+    else:
+        try:
+            _api._rewind_kernel(session_id, result, dry_run=dry_run, kernel=True, home=st["magics"]._home())
+        except AgentMagicError as e:  # no such session or checkpoint here: the sidebar shows why
+            result.kernel_note = str(e)
+    return json.dumps({
+        "loaded": loaded,
+        "dry_run": dry_run,
+        "variables": result.variables,
+        "variables_not_restored": result.variables_not_restored,
+        "variable_warnings": result.variable_warnings,
+        "kernel_note": result.kernel_note,
+    })
