@@ -8,7 +8,7 @@ appends the snapshot's record to the session's checkpoint log under the current 
 (``{"r": "variables"}``), and tells the model what could not be stored.
 
 A rewind from this kernel (``%agent rewind``, the slider, ``agent_magic.rewind`` in a
-cell; the sidebar asks the kernel through the comm) passes the records of the turns it
+cell; the sidebar calls :func:`kernel_rewind` through a silent execute request) passes the records of the turns it
 undoes to :meth:`KernelState.rewind`, registered with ``_api.set_kernel_rewinder``: the
 dry run lists each variable with its type and size and what cannot be restored; the
 rewind restores in the same ``user_ns``, in place where the live object is the one
@@ -169,7 +169,8 @@ class KernelState:
         result.variables = [
             {"name": v.name, "action": v.action, "type": v.type, "size": v.size, "in_place": v.in_place}
             for v in plan.variables
-            if v.action in ("restore", "delete")
+            # A name to delete that is gone already (an earlier rewind, the person) needs nothing.
+            if v.action == "restore" or (v.action == "delete" and v.name in ns)
         ]
         result.variables_not_restored = dict(plan.not_restorable)
         for rec in records:  # values the undone code left that could not have been kept (say so, even if deleted)
