@@ -62,6 +62,7 @@ from .transcript import (
     is_prompt_entry,
     live_entries,
     prompt_text,
+    session_messages,
 )
 
 TRANSCRIPT_FORMAT = 1
@@ -440,29 +441,7 @@ class SessionStore:
 
     def messages(self, session_id: str, limit: int | None = None, offset: int = 0) -> list[SessionMessage]:
         """The whole history, compactions included: each is a ``system`` message holding its summary."""
-        out: list[SessionMessage] = []
-        for e in self.read_entries(session_id):
-            if is_boundary(e):
-                data: dict[str, Any] = {k: e.get(k) for k in ("trigger", "pre_tokens", "post_tokens", "method") if k in e}
-                out.append(
-                    SessionMessage(
-                        type="system", uuid=str(e.get("uuid")), session_id=session_id,
-                        message={"role": "system", "subtype": "compact_boundary", "content": e.get("summary") or "", **data},
-                        timestamp=e.get("timestamp"), parent_uuid=e.get("parent_uuid"),
-                    )
-                )
-                continue
-            if e.get("carried"):
-                continue  # a copy of a line shown already, carried over a compaction
-            if e.get("type") in ("user", "assistant") and isinstance(e.get("message"), dict) and not e.get("synthetic"):
-                out.append(
-                    SessionMessage(
-                        type=e["type"], uuid=str(e.get("uuid")), session_id=session_id, message=e["message"],
-                        timestamp=e.get("timestamp"), parent_uuid=e.get("parent_uuid"), is_prompt=is_prompt_entry(e),
-                    )
-                )
-        out = out[offset:]
-        return out[:limit] if limit is not None else out
+        return session_messages(self.read_entries(session_id), session_id, limit=limit, offset=offset)
 
     # -- scope pointers ------------------------------------------------------
     def current(self, scope: str, *, fresh_means_none: bool = True) -> str | None:

@@ -22,7 +22,6 @@ subagent transcripts (a fork's conversation still holds the Agent tool results).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import time
@@ -33,7 +32,7 @@ from .._errors import ConfigurationError, SessionExistsError, SessionNotFoundErr
 from .home import FILE_MODE, iso_now, make_private_dir
 from .jsonl import JsonlFile, atomic_write_bytes, dumps_line, parse_lines, read_raw_lines
 from .local import SessionStore
-from .transcript import SessionMessage, is_boundary, is_prompt_entry
+from .transcript import SessionMessage, session_messages
 
 #: The folder of a session's subagent transcripts, and a transcript's name around its agent id.
 SUBAGENTS_DIR = "subagents"
@@ -41,7 +40,6 @@ _PREFIX, _SUFFIX = "agent-", ".jsonl"
 #: A subagent's shared-store subpath is this plus its agent id.
 SUBPATH_PREFIX = f"{SUBAGENTS_DIR}/{_PREFIX}"
 _AGENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-_MESSAGE_HAS_PARENT_TOOL_USE_ID = "parent_tool_use_id" in {f.name for f in dataclasses.fields(SessionMessage)}
 
 
 def is_agent_id(agent_id: object) -> bool:
@@ -259,9 +257,8 @@ def subagent_messages(
     """A subagent's user and assistant messages, oldest first (as :meth:`SessionStore.messages`).
 
     Each message's ``session_id`` is the parent session's (the SDK's subagent
-    messages carry the session they belong to), and, when
-    :class:`~agent_magic.store.transcript.SessionMessage` has the field,
-    ``parent_tool_use_id`` is the Agent ``tool_use`` id from the header.
+    messages carry the session they belong to), and ``parent_tool_use_id`` is
+    the Agent ``tool_use`` id from the header.
 
     Returns
     -------
@@ -274,33 +271,10 @@ def subagent_messages(
     if not entries or entries[0].get("type") != "session":
         return []
     tool_use_id = entries[0].get("parent_tool_use_id")
-    extra: dict[str, Any] = {}
-    if _MESSAGE_HAS_PARENT_TOOL_USE_ID:
-        extra["parent_tool_use_id"] = tool_use_id if isinstance(tool_use_id, str) else None
-    out: list[SessionMessage] = []
-    for e in entries[1:]:
-        if is_boundary(e):
-            data: dict[str, Any] = {k: e.get(k) for k in ("trigger", "pre_tokens", "post_tokens", "method") if k in e}
-            message = {"role": "system", "subtype": "compact_boundary", "content": e.get("summary") or "", **data}
-            out.append(
-                SessionMessage(
-                    type="system", uuid=str(e.get("uuid")), session_id=session_id, message=message,
-                    timestamp=e.get("timestamp"), parent_uuid=e.get("parent_uuid"), **extra,
-                )
-            )
-            continue
-        if e.get("carried"):
-            continue  # a copy of a line shown already, carried over a compaction
-        if e.get("type") in ("user", "assistant") and isinstance(e.get("message"), dict) and not e.get("synthetic"):
-            out.append(
-                SessionMessage(
-                    type=e["type"], uuid=str(e.get("uuid")), session_id=session_id, message=e["message"],
-                    timestamp=e.get("timestamp"), parent_uuid=e.get("parent_uuid"), is_prompt=is_prompt_entry(e),
-                    **extra,
-                )
-            )
-    out = out[offset:]
-    return out[:limit] if limit is not None else out
+    return session_messages(
+        entries[1:], session_id, limit=limit, offset=offset,
+        parent_tool_use_id=tool_use_id if isinstance(tool_use_id, str) else None,
+    )
 
 
 def write_subagent_transcript(store: SessionStore, session_id: str, agent_id: str, data: bytes) -> None:

@@ -149,6 +149,38 @@ def is_boundary(entry: dict[str, Any]) -> bool:
     return entry.get("type") == "system" and entry.get("subtype") == "compact_boundary"
 
 
+def session_messages(
+    entries: list[dict[str, Any]], session_id: str, *, limit: int | None = None, offset: int = 0,
+    parent_tool_use_id: str | None = None,
+) -> list[SessionMessage]:
+    """The user and assistant messages of ``entries``, oldest first, with each compaction as a
+    ``system`` message holding its summary (a session's, or a subagent's with ``parent_tool_use_id``)."""
+    out: list[SessionMessage] = []
+    for e in entries:
+        if is_boundary(e):
+            data: dict[str, Any] = {k: e.get(k) for k in ("trigger", "pre_tokens", "post_tokens", "method") if k in e}
+            out.append(
+                SessionMessage(
+                    type="system", uuid=str(e.get("uuid")), session_id=session_id,
+                    message={"role": "system", "subtype": "compact_boundary", "content": e.get("summary") or "", **data},
+                    timestamp=e.get("timestamp"), parent_uuid=e.get("parent_uuid"), parent_tool_use_id=parent_tool_use_id,
+                )
+            )
+            continue
+        if e.get("carried"):
+            continue  # a copy of a line shown already, carried over a compaction
+        if e.get("type") in ("user", "assistant") and isinstance(e.get("message"), dict) and not e.get("synthetic"):
+            out.append(
+                SessionMessage(
+                    type=e["type"], uuid=str(e.get("uuid")), session_id=session_id, message=e["message"],
+                    timestamp=e.get("timestamp"), parent_uuid=e.get("parent_uuid"), is_prompt=is_prompt_entry(e),
+                    parent_tool_use_id=parent_tool_use_id,
+                )
+            )
+    out = out[offset:]
+    return out[:limit] if limit is not None else out
+
+
 def is_boundary_line(line: bytes) -> bool:
     if BOUNDARY_MARKER not in line:
         return False

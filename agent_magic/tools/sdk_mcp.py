@@ -21,14 +21,25 @@ results, never as protocol errors.
 
 from __future__ import annotations
 
-import importlib
 import logging
-import sys
 import types as builtin_types
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Generic, Literal, TypedDict, TypeVar, Union, get_args, get_origin
+from typing import (
+    Annotated,
+    Any,
+    Generic,
+    Literal,
+    TypedDict,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+    is_typeddict,
+)
 
+import jsonschema
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.types import (
@@ -40,19 +51,10 @@ from mcp.types import (
     ToolAnnotations,
 )
 
-if sys.version_info >= (3, 11):
-    from typing import get_type_hints as _get_type_hints
-    from typing import is_typeddict
-else:  # pragma: no cover - 3.10's stdlib does not know typing_extensions.TypedDict or NotRequired
-    from typing_extensions import get_type_hints as _get_type_hints
-    from typing_extensions import is_typeddict
-
 __all__ = ["McpSdkServerConfig", "SdkMcpTool", "create_sdk_mcp_server", "tool"]
 
 log = logging.getLogger("agent_magic")
 
-# A dependency of `mcp`, without type stubs: reached through importlib so that it is typed Any.
-_jsonschema: Any = importlib.import_module("jsonschema")
 
 T = TypeVar("T")
 
@@ -170,7 +172,7 @@ def _python_type_to_json_schema(py_type: Any) -> dict[str, Any]:
 
 
 def _typeddict_to_json_schema(td_class: type) -> dict[str, Any]:
-    hints = _get_type_hints(td_class, include_extras=True)
+    hints = get_type_hints(td_class, include_extras=True)
     properties = {field: _python_type_to_json_schema(t) for field, t in hints.items()}
     required = getattr(td_class, "__required_keys__", set(properties))
     schema: dict[str, Any] = {"type": "object", "properties": properties}
@@ -258,8 +260,8 @@ def create_sdk_mcp_server(
             return _error_result(f"Tool '{tool_name}' not found")
         try:
             try:
-                _jsonschema.validate(instance=arguments, schema=schemas[tool_name])
-            except _jsonschema.ValidationError as e:
+                jsonschema.validate(instance=arguments, schema=schemas[tool_name])
+            except jsonschema.ValidationError as e:
                 return _error_result(f"Input validation error: {e.message}")
             result = await tool_def.handler(arguments)
             return CallToolResult.model_validate(
