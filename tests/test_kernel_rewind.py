@@ -194,3 +194,23 @@ def test_a_rewind_without_the_kernel_says_variables_are_not_part_of_it(
     assert cli.returncode == 0, cli.stderr
     assert "Kernel variables are not part of this rewind" in cli.stdout
     kernel.ok("assert v == [1, 2]")
+
+
+def test_a_kernel_function_called_as_a_tool_is_undone_too(kernel: Kernel, fake_api: FakeAnthropicServer) -> None:
+    kernel.ok(
+        "%load_ext agent_magic\nimport pandas as pd\n"
+        "sales = pd.DataFrame({'amount': [1.0, 2.0, 3.0]})\ncalls = 0\n"
+        "def scale(df: pd.DataFrame, k: float) -> int:\n"
+        "    '''Multiply the amounts in place.'''\n"
+        "    global calls\n"
+        "    calls += 1\n"
+        "    df['amount'] *= k\n"
+        "    return calls\n"
+    )
+    kernel.ok("%agent tool scale")
+    fake_api.add(tool_use("scale", {"df": "sales", "k": 10}), text("Scaled."))
+    kernel.ok("%%agent --permission-mode bypassPermissions\nscale the sales by ten")
+    kernel.ok("assert list(sales['amount']) == [10.0, 20.0, 30.0] and calls == 1")
+    out = kernel.ok("%agent rewind --turn 1").text
+    assert "restore variable sales" in out and "restore variable calls" in out, out
+    kernel.ok("assert list(sales['amount']) == [1.0, 2.0, 3.0] and calls == 0")
