@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -336,6 +337,19 @@ def rewind_files(
         log.records.close()
 
 
+#: Restores (or previews) the kernel's variables for a rewind: set by the notebook layer when
+#: the extension is loaded in a kernel (see notebook/_kernel_state.py); None elsewhere (the CLI,
+#: the Jupyter server), where variables are not part of a rewind.
+KernelRewinder = Callable[[str, list[dict[str, Any]], RewindResult, bool], None]
+_kernel_rewinder: KernelRewinder | None = None
+
+
+def set_kernel_rewinder(rewinder: KernelRewinder | None) -> None:
+    """Register (None: remove) what puts this process's kernel variables back on a rewind."""
+    global _kernel_rewinder
+    _kernel_rewinder = rewinder
+
+
 def rewind(
     session_id: str,
     checkpoint_id: str,
@@ -343,18 +357,27 @@ def rewind(
     conversation: bool = False,
     dry_run: bool = False,
     force: bool = False,
+    kernel: bool = True,
     home: Home = None,
     bridge: Any = None,
 ) -> RewindResult:
-    """Rewind files, and with ``conversation=True`` also the conversation.
+    """Rewind files and notebook cells, the kernel's variables, and with ``conversation=True`` the conversation.
 
     The conversation is rewound by forking the session just before the
     checkpoint's prompt (the original stays intact); the new session's id is
     in ``result.new_session_id`` and it becomes its scope's current session.
+
+    Parameters
+    ----------
+    kernel
+        Also put back the variables the agent's code changed in this kernel (called from a
+        notebook with agent-magic loaded; elsewhere ``result.kernel_note`` says they were not
+        part of the rewind). ``False`` leaves variables alone.
     """
     store = _store(home)
     sid = _resolve(store, session_id)
     result = rewind_files(sid, checkpoint_id, dry_run=dry_run, force=force, home=home, bridge=bridge)
+    _rewind_kernel(sid, result, dry_run=dry_run, kernel=kernel, home=home)
     if conversation and not dry_run:
         cp = result.checkpoint_id
         entries = store.read_entries(sid)
@@ -371,6 +394,40 @@ def rewind(
         store.set_current(info.scope, new_id)
         result.new_session_id = new_id
     return result
+
+
+def variable_snapshot_keys(session_id: str, *, home: Home = None) -> list[str]:
+    """The kernel-variable snapshots only this session's checkpoints use (none when forks of it exist,
+    which may rewind through them)."""
+    store = _store(home)
+    sid = _resolve(store, session_id)
+    if any(store.exists(child) for child in store.index.children(sid)):
+        return []
+    log = checkpoint_log(sid, home=home)
+    try:
+        return [str(r["key"]) for r in log.read_records() if r.get("r") == "variables" and r.get("key")]
+    finally:
+        log.records.close()
+
+
+def _rewind_kernel(sid: str, result: RewindResult, *, dry_run: bool, kernel: bool, home: Home) -> None:
+    """The kernel-variable part of a rewind (its snapshots are in the checkpoint records)."""
+    log = checkpoint_log(sid, home=home)
+    try:
+        records = log.variable_records(result.checkpoint_id)
+    finally:
+        log.records.close()
+    if not records:
+        return
+    if not kernel:
+        result.kernel_note = "Kernel variables were left as they are (kernel=False)."
+    elif _kernel_rewinder is None:
+        result.kernel_note = (
+            "Kernel variables are not part of this rewind: no kernel of that notebook runs here. "
+            "Rewind from the notebook (`%agent rewind`) to put them back too."
+        )
+    else:
+        _kernel_rewinder(sid, records, result, dry_run)
 
 
 def set_kernel_tools(session_id: str, names: list[str], *, home: Home = None) -> None:

@@ -154,6 +154,8 @@ def _print_rewind(result: Any) -> None:
         print(f"{'CONFLICT':15} {where}: {c.reason}")
     for u in result.unrestorable:
         print(f"{'NOT RESTORABLE':15} {u} (no backup: too large or missing)")
+    if result.kernel_note:
+        print(result.kernel_note)
     print(result.summary())
 
 
@@ -165,7 +167,8 @@ def cmd_rewind(args: argparse.Namespace) -> int:
     )
     if args.json:
         print(json.dumps({"checkpoint_id": result.checkpoint_id, "changes": [vars(c) | {"cells": [vars(x) for x in c.cells]} for c in result.changes],
-                          "conflicts": [vars(c) for c in result.conflicts], "new_session_id": result.new_session_id}, indent=1))
+                          "conflicts": [vars(c) for c in result.conflicts], "new_session_id": result.new_session_id,
+                          "kernel_note": result.kernel_note}, indent=1))
         return 0 if result.ok else 1
     if args.dry_run and args.diff:
         for ch in result.changes:

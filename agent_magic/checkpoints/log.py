@@ -294,10 +294,29 @@ class CheckpointLog:
             elif kind == "bash":
                 info.files.extend(c["path"] for c in r.get("changes", []))
                 info.files.extend(r.get("dirs_created", []))
+            elif kind == "variables":
+                names = (r.get("record") or {}).get("variables") or {}
+                info.variables.extend(n for n in names if isinstance(n, str))
         for info in out.values():
             info.files = list(dict.fromkeys(info.files))
             info.cells = list(dict.fromkeys(info.cells))
+            info.variables = list(dict.fromkeys(info.variables))
         return list(out.values())
+
+    # -- kernel variables (see checkpoints.variables; the notebook layer snapshots and restores) ----
+    def record_variables(self, key: str, record: dict[str, Any]) -> None:
+        """Note that the kernel's variables were snapshotted (as ``key``) before the agent's code ran."""
+        self._need_turn()
+        self._append({"r": "variables", "key": key, "record": record})
+
+    def variable_records(self, checkpoint_id: str) -> list[dict[str, Any]]:
+        """The variable snapshots taken since ``checkpoint_id``'s turn began, oldest first (``record`` dicts)."""
+        cp = self.resolve(checkpoint_id)
+        records = self.read_records()
+        start = next((i for i, r in enumerate(records) if r.get("r") == "turn" and r.get("checkpoint") == cp), None)
+        if start is None:
+            return []
+        return [r["record"] for r in records[start:] if r.get("r") == "variables" and isinstance(r.get("record"), dict)]
 
     def resolve(self, checkpoint_id: str) -> str:
         """Full checkpoint id for an id or unique prefix (4+ characters).

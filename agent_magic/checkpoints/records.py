@@ -30,6 +30,8 @@ class CheckpointInfo:
     prompt: str
     files: list[str] = field(default_factory=list)
     cells: list[str] = field(default_factory=list)
+    #: Kernel variables the agent's code could change in this turn (snapshotted before it ran).
+    variables: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -78,6 +80,15 @@ class RewindResult:
     new_session_id: str | None = None
     #: When the checkpoint's turn began (ISO 8601, UTC).
     checkpoint_timestamp: str | None = None
+    #: Kernel variables put back (or, in a dry run, to be): ``{"name", "action" ("restore" |
+    #: "delete"), "type", "size", "in_place"}`` each; empty when the rewind did not touch the kernel.
+    variables: list[dict[str, Any]] = field(default_factory=list)
+    #: Variables the agent's code changed that cannot be put back, with the reason.
+    variables_not_restored: dict[str, str] = field(default_factory=dict)
+    #: Values changed by code that never named them (a module global, a closure): not undone.
+    variable_warnings: list[str] = field(default_factory=list)
+    #: Why the kernel's variables were not part of this rewind (no live kernel, ``kernel=False``), if so.
+    kernel_note: str | None = None
 
     @property
     def restored_cells(self) -> list[tuple[str, str]]:
@@ -90,10 +101,12 @@ class RewindResult:
 
     def summary(self) -> str:
         verb = "Would change" if self.dry_run else "Changed"
-        if not self.changes and not self.dirs_removed and not self.dirs_created:
+        if not self.changes and not self.dirs_removed and not self.dirs_created and not self.variables:
             parts = ["Nothing to change" if self.dry_run else "Nothing changed"]
-        else:
+        elif self.changes or self.dirs_removed or self.dirs_created:
             parts = [f"{verb} {_plural(len(self.changes), 'path')}"]
+        else:
+            parts = []
         ncells = sum(len(c.cells) for c in self.changes)
         if ncells:
             parts.append(_plural(ncells, "cell"))
@@ -101,10 +114,13 @@ class RewindResult:
             parts.append(f"removed {_plural(len(self.dirs_removed), 'folder')}")
         if self.dirs_created:
             parts.append(f"recreated {_plural(len(self.dirs_created), 'folder')}")
+        if self.variables:
+            what = f"{'would put back' if self.dry_run else 'put back'} {_plural(len(self.variables), 'kernel variable')}"
+            parts.append(what if parts else what[0].upper() + what[1:])
         if self.conflicts:
             parts.append(f"{_plural(len(self.conflicts), 'conflict')} left alone")
-        if self.unrestorable:
-            parts.append(f"{len(self.unrestorable)} not restorable")
+        if self.unrestorable or self.variables_not_restored:
+            parts.append(f"{len(self.unrestorable) + len(self.variables_not_restored)} not restorable")
         return ", ".join(parts) + "."
 
 

@@ -5,6 +5,7 @@ This is the only part of agent-magic that imports IPython.
 
 from __future__ import annotations
 
+import atexit
 import re
 from typing import Any
 
@@ -67,6 +68,12 @@ def load_ipython_extension(ipython: Any) -> None:
         transformer = _to_async_cell
         ipython.input_transformers_cleanup.append(transformer)
     setattr(ipython, _STATE_ATTR, {"magics": magics, "tracker": tracker, "comm": comm, "transformer": transformer})
+    # A rewind from this kernel (%agent rewind, the slider, agent_magic.rewind in a cell) puts its
+    # variables back too; its snapshots go when the kernel does.
+    from .. import _api
+
+    _api.set_kernel_rewinder(magics.kernel_state.rewind)
+    atexit.register(magics.kernel_state.close)
     _warm_up()
 
 
@@ -91,6 +98,12 @@ def unload_ipython_extension(ipython: Any) -> None:
     if state["comm"] is not None:
         state["comm"].close()
         magics.notebook_bridge = None
+    from .. import _api
+
+    if _api._kernel_rewinder == magics.kernel_state.rewind:
+        _api.set_kernel_rewinder(None)
+    atexit.unregister(magics.kernel_state.close)
+    magics.kernel_state.close()
     magics.close()
 
 

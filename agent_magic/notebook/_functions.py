@@ -24,9 +24,7 @@ import inspect
 import io
 import keyword
 import re
-import signal
 import sys
-import threading
 import traceback
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -37,7 +35,7 @@ from typing import Any, cast
 from IPython.core.error import UsageError
 
 from .. import _api
-from .._errors import SessionError, ToolError
+from .._errors import SessionError
 from ..tools import BUILTIN_TOOL_NAMES
 from ..tools.base import Tool, ToolContext, ToolResult
 from ._function_schema import (
@@ -51,7 +49,15 @@ from ._function_schema import (
     parse_docstring,
     type_name,
 )
-from ._kernel_tools import MAX_OUTPUT, MainThreadBridge, _cap, _safe_repr
+from ._kernel_tools import (
+    MAX_OUTPUT,
+    MainThreadBridge,
+    Snapshots,
+    _cap,
+    _safe_repr,
+    run_agent_code,
+    snapshot_then_run,
+)
 
 #: The bridge request kind that runs a registered function on the main thread.
 CALL_KIND = "function"
@@ -292,32 +298,23 @@ class KernelFunctionTool(Tool):
     # name each turn. "execute" (not "read") keeps plan mode from running functions that may change things.
     kind = "execute"
 
-    def __init__(self, spec: FunctionSpec, bridge: MainThreadBridge, namespace: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, spec: FunctionSpec, registry: KernelFunctions) -> None:
         self.name = spec.name
         self.description = spec.description
         self.input_schema = spec.input_schema
-        self.bridge = bridge
-        self.namespace = namespace
+        self.registry = registry
+        self.bridge = registry.bridge
 
     async def run(self, input: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        # As the Python tool's code: file changes checkpointed, the variables it can reach snapshotted.
+        def local(turn: str) -> tuple[str, bool, dict[str, Any] | None]:
+            return self.registry.call_here(self.name, dict(input), turn)
 
-        # Files the function writes are checkpointed as the Python tool's are: a scan before and after.
-        token = ctx.recorder.before_command()
-        changed: list[str] = []
-        try:
-            if threading.current_thread() is self.bridge.main_thread:
-                text, is_error = call_function(self.name, input, self.namespace())
-            else:
-                answer = await self.bridge.call(CALL_KIND, name=self.name, input=dict(input))
-                if isinstance(answer, Exception):
-                    raise ToolError(str(answer))
-                text, is_error = answer
-        finally:
-            changed = ctx.recorder.after_command(token)
+        text, is_error, changed, note = await run_agent_code(self.bridge, ctx, CALL_KIND, {"name": self.name, "input": dict(input)}, local)
         last = text.strip().splitlines()[-1][:120] if text.strip() else ""
         summary = f"error: {last}" if is_error else (last[:80] or "done")
         data: dict[str, Any] = {"changed_files": changed} if changed else {}
-        return ToolResult(text or "(no output)", is_error=is_error, summary=summary, data=data)
+        return ToolResult((text or "(no output)") + note, is_error=is_error, summary=summary, data=data)
 
     def paths(self, input: dict[str, Any], ctx: ToolContext) -> list[Path]:
         # Arguments are the function's business (a `path` parameter is not a file this tool opens).
@@ -388,9 +385,12 @@ class KernelFunctions:
         Returns the kernel's user namespace.
     """
 
-    def __init__(self, bridge: MainThreadBridge, namespace: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self, bridge: MainThreadBridge, namespace: Callable[[], dict[str, Any]], snapshots: Snapshots | None = None
+    ) -> None:
         self.bridge = bridge
         self.namespace = namespace
+        self.snapshots = snapshots
         self.names: list[str] = []
         self._saved: dict[str, tuple[str, ...]] = {}
         self._restored: set[str] = set()
@@ -448,7 +448,7 @@ class KernelFunctions:
         for name in self.names:
             spec = self._spec(name, ns)
             if spec is not None:
-                out.append(KernelFunctionTool(spec, self.bridge, self.namespace))
+                out.append(KernelFunctionTool(spec, self))
         return out
 
     def missing(self) -> list[str]:
@@ -506,22 +506,24 @@ class KernelFunctions:
     # -- calls (main thread) ------------------------------------------------------
     def handle_call(self, payload: dict[str, Any], reply: Callable[[Any], None]) -> None:
         """The bridge's ``function`` handler: run one call on the main thread, interruptibly."""
-        bridge = self.bridge
-        bridge.executing.set()
-        # An async cell's SIGINT handler only cancels the cell; while a registered function runs,
-        # the kernel's interrupt button must stop it, as it would in a normal cell.
-        main = threading.current_thread() is threading.main_thread()
-        old = signal.getsignal(signal.SIGINT) if main else None
-        if main:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+        self.bridge.executing.set()
         try:
-            reply(call_function(payload["name"], payload.get("input") or {}, self.namespace()))
-        except KeyboardInterrupt:
-            reply((f"KeyboardInterrupt: {payload['name']} was interrupted.", True))
+            reply(self.call_here(payload["name"], payload.get("input") or {}, str(payload.get("turn") or "")))
         finally:
-            if main and old is not None:
-                signal.signal(signal.SIGINT, old)
-            bridge.executing.clear()
+            self.bridge.executing.clear()
+
+    def call_here(self, name: str, input: dict[str, Any], turn: str) -> tuple[str, bool, dict[str, Any] | None]:
+        """On the main thread: snapshot what the call can change, then call the function.
+
+        What it can change: the globals the function (and the functions it calls) use, and the
+        kernel variables its arguments name (a DataFrame parameter takes a variable's name).
+        """
+        ns = self.namespace()
+        named = [v for v in input.values() if isinstance(v, str) and v.isidentifier() and v in ns]
+        return snapshot_then_run(
+            self.snapshots, f"{name}()", turn, named,
+            lambda: call_function(name, input, ns), f"KeyboardInterrupt: {name} was interrupted.",
+        )
 
 
 def missing_functions_line(names: list[str]) -> str:

@@ -13,17 +13,19 @@ import asyncio
 import contextlib
 import io
 import queue
+import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from .._errors import ToolError
 from ..tools.base import Tool, ToolContext, ToolResult, require_str
 
 MAX_OUTPUT = 20_000
+INTERRUPTED = "KeyboardInterrupt: the code was interrupted."
 #: Request kinds that run the agent's or the person's code on the main thread: cancelling the
 #: request (Stop, an interrupted turn) interrupts that code too.
 INTERRUPTIBLE = frozenset({"exec", "function"})
@@ -215,6 +217,108 @@ class MainThreadBridge:
             req.loop.call_soon_threadsafe(req.future.cancel)
 
 
+class Snapshots(Protocol):
+    """Snapshots of the variables the agent's code can change (``_kernel_state.KernelState``)."""
+
+    def before_code(self, code: str, *, turn: str, extra_names: Iterable[str] = ()) -> dict[str, Any] | None:
+        """Just before the code runs: ``{"key", "record", "not_restorable", ...}``, or None (nothing to keep)."""
+
+    def after_code(self, snap: dict[str, Any]) -> None:
+        """Just after: note in ``snap`` the values it left that no later snapshot could store."""
+
+
+def run_interruptibly(work: Callable[[], tuple[str, bool]], interrupted: str) -> tuple[str, bool]:
+    """On the main thread: run ``work`` so that the kernel's interrupt button stops it.
+
+    An async cell's SIGINT handler only cancels the cell; while the agent's code (or a
+    registered function) runs in the person's kernel, the interrupt must stop that code,
+    as it would in a normal cell. KeyboardInterrupt is reported as ``(interrupted, True)``.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.getsignal(signal.SIGINT) if main else None
+    if main:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return work()
+    except KeyboardInterrupt:
+        return interrupted, True
+    finally:
+        if main and old is not None:
+            signal.signal(signal.SIGINT, old)
+
+
+def snapshot_then_run(
+    snapshots: Snapshots | None, code: str, turn: str, extra: Iterable[str], work: Callable[[], tuple[str, bool]], interrupted: str
+) -> tuple[str, bool, dict[str, Any] | None]:
+    """On the main thread: snapshot the variables ``code`` can change, then run ``work`` interruptibly.
+
+    A snapshot that fails (a full disk) never stops the code: its error goes back with the result.
+    """
+    snap: dict[str, Any] | None = None
+    if snapshots is not None:
+        try:
+            snap = snapshots.before_code(code, turn=turn, extra_names=extra)
+        except Exception as e:
+            snap = {"error": f"{type(e).__name__}: {e}"}
+    text, is_error = run_interruptibly(work, interrupted)
+    if snapshots is not None and snap is not None and "error" not in snap:
+        with contextlib.suppress(Exception):  # only a note for the model: never fails the call
+            snapshots.after_code(snap)
+    return text, is_error, snap
+
+
+async def run_agent_code(
+    bridge: MainThreadBridge,
+    ctx: ToolContext,
+    kind: str,
+    payload: dict[str, Any],
+    local: Callable[[str], tuple[str, bool, dict[str, Any] | None]],
+) -> tuple[str, bool, list[str], str]:
+    """Run code in the person's kernel for a tool: on the main thread (through the bridge when
+    called from the agent's thread), its file changes and variable snapshot checkpointed.
+
+    ``local(turn)`` does the same work when already on the main thread. Returns the output,
+    whether it failed, the changed files, and a note for the model of what a rewind could not
+    restore (empty when everything could be).
+    """
+    turn = str(getattr(ctx.turn, "checkpoint_id", "") or "")
+    token = ctx.recorder.before_command()  # files the code writes: a scan before and after, as for Bash
+    changed: list[str] = []
+    try:
+        if threading.current_thread() is bridge.main_thread:
+            text, is_error, snap = local(turn)
+        else:
+            answer = await bridge.call(kind, turn=turn, **payload)
+            if isinstance(answer, Exception):
+                raise ToolError(str(answer))
+            text, is_error, snap = answer
+    finally:
+        # Also after an error or an interrupt: a synchronous call, so cancellation cannot cut it short.
+        changed = ctx.recorder.after_command(token)
+    return text, is_error, changed, _snapshot_note(ctx, snap)
+
+
+def _snapshot_note(ctx: ToolContext, snap: dict[str, Any] | None) -> str:
+    """Record the snapshot in the checkpoint log; the line the model reads about what it could not keep."""
+    if not snap:
+        return ""
+    if "error" in snap:
+        return f"\n\n[agent-magic: the variables could not be snapshotted ({snap['error']}); a rewind will not restore them.]"
+    record = getattr(ctx.recorder, "record_variables", None)
+    if record is not None:
+        record(snap["key"], snap["record"])
+    lost = snap.get("not_restorable") or {}
+    later = {n: why for n, why in (snap.get("unrestorable_after") or {}).items() if n not in lost}
+    note = ""
+    if lost:
+        listed = "; ".join(f"{name} ({why})" for name, why in sorted(lost.items()))
+        note += f"\n\n[agent-magic: a rewind cannot restore these variables as they were before this code: {listed}.]"
+    if later:
+        listed = "; ".join(f"{name} ({why})" for name, why in sorted(later.items()))
+        note += f"\n\n[agent-magic: these variables now hold values no snapshot can keep, so later changes to them cannot be undone: {listed}.]"
+    return note
+
+
 class PythonTool(Tool):
     """Run Python in the person's live kernel."""
 
@@ -237,32 +341,26 @@ class PythonTool(Tool):
         "additionalProperties": False,
     }
 
-    def __init__(self, bridge: MainThreadBridge, namespace: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self, bridge: MainThreadBridge, namespace: Callable[[], dict[str, Any]], snapshots: Snapshots | None = None
+    ) -> None:
         self.bridge = bridge
         self.namespace = namespace
+        self.snapshots = snapshots
 
     async def run(self, input: dict[str, Any], ctx: ToolContext) -> ToolResult:
         code = require_str(input, "code")
         if "\x00" in code:
             raise ToolError("The code contains a NUL byte.")
-        # Files the code writes are checkpointed as Bash's are: a scan before and after.
-        token = ctx.recorder.before_command()
-        changed: list[str] = []
-        try:
-            if threading.current_thread() is self.bridge.main_thread:
-                text, is_error = run_code(code, self.namespace())
-            else:
-                answer = await self.bridge.call("exec", code=code)
-                if isinstance(answer, Exception):
-                    raise ToolError(str(answer))
-                text, is_error = answer
-        finally:
-            # Also after an error or an interrupt: a synchronous call, so cancellation cannot cut it short.
-            changed = ctx.recorder.after_command(token)
+
+        def local(turn: str) -> tuple[str, bool, dict[str, Any] | None]:
+            return snapshot_then_run(self.snapshots, code, turn, (), lambda: run_code(code, self.namespace()), INTERRUPTED)
+
+        text, is_error, changed, note = await run_agent_code(self.bridge, ctx, "exec", {"code": code}, local)
         lines = text.count("\n") + (1 if text and not text.endswith("\n") else 0)
         summary = ("error: " + text.strip().splitlines()[-1][:120]) if is_error and text.strip() else f"{lines} lines of output"
         data: dict[str, Any] = {"changed_files": changed} if changed else {}
-        return ToolResult(text or "(no output)", is_error=is_error, summary=summary, data=data)
+        return ToolResult((text or "(no output)") + note, is_error=is_error, summary=summary, data=data)
 
     def rule_content(self, input: dict[str, Any]) -> str | None:
         code = input.get("code")

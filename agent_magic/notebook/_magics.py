@@ -117,12 +117,13 @@ def _line_parser() -> _Parser:
     s.add_argument("id", nargs="?")
     s = sub.add_parser("checkpoints", add_help=False, help="checkpoints of the current session (or ID)")
     s.add_argument("id", nargs="?")
-    s = sub.add_parser("rewind", add_help=False, help="put files and cells back as before CHECKPOINT (or --turn N)")
+    s = sub.add_parser("rewind", add_help=False, help="put files, cells and kernel variables back as before CHECKPOINT (or --turn N)")
     s.add_argument("checkpoint", nargs="?")
     s.add_argument("--turn", metavar="N", type=int, help="the checkpoint of turn N instead of an id")
     s.add_argument("--dry-run", action="store_true", help="show what would change")
     s.add_argument("--force", action="store_true", help="also overwrite what someone else changed since")
     s.add_argument("--conversation", action="store_true", help="also rewind the conversation (forks the session)")
+    s.add_argument("--no-kernel", action="store_true", help="leave the kernel's variables as they are")
     s.add_argument("--session", metavar="ID", help="a session other than the current one")
     s = sub.add_parser("model", add_help=False, help="show or set this notebook's model")
     s.add_argument("name", nargs="?")
@@ -145,6 +146,7 @@ def _line_parser() -> _Parser:
     sub.add_parser("tools", add_help=False, help="the kernel functions offered as tools")
     sub.add_parser("mcp", add_help=False, help="the session's MCP servers and their state")
     sub.add_parser("memory", add_help=False, help="the project memory files in the system prompt")
+    sub.add_parser("kernel-checkpoints", add_help=False, help="the snapshots of kernel variables this kernel holds, and their disk use")
     # For the help only: _line takes the instructions literally, before shell-style splitting.
     s = sub.add_parser("compact", add_help=False, help="summarise the current session's conversation now to free context; the rest of the line says what to keep")
     s.add_argument("instructions", nargs=argparse.REMAINDER, metavar="INSTRUCTIONS")
@@ -262,6 +264,11 @@ class AgentMagics(Magics):
         help="MCP servers for the sessions: {name: {'command': ..., 'args': [...], 'env': {...}}} (stdio) or "
         "{name: {'type': 'http', 'url': ...}}; a project's .mcp.json adds more when setting_sources has 'project'."
     ).tag(config=True)
+    kernel_snapshots = Bool(
+        True, help="Snapshot the variables the agent's code can change before it runs, so a rewind puts them back."
+    ).tag(config=True)
+    kernel_snapshot_max_variable_mb = CInt(2048, help="Variables larger than this (MB) are not snapshotted (a rewind says so).").tag(config=True)
+    kernel_snapshot_max_turn_mb = CInt(4096, help="At most this much (MB) is snapshotted per turn; beyond it variables are not restorable.").tag(config=True)
     setting_sources = List(
         Unicode(), default_value=["project", "user"],
         help="Where project memory (AGENTS.md / CLAUDE.md) and .mcp.json are read from: 'project', 'user', 'local'; [] : nowhere.",
@@ -281,8 +288,10 @@ class AgentMagics(Magics):
         self.runner.bridge.handlers["variables"] = self._handle_variables
         self.runner.bridge.handlers["approval"] = self._handle_approval
         from ._functions import CALL_KIND, KernelFunctions
+        from ._kernel_state import KernelState
 
-        self.functions: KernelFunctions = KernelFunctions(self.runner.bridge, lambda: self.user_ns)
+        self.kernel_state = KernelState(lambda: self.user_ns, self._home, self._snapshot_settings)
+        self.functions: KernelFunctions = KernelFunctions(self.runner.bridge, lambda: self.user_ns, self.kernel_state)
         self.runner.bridge.handlers[CALL_KIND] = self.functions.handle_call
 
     # -- environment -------------------------------------------------------
@@ -339,7 +348,7 @@ class AgentMagics(Magics):
             print(HELP)
             return None
         args = LINE_PARSER.parse_args(argv)
-        handler = getattr(self, f"_cmd_{args.command}", None)
+        handler = getattr(self, f"_cmd_{args.command.replace('-', '_')}", None)
         if handler is None:  # pragma: no cover - argparse rejects unknown commands first
             raise UsageError(f"Unknown subcommand {args.command!r}. Run `%agent help`.")
         return handler(args)
@@ -464,7 +473,7 @@ class AgentMagics(Magics):
         assert checkpoint is not None
         result = _api.rewind(
             sid, checkpoint, conversation=args.conversation, dry_run=args.dry_run, force=args.force,
-            home=self._home(), bridge=self.notebook_bridge,
+            kernel=not args.no_kernel, home=self._home(), bridge=self.notebook_bridge,
         )
         if result.new_session_id:
             _api.set_current_session(self.current_scope(), result.new_session_id, home=self._home())
@@ -522,8 +531,10 @@ class AgentMagics(Magics):
         sid = self._resolve_session(args.id)
         for host in [h for k, h in self.runner.hosts.items() if k == sid]:
             self.runner.close_client(host)
+        keys = _api.variable_snapshot_keys(sid, home=self._home())
         _api.delete_session(sid, home=self._home())
-        print(f"Deleted session {sid[:8]}.")
+        freed = self.kernel_state.forget(keys)
+        print(f"Deleted session {sid[:8]}." + (f" Its kernel variable snapshots are gone too ({freed:,} bytes)." if freed else ""))
 
     def _cmd_tool(self, args: argparse.Namespace) -> None:
         if not args.names and not args.remove:
@@ -565,6 +576,11 @@ class AgentMagics(Magics):
             if sid is None:  # a client opened only to ask: no session to keep it for
                 self.runner.close_client(host)
         self._show(mcp_table(servers))
+
+    def _cmd_kernel_checkpoints(self, args: argparse.Namespace) -> None:
+        from ._views import kernel_checkpoints_view
+
+        self._show(kernel_checkpoints_view(self.kernel_state.usage()))
 
     def _cmd_memory(self, args: argparse.Namespace) -> None:
         from .._memory import find_memory_files
@@ -798,7 +814,7 @@ class AgentMagics(Magics):
         from ._kernel_tools import PythonTool, VariablesTool
 
         ns = lambda: self.user_ns  # noqa: E731
-        builtin = [PythonTool(self.runner.bridge, ns), VariablesTool(self.runner.bridge, ns)] if self.kernel_tools else []
+        builtin = [PythonTool(self.runner.bridge, ns, self.kernel_state), VariablesTool(self.runner.bridge, ns)] if self.kernel_tools else []
         return [*builtin, *self.functions.tools()]
 
     def _attach_variables(self, prompt: str, names: list[str]) -> str:
@@ -813,27 +829,25 @@ class AgentMagics(Magics):
 
     # -- main-thread handlers (called between UI polls) --------------------------------
     def _handle_exec(self, payload: dict[str, Any], reply: Any) -> None:
-        import signal
-        import threading
-
-        from ._kernel_tools import run_code
+        from ._kernel_tools import INTERRUPTED, run_code, snapshot_then_run
 
         bridge = self.runner.bridge
         bridge.executing.set()
-        # An async cell's SIGINT handler only cancels the cell; while the person's kernel runs
-        # agent code, the interrupt button must stop that code, as it would in a normal cell.
-        main = threading.current_thread() is threading.main_thread()
-        old = signal.getsignal(signal.SIGINT) if main else None
-        if main:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
-            reply(run_code(payload["code"], self.user_ns))
-        except KeyboardInterrupt:
-            reply(("KeyboardInterrupt: the code was interrupted.", True))
+            code = payload["code"]
+            reply(snapshot_then_run(self.kernel_state, code, str(payload.get("turn") or ""), (), lambda: run_code(code, self.user_ns), INTERRUPTED))
         finally:
-            if main and old is not None:
-                signal.signal(signal.SIGINT, old)
             bridge.executing.clear()
+
+    def _snapshot_settings(self) -> Any:
+        from ._kernel_state import SnapshotSettings
+
+        mb = 1 << 20
+        return SnapshotSettings(
+            enabled=bool(self.kernel_snapshots),
+            max_variable_bytes=max(0, int(self.kernel_snapshot_max_variable_mb)) * mb,
+            max_turn_bytes=max(0, int(self.kernel_snapshot_max_turn_mb)) * mb,
+        )
 
     def _handle_variables(self, payload: dict[str, Any], reply: Any) -> None:
         from ._kernel_tools import list_variables

@@ -104,11 +104,13 @@ def sessions_view(rows: list[SessionInfo], *, current: str | None, scope: str | 
 
 def checkpoints_table(session_id: str, cps: list[CheckpointInfo]) -> Table:
     rows = [
-        [str(c.turn), c.checkpoint_id[:8], _when(c.timestamp), _short(c.prompt, 50), _short(", ".join(c.files), 60) or "-", str(len(c.cells))]
+        [str(c.turn), c.checkpoint_id[:8], _when(c.timestamp), _short(c.prompt, 50), _short(", ".join(c.files), 60) or "-", str(len(c.cells)),
+         _short(", ".join(c.variables), 40) or "-"]
         for c in cps
     ]
     note = "Rewind with `%agent rewind CHECKPOINT` (add --dry-run to preview)." if cps else "No checkpoints yet."
-    return Table(["turn", "checkpoint", "time", "prompt", "files changed", "cells"], rows, f"Checkpoints of {session_id[:8]}", note)
+    headers = ["turn", "checkpoint", "time", "prompt", "files changed", "cells", "variables"]
+    return Table(headers, rows, f"Checkpoints of {session_id[:8]}", note)
 
 
 def checkpoints_view(session_id: str, cps: list[CheckpointInfo], *, widgets: Any = None, magics: Any = None) -> Any:
@@ -258,6 +260,7 @@ class RewindView:
             lines.append(f"CONFLICT {c.path}" + (f" cell {c.cell_id}" if c.cell_id else "") + f": {c.reason}")
         for u in r.unrestorable:
             lines.append(f"not restorable (no backup): {u}")
+        lines.extend(variable_lines(r))
         if r.conflicts and not r.dry_run:
             lines.append("Conflicting files and cells were left alone; add --force to overwrite them.")
         if r.new_session_id:
@@ -295,7 +298,7 @@ class RewindView:
             if line.startswith("Re-run these cells") and self.links:
                 out.append(self._stale_markdown())
                 continue
-            out.append(f"- {html.escape(line)}" if not line.startswith(("Preview", "Changed", "Would", "Nothing")) else f"**{html.escape(line)}**")
+            out.append(f"- {html.escape(line)}" if not line.startswith(("Preview", "Changed", "Would", "Nothing", "Put back")) else f"**{html.escape(line)}**")
         diffs = []
         if self.result.dry_run:
             for ch in self.result.changes:
@@ -306,6 +309,55 @@ class RewindView:
 
     def __repr__(self) -> str:
         return "\n".join(self._lines())
+
+
+def human_bytes(n: int | None) -> str:
+    """``12.3 MB``: a size as a person reads it (``?`` when unknown)."""
+    if n is None:
+        return "?"
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def variable_lines(r: RewindResult) -> list[str]:
+    """The kernel-variable part of a rewind (or its preview), one line each."""
+    lines = []
+    for v in r.variables:
+        if v.get("action") == "delete":
+            lines.append(f"delete variable {v['name']} (the undone code created it)")
+        else:
+            how = ", in place" if v.get("in_place") else ""
+            lines.append(f"restore variable {v['name']} ({v.get('type') or '?'}, {human_bytes(v.get('size'))}{how})")
+    for name, why in sorted(r.variables_not_restored.items()):
+        lines.append(f"not restorable (variable): {name}: {why}")
+    lines.extend(f"warning: {w}" for w in r.variable_warnings)
+    if r.kernel_note:
+        lines.append(r.kernel_note)
+    return lines
+
+
+def kernel_checkpoints_view(usage: dict[str, Any]) -> Table:
+    """``%agent kernel-checkpoints``: this kernel's variable snapshots and the disk they use."""
+    from datetime import datetime
+
+    rows = [
+        [
+            datetime.fromtimestamp(r["created_ms"] / 1000).strftime("%H:%M:%S"),
+            ", ".join(r["names"][:8]) + (f" (+{len(r['names']) - 8})" if len(r["names"]) > 8 else ""),
+            human_bytes(r["bytes"]),
+        ]
+        for r in usage["snapshots"]
+    ]
+    state = "on" if usage["enabled"] else "off (`%config AgentMagics.kernel_snapshots = True` turns them on)"
+    note = (
+        f"{plural(len(rows), 'snapshot')} in {usage['root']}, {human_bytes(usage['bytes'])} on disk "
+        "(unchanged arrays are stored once); removed when the kernel exits. Snapshots: " + state + "."
+    )
+    return Table(["taken", "variables", "refers to"], rows, title="Kernel variable snapshots", note=note)
 
 
 def rewind_view(result: RewindResult, *, stale: list[str], links: list[dict[str, Any]] | None = None) -> RewindView:

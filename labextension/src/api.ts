@@ -43,6 +43,8 @@ export interface ICheckpoint {
   prompt: string;
   files: string[];
   cells: string[];
+  /** Kernel variables the agent's code could change in that turn (snapshotted before it ran). */
+  variables?: string[];
 }
 
 export interface ICellChange {
@@ -67,8 +69,14 @@ export interface IRewindResult {
   changes: IFileChange[];
   conflicts: { path: string; reason: string; cell_id: string | null }[];
   unrestorable: string[];
+  dirs_removed?: string[];
+  dirs_created?: string[];
   notes: string[];
   new_session_id: string | null;
+  /** The kernel's variables: always empty from the server, which has no kernel (see kernelvars.ts). */
+  variables: unknown[];
+  /** Set when the turns undone changed kernel variables that this (server-side) rewind leaves alone. */
+  kernel_note: string | null;
   /** Edits for the notebooks open in this browser, to apply to their models. */
   live: { path: string; ops: LiveOp[] }[];
 }

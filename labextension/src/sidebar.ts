@@ -19,6 +19,7 @@ import { Widget } from '@lumino/widgets';
 
 import type { ICheckpoint, ISessionInfo, ISessionList, SessionsApi } from './api';
 import { h, shortId } from './dom';
+import { pathInRoot } from './kernelvars';
 import type { OpenNotebooks } from './notebooks';
 import { rewindWithPreview } from './rewind';
 
@@ -252,7 +253,7 @@ export class SessionsPanel extends Widget {
       dataset: { sessionId: sid }
     }, [row]);
     if (expanded) {
-      li.append(this.renderCheckpoints(sid));
+      li.append(this.renderCheckpoints(info));
     }
     const forks = children.get(sid);
     if (forks?.length) {
@@ -265,14 +266,18 @@ export class SessionsPanel extends Widget {
     return li;
   }
 
-  private renderCheckpoints(sid: string): HTMLElement {
+  private renderCheckpoints(info: ISessionInfo): HTMLElement {
+    const sid = info.session_id;
     const cps = this._checkpoints.get(sid) ?? [];
     const list = h('ol', { className: 'jp-AgentMagic-checkpoints' });
     if (!cps.length) {
       list.append(h('li', { className: 'jp-AgentMagic-sessions-empty', text: 'No checkpoints (checkpointing was off)' }));
     }
     for (const cp of cps) {
-      const changed = cp.cells.length ? plural(cp.cells.length, 'cell') : plural(cp.files.length, 'file');
+      let changed = cp.cells.length ? plural(cp.cells.length, 'cell') : plural(cp.files.length, 'file');
+      if (cp.variables?.length) {
+        changed += `, ${plural(cp.variables.length, 'variable')}`;
+      }
       list.append(
         h('li', { className: 'jp-AgentMagic-checkpoint', dataset: { checkpointId: cp.checkpoint_id } }, [
           h('div', { className: 'jp-AgentMagic-title', text: `Turn ${cp.turn}: ${cp.prompt}`, title: cp.prompt }),
@@ -283,11 +288,12 @@ export class SessionsPanel extends Widget {
           h('button', {
             className: 'jp-AgentMagic-button',
             text: 'Rewind…',
-            title: 'Preview putting files and cells back as they were before this turn',
+            title: 'Preview putting files, cells and kernel variables back as they were before this turn',
             dataset: { action: 'rewind' },
             onClick: () =>
               void this.guard(async () => {
-                if (await rewindWithPreview(this.api, this.notebooks, sid, cp.checkpoint_id, `turn ${cp.turn}`)) {
+                const kernel = await this.kernelOf(info);
+                if (await rewindWithPreview(this.api, this.notebooks, sid, cp.checkpoint_id, `turn ${cp.turn}`, kernel)) {
                   await this.refresh();
                 }
               })
@@ -305,6 +311,22 @@ export class SessionsPanel extends Widget {
     } catch (err) {
       await showErrorMessage('Agent sessions', String((err as Error).message ?? err));
     }
+  }
+
+  /** The kernel of the session's notebook (its scope) if that notebook is open here. */
+  private async kernelOf(info: ISessionInfo): Promise<Kernel.IKernelConnection | null> {
+    // The server mapped the notebook this sidebar follows to its scope (symlinks resolved): trust that first.
+    let panel = this._panel && this._data?.scope === info.scope ? this._panel : null;
+    if (!panel) {
+      this._root ??= this.api.config().then(c => c.root_dir);
+      try {
+        const path = pathInRoot(await this._root, info.scope);
+        panel = path !== null ? this.notebooks.find(path) : null;
+      } catch {
+        this._root = null; // ask again next time; without the root, only the followed notebook is found
+      }
+    }
+    return panel?.sessionContext.session?.kernel ?? null;
   }
 
   private path(): string {
@@ -359,4 +381,5 @@ export class SessionsPanel extends Widget {
   private _checkpoints = new Map<string, ICheckpoint[]>();
   private _poll: number | null = null;
   private _idleTimer: number | null = null;
+  private _root: Promise<string> | null = null;
 }

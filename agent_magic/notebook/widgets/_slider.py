@@ -211,6 +211,17 @@ def preview_dict(base: RewindResult, full: RewindResult, cp: dict[str, Any], *, 
         "dirs_created": list(full.dirs_created),
         "unrestorable": list(full.unrestorable),
         "notes": list(full.notes),
+        **variables_dict(full),
+    }
+
+
+def variables_dict(r: RewindResult) -> dict[str, Any]:
+    """The kernel-variable part of a rewind (or its preview), for the front end."""
+    return {
+        "variables": [dict(v) for v in r.variables],
+        "variables_not_restored": [{"name": n, "reason": why} for n, why in sorted(r.variables_not_restored.items())],
+        "variable_warnings": list(r.variable_warnings),
+        "kernel_note": r.kernel_note or "",
     }
 
 
@@ -262,6 +273,7 @@ def rewind(w: CheckpointSlider, magics: Any) -> RewindResult:
             "dirs_removed": list(result.dirs_removed),
             "dirs_created": list(result.dirs_created),
             "new_session_id": result.new_session_id or "",
+            **variables_dict(result),
             "stale": [{"cell_id": cid, "path": paths.get(cid, "")} for cid in stale],
             # The same cells with what the front end needs to link and mark them.
             "stale_cells": links,

@@ -153,6 +153,42 @@ function render({ model, el }) {
       );
     }
     for (const u of p.unrestorable || []) preview.append(h("div", { class: "am-conflict" }, icon("warn"), " not restorable (no backup): ", h("code", {}, u)));
+    for (const line of variableLines(p)) preview.append(line);
+  }
+
+  /** The kernel's variables in a rewind or its preview: what comes back, what goes, what cannot. */
+  function variableLines(r) {
+    const out = [];
+    const vars = r.variables || [];
+    if (vars.length) {
+      const list = h("ul", { class: "am-variables" });
+      for (const v of vars) {
+        list.append(
+          v.action === "delete"
+            ? h("li", {}, h("span", { class: "am-action" }, "delete"), " ", h("code", {}, v.name), h("span", { class: "am-muted" }, " (created by the undone code)"))
+            : h("li", {}, h("span", { class: "am-action" }, "restore"), " ", h("code", {}, v.name), h("span", { class: "am-muted" }, ` ${v.type || ""}, ${bytes(v.size)}${v.in_place ? ", in place" : ""}`))
+        );
+      }
+      out.push(h("div", { class: "am-variables-head" }, `Kernel variables (${vars.length}):`), list);
+    }
+    for (const v of r.variables_not_restored || []) {
+      out.push(h("div", { class: "am-conflict" }, icon("warn"), " not restorable (variable): ", h("code", {}, v.name), `: ${v.reason}`));
+    }
+    for (const w of r.variable_warnings || []) out.push(h("div", { class: "am-conflict" }, icon("warn"), " ", w));
+    if (r.kernel_note) out.push(h("div", { class: "am-muted" }, r.kernel_note));
+    return out;
+  }
+
+  function bytes(n) {
+    if (n === null || n === undefined) return "?";
+    const units = ["B", "KB", "MB", "GB"];
+    let size = n;
+    let i = 0;
+    while (size >= 1024 && i < units.length - 1) {
+      size /= 1024;
+      i++;
+    }
+    return i === 0 ? `${size} B` : `${size.toFixed(1)} ${units[i]}`;
   }
 
   function renderResult() {
@@ -167,6 +203,7 @@ function render({ model, el }) {
       items.append(h("li", { class: "am-conflict" }, icon("warn"), " left alone: ", h("code", {}, c.path + (c.cell_id ? " › " + c.cell_id : "")), ` (${c.reason}); tick Force and rewind again to overwrite`));
     }
     result.append(h("div", { class: "am-result-head" }, icon("check"), ` Rewound to before turn ${r.turn}: ${r.summary}`), items);
+    for (const line of variableLines(r)) result.append(line);
     if (r.new_session_id) {
       result.append(h("div", {}, "The conversation was rewound too: the next %%agent cell continues the new session ", h("code", {}, r.new_session_id.slice(0, 8)), "."));
     }
@@ -221,7 +258,7 @@ function render({ model, el }) {
     rewindBtn.hidden = confirming;
     confirmBox.hidden = !confirming;
     question.textContent = cp
-      ? `Confirm rewind to before turn ${cp.turn}? Files and cells go back to how they were before it ran` +
+      ? `Confirm rewind to before turn ${cp.turn}? Files, cells and kernel variables go back to how they were before it ran` +
         (model.get("conversation") ? ", and the conversation is forked there." : ".")
       : "";
     confirmBtn.disabled = busy || dead;
