@@ -26,7 +26,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from .. import _api
 from .._client import AgentClient
-from .._errors import AgentMagicError, ConfigurationError, SessionNotFoundError
+from .._errors import AgentMagicError, ConfigurationError, MissingAPIKeyError, SessionNotFoundError
 from .._messages import ResultMessage
 from .._options import AgentOptions
 from .._version import __version__
@@ -37,7 +37,7 @@ try:
     from acp import schema
 except ImportError as e:  # pragma: no cover - said by serve()
     raise ConfigurationError(
-        "`agent-magic acp` needs the Agent Client Protocol SDK: pip install 'agent-client-protocol>=0.11'."
+        "`agent-magic acp` needs the Agent Client Protocol SDK: pip install 'agent-magic[acp]'."
     ) from e
 
 from . import commands
@@ -94,6 +94,11 @@ def mcp_servers(servers: list[Any] | None) -> dict[str, Any]:
     return out
 
 
+def refused(message: str) -> Any:
+    """An "invalid params" error whose message is ours (clients show the message, not the data)."""
+    return acp.RequestError(-32602, message, {"message": message})
+
+
 def prompt_content(blocks: list[Any]) -> str | list[dict[str, Any]]:
     """An ACP prompt as ours: text, images, and resources as text in ``<context>`` tags."""
     parts: list[dict[str, Any]] = []
@@ -108,7 +113,8 @@ def prompt_content(blocks: list[Any]) -> str | list[dict[str, Any]]:
             uri = b.uri if isinstance(b, schema.ResourceContentBlock) else b.resource.uri
             parts.append({"type": "text", "text": f"@{uri}"})
     if all(p["type"] == "text" for p in parts):
-        return "\n\n".join(p["text"] for p in parts)
+        # Some clients put an empty preamble before the person's text (Jupyter AI's guidance).
+        return "\n\n".join(p["text"] for p in parts).strip()
     return parts
 
 
@@ -211,8 +217,11 @@ class MagicAgent:
         )
         try:
             sess: Session = await self.tg.start(self._own, acp_id, opts, mode)
+        except MissingAPIKeyError as e:
+            # The client shows the error's message: say what to set, not "Authentication required".
+            raise acp.RequestError(-32000, str(e), {"message": str(e)}) from None
         except AgentMagicError as e:
-            raise acp.RequestError.invalid_params({"message": str(e)}) from None
+            raise refused(str(e)) from None
         holder["s"] = sess
         self.sessions[acp_id] = sess
         return sess
@@ -253,7 +262,7 @@ class MagicAgent:
     def _get(self, acp_id: str) -> Session:
         sess = self.sessions.get(acp_id)
         if sess is None:
-            raise acp.RequestError.invalid_params({"message": f"No open session {acp_id}: call session/load or session/resume first."})
+            raise refused(f"No open session {acp_id}: call session/load or session/resume first.")
         return sess
 
     def _advertise(self, acp_id: str) -> None:
@@ -329,7 +338,7 @@ class MagicAgent:
         try:
             new_id = await anyio.to_thread.run_sync(lambda: _api.fork_session(source, home=self.home))
         except SessionNotFoundError:
-            raise acp.RequestError.invalid_params({"message": f"Session {session_id} has no turns to fork yet."}) from None
+            raise refused(f"Session {session_id} has no turns to fork yet.") from None
         sess = await self._open(new_id, cwd, mcp_servers, resume=new_id, add_dirs=additional_directories)
         self._advertise(new_id)
         return schema.ForkSessionResponse(session_id=new_id, modes=mode_state(sess.mode), config_options=[mode_option(sess.mode)], field_meta=self._meta(sess))
@@ -363,7 +372,7 @@ class MagicAgent:
     # -- ACP: modes -------------------------------------------------------------------------
     async def _set_mode(self, session_id: str, mode_id: str) -> Session:
         if mode_id not in MODE_IDS:
-            raise acp.RequestError.invalid_params({"message": f"Unknown mode {mode_id!r}; one of {', '.join(MODE_IDS)}."})
+            raise refused(f"Unknown mode {mode_id!r}; one of {', '.join(MODE_IDS)}.")
         sess = self._get(session_id)
         await sess.client.set_permission_mode(mode_id)
         sess.mode = mode_id
@@ -376,7 +385,7 @@ class MagicAgent:
 
     async def set_config_option(self, config_id: str, session_id: str, value: str | bool, **kwargs: Any) -> schema.SetSessionConfigOptionResponse | None:
         if config_id != "mode" or not isinstance(value, str):
-            raise acp.RequestError.invalid_params({"message": f"Unknown config option {config_id!r}."})
+            raise refused(f"Unknown config option {config_id!r}.")
         sess = await self._set_mode(session_id, value)
         return schema.SetSessionConfigOptionResponse(config_options=[mode_option(sess.mode)])
 
@@ -424,7 +433,7 @@ class MagicAgent:
         except KeyError:
             raise acp.RequestError.method_not_found(f"_{method}") from None
         except AgentMagicError as e:
-            raise acp.RequestError.invalid_params({"message": str(e)}) from None
+            raise refused(str(e)) from None
 
     async def ext_notification(self, method: str, params: dict[str, Any]) -> None:
         return None

@@ -147,7 +147,7 @@ def rewind_text(result: RewindResult) -> str:
         where = f"`{c.path}`" + (f" cell `{c.cell_id}`" if c.cell_id else "")
         lines.append(f"- **conflict** {where}: {c.reason}")
     lines += [f"- **not restorable** `{u}` (no backup)" for u in result.unrestorable]
-    text = "\n".join([*lines, "", result.summary() + "."])
+    text = "\n".join([*lines, "", result.summary()])
     if result.conflicts:
         text += " Conflicting paths were left alone; add `--force` to overwrite them."
     return text
