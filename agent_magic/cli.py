@@ -307,6 +307,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return int(anyio.run(go))
 
 
+def cmd_acp(args: argparse.Namespace) -> int:
+    from .acp import serve
+
+    return serve(home=args.home, model=args.model, permission_mode=args.permission_mode)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="agent-magic",
@@ -391,6 +397,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=0)
     s.add_argument("--script", choices=["walkthrough", "none"], default="walkthrough")
     s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("acp", help="run as an Agent Client Protocol agent on stdio (Jupyter AI, Zed, JetBrains)")
+    s.add_argument("--model", help="model for new sessions (default: $AGENT_MAGIC_MODEL or the provider's)")
+    s.add_argument(
+        "--permission-mode", default="default", choices=["default", "acceptEdits", "plan", "bypassPermissions"],
+        help="permission mode new sessions start in (the client can change it per session)",
+    )
+    s.set_defaults(func=cmd_acp)
 
     s = sub.add_parser("demo", help="try agent-magic without an API key: JupyterLab on a scripted quickstart")
     s.add_argument("--no-browser", action="store_true", help="print the URL instead of opening a browser")
