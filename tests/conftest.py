@@ -102,3 +102,22 @@ def ip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, home: Path, workspace: P
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
     with magic_shell(workspace) as shell:
         yield shell
+
+
+@pytest.fixture
+def kernel(fake_api: FakeAnthropicServer, home: Path, workspace: Path, tmp_path: Path) -> Iterator[Any]:
+    """A real kernel for the notebook ``workspace/analysis.ipynb``, on the fake API, with a private store and config.
+
+    Test modules that need another kernel define their own ``kernel`` fixture, which wins.
+    """
+    from .kernel_harness import Kernel
+
+    env = {
+        **fake_api.env(), "AGENT_MAGIC_HOME": str(home), "AGENT_MAGIC_MAX_RETRIES": "1",
+        "AGENT_MAGIC_CONFIG_DIR": str(tmp_path / "user-config"), "JPY_SESSION_NAME": str(workspace / "analysis.ipynb"),
+    }
+    k = Kernel(workspace, env)
+    try:
+        yield k
+    finally:
+        k.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -21,17 +20,6 @@ from .test_acp import acp_agent
 pytestmark = [pytest.mark.kernel]
 
 
-@pytest.fixture
-def kernel(fake_api: FakeAnthropicServer, home: Path, workspace: Path, tmp_path: Path) -> Iterator[Kernel]:
-    env = {
-        **fake_api.env(), "AGENT_MAGIC_HOME": str(home), "AGENT_MAGIC_MAX_RETRIES": "1",
-        "AGENT_MAGIC_CONFIG_DIR": str(tmp_path / "user-config"), "JPY_SESSION_NAME": str(workspace / "analysis.ipynb"),
-    }
-    k = Kernel(workspace, env)
-    try:
-        yield k
-    finally:
-        k.close()
 
 
 def _sent(fake_api: FakeAnthropicServer, i: int = -1) -> str:

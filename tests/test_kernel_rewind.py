@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,17 +51,6 @@ print("RESTORED")
 """
 
 
-@pytest.fixture
-def kernel(fake_api: FakeAnthropicServer, home: Path, workspace: Path, tmp_path: Path) -> Iterator[Kernel]:
-    env = {
-        **fake_api.env(), "AGENT_MAGIC_HOME": str(home), "AGENT_MAGIC_MAX_RETRIES": "1",
-        "AGENT_MAGIC_CONFIG_DIR": str(tmp_path / "user-config"), "JPY_SESSION_NAME": str(workspace / "analysis.ipynb"),
-    }
-    k = Kernel(workspace, env)
-    try:
-        yield k
-    finally:
-        k.close()
 
 
 def _agent_turn(kernel: Kernel, fake_api: FakeAnthropicServer, code: str, prompt: str) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,17 +79,6 @@ def answer(kernel: Kernel, session_id: str, checkpoint_id: str, dry_run: bool) -
     return None if found is None else json.loads(found)
 
 
-@pytest.fixture
-def kernel(fake_api: FakeAnthropicServer, home: Path, workspace: Path, tmp_path: Path) -> Iterator[Kernel]:
-    env = {
-        **fake_api.env(), "AGENT_MAGIC_HOME": str(home), "AGENT_MAGIC_MAX_RETRIES": "1",
-        "AGENT_MAGIC_CONFIG_DIR": str(tmp_path / "user-config"), "JPY_SESSION_NAME": str(workspace / "analysis.ipynb"),
-    }
-    k = Kernel(workspace, env)
-    try:
-        yield k
-    finally:
-        k.close()
 
 
 def _turn(kernel: Kernel, fake_api: FakeAnthropicServer, home: Path, workspace: Path) -> tuple[str, str]:

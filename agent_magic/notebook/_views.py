@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from ..checkpoints import CheckpointInfo, RewindResult
+from ..checkpoints.variables.records import human_bytes
 from ..store.transcript import SessionInfo, SessionMessage, prompt_text
 from ._display import compaction_line
 
@@ -309,18 +310,6 @@ class RewindView:
 
     def __repr__(self) -> str:
         return "\n".join(self._lines())
-
-
-def human_bytes(n: int | None) -> str:
-    """``12.3 MB``: a size as a person reads it (``?`` when unknown)."""
-    if n is None:
-        return "?"
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 def variable_lines(r: RewindResult) -> list[str]:

@@ -214,7 +214,7 @@ class RestorePlan:
         for v in self.variables:
             if v.action == "restore":
                 how = " (in place)" if v.in_place else ""
-                lines.append(f"restore {v.name}: {v.type}, {_human(v.size)}{how}")
+                lines.append(f"restore {v.name}: {v.type}, {human_bytes(v.size)}{how}")
             elif v.action == "delete":
                 lines.append(f"delete {v.name} (created by the undone code)")
             else:
@@ -288,7 +288,8 @@ class DiskUsage:
         return self.buffer_bytes + self.stream_bytes
 
 
-def _human(n: int | None) -> str:
+def human_bytes(n: int | None) -> str:
+    """``12.3 MB``: a size as a person reads it."""
     if n is None:
         return "size unknown"
     size = float(n)
