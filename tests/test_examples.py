@@ -293,8 +293,8 @@ def test_clean_csv(tmp_path: Path) -> None:
     assert note["id"] in run.text(dry) and code["id"] in run.text(dry)
     assert run.disk[r1] == orig
     assert run.path.read_bytes() == (EXAMPLES / "clean_csv.ipynb").read_bytes()
-    # a rewind restores cells, not the kernel
-    assert run.text(run.index('[name for name in ("orders", "revenue")')).strip() == "['orders', 'revenue']"
+    # ... and the kernel: the variables the agent's code created are gone again
+    assert run.text(run.index('[name for name in ("orders", "revenue")')).strip() == "[]"
 
 
 # --------------------------------------------------------------------------- fork_compare_models.ipynb
